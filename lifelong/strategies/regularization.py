@@ -62,7 +62,7 @@ class QuadraticAnchor(Strategy):
             return None
         total = logits.new_zeros(())
         for name, p in self.ctx.model.named_parameters():
-            for anchor, imp in zip(self.anchors, self.importances):
+            for anchor, imp in zip(self.anchors, self.importances, strict=True):
                 total = total + (imp[name] * (p - anchor[name]).pow(2)).sum()
         return 0.5 * self.strength * total
 
