@@ -29,18 +29,18 @@ from torch import Tensor, nn
 
 from lifelong import __version__
 from lifelong.data.datasets import ArrayDataset
-from lifelong.data.scenarios import make_stream
+from lifelong.data.scenarios import make_stream, parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
-from lifelong.models.backbones import make_model
+from lifelong.models.backbones import MODELS, make_model
 from lifelong.strategies import Batch, Context, Strategy, make_strategy
 from lifelong.tracking.store import RunStore
 from lifelong.training.checkpoint import load_checkpoint, save_atomic
 from lifelong.training.config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
-StepCallback = Callable[[int, int, float], None]  # (global step, total steps, loss)
+StepCallback = Callable[[int, int, float, "float | None"], None]  # (global step, total steps, loss, accuracy)
 
 
 def pick_device(name: str) -> torch.device:
@@ -112,6 +112,19 @@ class Engine:
         self.initial: list[float] = []
         self.train_seconds = 0.0
         self.pending_losses: list[tuple[int, str, float]] = []
+        self.boundaries: list[int] = []
+        self.curve_steps: list[int] = []
+        self.curve: list[list[float | None]] = []
+        self.latest_accuracy: float | None = None
+        self.probe = self.continual_probe() if cfg.eval_every else None
+
+    @staticmethod
+    def validate(cfg: RunConfig) -> None:
+        """Check names and hyperparameters without loading any data (fails fast, before work starts)."""
+        parse_scenario(cfg.scenario)
+        make_strategy(cfg.strategy, cfg.hparams)
+        MODELS.get(cfg.model)
+        pick_device(cfg.device)
 
     # --- set-up ----------------------------------------------------------------------------------------
     def to_device(self, stream: Stream) -> Stream:
@@ -161,6 +174,52 @@ class Engine:
             correct += (logits.argmax(1) == exp.labels(part, "test")).sum().item()
         return correct / len(idx)
 
+    def continual_probe(self) -> list[tuple[Tensor, Tensor, int]]:
+        """Fixed, seeded test subsamples per experience, prepared once: (inputs, labels, task id)."""
+        n = self.cfg.eval_subsample
+        smallest = min(len(e.test_idx) for e in self.stream)
+        if n > smallest:
+            raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
+                                f"{smallest} test samples")
+        g = torch.Generator().manual_seed(self.cfg.seed + 12345)
+        probe = []
+        for e in self.stream:
+            pick = e.test_idx[torch.randperm(len(e.test_idx), generator=g)[:n].to(e.test_idx.device)]
+            probe.append((self.prepare(e.raw(pick, "test")), e.labels(pick, "test"), e.task_id))
+        return probe
+
+    @torch.no_grad()
+    def continual_evaluation(self, seen: int) -> None:
+        """Accuracy of experiences 0..seen-1 on their probes, in eval mode, as one forward pass."""
+        was = self.model.training
+        self.model.eval()
+        x = torch.cat([p[0] for p in self.probe[:seen]])
+        logits = self.model(x)
+        self.model.train(was)
+        row: list[float | None] = []
+        start = 0
+        for j, (px, py, task) in enumerate(self.probe):
+            if j >= seen:
+                row.append(None)
+                continue
+            part = logits[start:start + len(px)]
+            if self.task_mask is not None:
+                part = part.masked_fill(~self.task_mask[task], float("-inf"))
+            row.append((part.argmax(1) == py).float().mean().item())
+            start += len(px)
+        self.curve_steps.append(self.position["global_step"])
+        self.curve.append(row)
+        seen_acc = [a for a in row if a is not None]
+        self.latest_accuracy = sum(seen_acc) / len(seen_acc)
+        if self.store is not None:
+            self.store.log_curve(self.curve_steps[-1], {j: a for j, a in enumerate(row) if a is not None})
+
+    def seen_experiences(self, train_index: int) -> int:
+        """How many experiences of the original stream training experience `train_index` has shown."""
+        if len(self.train_stream) != len(self.stream):
+            return len(self.stream)
+        return train_index + 1
+
     def evaluate(self) -> list[float]:
         """Accuracy on the test data of every experience of the (original) stream."""
         was = self.model.training
@@ -178,7 +237,8 @@ class Engine:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "strategy": self.strategy.state_dict(), "generator": self.generator.get_state(),
             "position": dict(self.position), "rows": self.rows, "initial": self.initial,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.train_seconds, "boundaries": self.boundaries,
+            "curve_steps": self.curve_steps, "curve": self.curve,
         }, self.store.dir / CHECKPOINT)
 
     def restore(self) -> bool:
@@ -194,6 +254,7 @@ class Engine:
         self.generator.set_state(state["generator"])
         self.position, self.rows, self.initial = state["position"], state["rows"], state["initial"]
         self.train_seconds = state["train_seconds"]
+        self.boundaries, self.curve_steps, self.curve = state["boundaries"], state["curve_steps"], state["curve"]
         return True
 
     def flush_losses(self) -> None:
@@ -218,8 +279,11 @@ class Engine:
         for i in range(self.position["experience"], len(self.train_stream)):
             self.train_experience(self.train_stream[i], base_seconds, start)
             self.rows.append(self.evaluate())
+            self.latest_accuracy = sum(self.rows[-1][: self.seen_experiences(i)]) / self.seen_experiences(i)
+            self.boundaries.append(self.position["global_step"])
             if self.store is not None:
                 self.store.write_accuracy_row(i, self.rows[-1])
+                self.store.set_meta(boundaries=self.boundaries)
             self.position = {"experience": i + 1, "step": 0, "global_step": self.position["global_step"]}
             self.train_seconds = base_seconds + time.perf_counter() - start
             self.checkpoint()
@@ -235,6 +299,8 @@ class Engine:
             strategy.begin_experience(exp)
         train_x, train_y = exp.data.train_x, exp.data.train_y
         grand_total = self.total_steps()
+        eval_every = cfg.eval_every
+        seen = self.seen_experiences(exp.index)
         model.train()
         for s in range(self.position["step"], total):
             epoch, k = divmod(s, steps_per_epoch)
@@ -262,8 +328,10 @@ class Engine:
                                     "learning rate or the penalty strength; results up to the last checkpoint "
                                     "are kept")
             self.pending_losses.append((g, "loss", value))
+            if eval_every and g % eval_every == 0:
+                self.continual_evaluation(seen)
             if self.on_step is not None:
-                self.on_step(g, grand_total, value)
+                self.on_step(g, grand_total, value, self.latest_accuracy)
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()
@@ -283,4 +351,5 @@ class Engine:
             "samples_per_second": samples / seconds if seconds > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
             "hparams": dict(self.strategy.hp),
+            **({"curve": {"steps": self.curve_steps, "accuracy": self.curve}} if self.cfg.eval_every else {}),
         }
