@@ -34,9 +34,9 @@ def median_smooth(values: np.ndarray, width: int) -> np.ndarray:
 def refine(grad_norms: Sequence[float], smoothing: float = 0.1, power: float = 2.0) -> list[float]:
     """Refined multipliers in [0, 1] (max 1, last 0) from a recorded gradient-norm sequence."""
     g = np.asarray(grad_norms, dtype=np.float64)
-    g = median_smooth(g / g.max(), max(1, round(smoothing * len(g))))
-    inv = g ** (-power)
-    inv = inv / inv.max()
+    g = median_smooth(g, max(1, round(smoothing * len(g))))
+    log_g = np.log(g)
+    inv = np.exp(-power * (log_g - log_g.min()))  # g^-power scaled to max 1: no overflow for extreme norms
     tail = np.concatenate([np.cumsum(inv[::-1])[::-1][1:], [0.0]])
     w = inv * tail
     top = w.max()
