@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,14 @@ def format_schedules() -> str:
 
 
 def _flags() -> dict[str, tuple[str, list[str]]]:
-    """Parameter name -> (help of its first declaration, schedules that use it)."""
-    flags: dict[str, tuple[str, list[str]]] = {}
+    """Parameter name -> (its most common help text, schedules that use it)."""
+    helps: dict[str, Counter[str]] = {}
+    users: dict[str, list[str]] = {}
     for name, _, params in describe_schedules():
         for key, p in params.items():
-            flags.setdefault(key, (p.help, []))[1].append(name)
-    return flags
+            helps.setdefault(key, Counter())[p.help] += 1
+            users.setdefault(key, []).append(name)
+    return {key: (helps[key].most_common(1)[0][0], users[key]) for key in users}
 
 
 def add_schedule_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -91,7 +95,8 @@ def _plot(path: str, lrs: list[float], title: str, marks: list[int]) -> None:
     ax.plot(range(len(lrs)), lrs, lw=1.5)
     for step in marks:
         ax.axvline(step, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="step", ylabel="learning rate", title=title)
+    ax.set(xlabel="step", ylabel="learning rate")
+    ax.set_title(textwrap.fill(title, 100), fontsize=8)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
 
