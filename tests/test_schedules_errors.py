@@ -40,6 +40,12 @@ from lifelong.schedules import WSD, WSDS, Infinite, Refined, StreamSchedule, dec
         ("wsd", None, {"warmup": "ten"}, "warmup='ten'"),
         ("refined", None, {"grad_norms": "1,0,2"}, "grad_norms"),
         ("refined", None, {"grad_norms": "1"}, "grad_norms"),
+        (
+            "refined",
+            None,
+            {"grad_norms": "missing/norms.json"},
+            "grad_norms='missing/norms.json': no such file",
+        ),
         ("cosine", None, {"decay_start": 3}, "decay_start"),
         ("wsd", 0, {}, "steps=0"),
     ],
@@ -77,6 +83,8 @@ def test_branch_and_stream_errors():
         decay_branch(main, 100, 10, shape="cube")
     with pytest.raises(LifelongError, match="min_lr=0"):
         decay_branch(main, 100, 10, shape="exp", min_lr=0.0)
+    with pytest.raises(LifelongError, match="min_lr=0.5 is above the main branch's rate at step 0"):
+        decay_branch(main, 0, 10, min_lr=0.5)
     with pytest.raises(LifelongError, match="mode='sometimes'"):
         StreamSchedule(WSD(), [100], mode="sometimes")
     with pytest.raises(LifelongError, match="needs the infinite schedule"):

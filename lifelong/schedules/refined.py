@@ -51,6 +51,8 @@ def load_norms(value: Any) -> tuple[float, ...]:
         if os.path.isfile(value):
             with open(value, encoding="utf-8") as f:
                 text = f.read()
+        elif value.endswith((".json", ".txt", ".csv")):
+            raise LifelongError(f"grad_norms={value!r}: no such file")
         try:
             data = json.loads(text)
             value = data["grad_norms"] if isinstance(data, dict) else data

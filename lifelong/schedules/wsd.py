@@ -188,5 +188,6 @@ def decay_branch(
         raise LifelongError(f"shape={shape!r} is not allowed: expected one of {'|'.join(SHAPES)}")
     need(min_lr >= 0, f"min_lr={min_lr:g} is negative")
     high = main.lr(start)
+    need(min_lr <= high, f"min_lr={min_lr:g} is above the main branch's rate at step {start} ({high:g})")
     _check_shape(shape, high, min_lr)
     return [decay(shape, i / steps, high, min_lr) for i in range(steps)]
