@@ -195,6 +195,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("models:")
     for name, text in sorted(MODEL_HELP.items()):
         print(f"  {name:16} {text}")
+    from lifelong.schedules.cli import format_schedules
+
+    print("learning-rate schedules (lifelong schedule NAME --steps N ...):")
+    print(format_schedules())
     return 0
 
 
@@ -258,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models")
     p.set_defaults(func=cmd_list)
+
+    from lifelong.schedules.cli import add_schedule_parser
+
+    add_schedule_parser(sub).set_defaults(func=lambda a: a.handler(a))
 
     p = sub.add_parser("runs", help="list stored runs")
     p.add_argument("roots", nargs="*", help="directories to search [--store]")
