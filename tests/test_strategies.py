@@ -112,7 +112,7 @@ def test_reservoir_buffer_holds_uniform_sample():
     n, capacity, trials = 200, 20, 400
     counts = torch.zeros(n)
     for t in range(trials):
-        buf = ReservoirBuffer(capacity, torch.Generator().manual_seed(t))
+        buf = ReservoirBuffer(capacity, seed=t)
         for start in range(0, n, 32):  # offered in batches, like the engine does
             ids = torch.arange(start, min(start + 32, n))
             buf.add(raw=ids.float().unsqueeze(1), y=ids)
@@ -127,7 +127,7 @@ def test_reservoir_buffer_holds_uniform_sample():
 
 
 def test_class_balanced_buffer_balances_an_imbalanced_stream():
-    buf = ClassBalancedBuffer(30, torch.Generator().manual_seed(0))
+    buf = ClassBalancedBuffer(30, seed=0)
     labels = torch.cat([torch.zeros(300), torch.ones(40), torch.full((30,), 2)]).long()
     for s in range(0, len(labels), 32):
         y = labels[s:s + 32]
