@@ -333,19 +333,20 @@ def read_comparison(compare_dir: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _runs_by_key(compare_dir: Path) -> dict[tuple[str, Any], Path]:
-    """(strategy, seed) -> run directory, for the runs stored under a comparison directory."""
+def _runs_by_key(compare_dir: Path) -> dict[tuple[str, Any], tuple[Path, dict[str, Any]]]:
+    """(strategy, seed) -> (run directory, its meta), for the runs stored under a comparison directory."""
     found = {}
     for d in find_runs([compare_dir]):
         try:
             store = RunStore.open(d)
             try:
-                cfg = store.meta().get("config") or {}
+                meta = store.meta()
             finally:
                 store.close()
         except LifelongError:
             continue
-        found.setdefault((str(cfg.get("strategy")), cfg.get("seed")), d)
+        cfg = meta.get("config") or {}
+        found.setdefault((str(cfg.get("strategy")), cfg.get("seed")), (d, meta))
     return found
 
 
@@ -409,15 +410,12 @@ def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Pa
 
     runs = _runs_by_key(compare_dir)
     first_run: dict[str, Path] = {}
-    for (name, _), d in sorted(runs.items(), key=lambda kv: str(kv[0])):
+    boundaries: list[int] | None = None  # the longest list: a joint-training reference has a single experience
+    for (name, _), (d, meta) in sorted(runs.items(), key=lambda kv: str(kv[0])):
         first_run.setdefault(name, d)
-    boundaries: list[int] | None = None
-    if first_run:
-        store = RunStore.open(next(iter(first_run.values())))
-        try:
-            boundaries = store.meta().get("boundaries")
-        finally:
-            store.close()
+        b = meta.get("boundaries") or []
+        if len(b) > len(boundaries or []):
+            boundaries = b
 
     sections.append("<h2>Continual evaluation</h2>")
     curves: dict[str, tuple[list[int], list[float | None]]] = {}
@@ -447,6 +445,8 @@ def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Pa
         if steps:
             losses[name] = (steps, values)
     if losses:
+        order = [str(row.get("strategy")) for row in summary] + sorted(losses)  # same colours as the bar chart
+        losses = {k: losses[k] for k in dict.fromkeys(order) if k in losses}
         png = plots.plot_loss(losses, plot_dir / "loss.png", boundaries)
         sections.append(figure(png, "training loss per strategy", "First seed of each strategy."))
     else:
@@ -468,7 +468,7 @@ def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Pa
     if runs:
         rows = [[f'<td class="k">{esc(k[0])}</td>', cell(k[1]),
                  f'<td class="k">{esc(os.path.relpath(d, compare_dir))}</td>']
-                for k, d in sorted(runs.items(), key=lambda kv: str(kv[0]))]
+                for k, (d, _) in sorted(runs.items(), key=lambda kv: str(kv[0]))]
         sections.append("<h2>Run directories</h2>" + table(["strategy", "seed", "directory"], rows, cls="runs"))
     return sections
 
