@@ -260,18 +260,23 @@ def close_all(loggers: Iterable[Logger]) -> None:
         raise error
 
 
-def step_callback(loggers: Sequence[Logger]) -> Callable[[int, int, float], None]:
-    """An `Engine(on_step=...)` callback, (global step, total steps, loss) -> log {"loss": loss} to every logger
-    (the first call also tells progress bars the total)."""
+def step_callback(loggers: Sequence[Logger]) -> Callable[[int, int, float, float | None], None]:
+    """An `Engine(on_step=...)` callback, (global step, total steps, loss, accuracy) -> log {"loss": loss} to
+    every logger, and the accuracy whenever a new evaluation changed it (the first call also tells progress
+    bars the total)."""
     told = False
+    last_accuracy: float | None = None
 
-    def on_step(step: int, total: int, loss: float) -> None:
-        nonlocal told
+    def on_step(step: int, total: int, loss: float, accuracy: float | None = None) -> None:
+        nonlocal told, last_accuracy
         if not told:
             for logger in loggers:
                 if isinstance(logger, ProgressLogger):
                     logger.set_total(total)
             told = True
-        log_all(loggers, step, {"loss": loss})
+        values = {"loss": loss}
+        if accuracy is not None and accuracy != last_accuracy:
+            values["accuracy"] = last_accuracy = accuracy
+        log_all(loggers, step, values)
 
     return on_step
