@@ -58,9 +58,23 @@ def test_ewc_penalty_is_fisher_weighted_squared_distance(digits_cfg):
     assert torch.allclose(got, expected)
 
 
-def test_fisher_diagonal_matches_per_sample_loop():
+class TinyConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 2, 3)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.conv(x.unsqueeze(1))).flatten(1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)),  # outer-product path
+    TinyConv,  # torch.func per-sample-gradient path
+])
+def test_fisher_diagonal_matches_per_sample_loop(make):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    model = make()
     x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
     got = fisher_diagonal(model, x, y, chunk=3)
     expected = {k: torch.zeros_like(v) for k, v in model.named_parameters()}

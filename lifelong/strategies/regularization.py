@@ -20,27 +20,71 @@ from lifelong.strategies.base import Batch, Strategy, register
 
 def fisher_diagonal(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None = None,
                     chunk: int = 256) -> dict[str, Tensor]:
-    """Mean over samples of the squared per-sample gradient of -log p(y|x) for every parameter."""
+    """Mean over samples of the squared per-sample gradient of -log p(y|x) for every parameter.
+
+    Networks whose parameters all sit in nn.Linear layers take an exact shortcut: the per-sample gradient
+    of W is the outer product of the output gradient d and the input a, so the sum over samples of its square
+    is (d^2)^T (a^2), one matrix product per chunk. Other networks use per-sample gradients from torch.func.
+    """
+    was_training = model.training
+    model.eval()
+    linear_only = all(isinstance(m, torch.nn.Linear) for m in model.modules() if next(m.parameters(False), None)
+                      is not None)
+    total = linear_fisher_sum(model, x, y, task_mask, chunk) if linear_only else vmap_fisher_sum(
+        model, x, y, task_mask, min(chunk, 64))
+    model.train(was_training)
+    return {k: v / len(x) for k, v in total.items()}
+
+
+def masked_nll_sum(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+
+
+def linear_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None,
+                      chunk: int) -> dict[str, Tensor]:
+    names = {m: n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    total = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    inputs: dict[torch.nn.Module, Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: inputs.__setitem__(mod, inp[0].detach()))
+             for m in names]
+    outputs: dict[torch.nn.Module, Tensor] = {}
+    hooks += [m.register_full_backward_hook(lambda mod, gin, gout: outputs.__setitem__(mod, gout[0].detach()))
+              for m in names]
+    try:
+        for s in range(0, len(x), chunk):
+            xs = x[s:s + chunk].detach().requires_grad_(True)  # so every layer's backward hook fires
+            mask = None if task_mask is None else task_mask[s:s + chunk]
+            loss = masked_nll_sum(model(xs), y[s:s + chunk], mask)
+            torch.autograd.grad(loss, xs)
+            for m, prefix in names.items():
+                d2, a2 = outputs[m].pow(2), inputs[m].pow(2)
+                total[f"{prefix}.weight" if prefix else "weight"] += d2.T @ a2
+                if m.bias is not None:
+                    total[f"{prefix}.bias" if prefix else "bias"] += d2.sum(0)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def vmap_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None,
+                    chunk: int) -> dict[str, Tensor]:
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def nll(p: dict[str, Tensor], xi: Tensor, yi: Tensor, mi: Tensor | None) -> Tensor:
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        if mi is not None:
-            logits = logits.masked_fill(~mi, float("-inf"))
-        return torch.nn.functional.cross_entropy(logits, yi.unsqueeze(0))
+        return masked_nll_sum(logits, yi.unsqueeze(0), None if mi is None else mi.unsqueeze(0))
 
-    was_training = model.training
-    model.eval()
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     per_sample = vmap(grad(nll), in_dims=(None, 0, 0, None if task_mask is None else 0))
     for s in range(0, len(x), chunk):
         m = None if task_mask is None else task_mask[s:s + chunk]
-        grads = per_sample(params, x[s:s + chunk], y[s:s + chunk], m)
-        for k, g in grads.items():
+        for k, g in per_sample(params, x[s:s + chunk], y[s:s + chunk], m).items():
             total[k] += g.pow(2).sum(0)
-    model.train(was_training)
-    return {k: v / len(x) for k, v in total.items()}
+    return total
 
 
 class QuadraticAnchor(Strategy):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import platform
-import resource
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
 from lifelong.models.backbones import MODELS, make_model
 from lifelong.strategies import Batch, Context, Strategy, make_strategy
+from lifelong.tracking.resources import peak_rss_mb
 from lifelong.tracking.store import RunStore
 from lifelong.training.checkpoint import load_checkpoint, save_atomic
 from lifelong.training.config import RunConfig
@@ -53,12 +53,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LifelongError(f"device={name!r} requested but CUDA is not available on this machine")
     return device
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if platform.system() != "Darwin" else kb / 2**20
 
 
 def git_commit() -> str | None:

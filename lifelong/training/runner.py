@@ -20,6 +20,7 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
+from lifelong.tracking.resources import reset_peak_rss
 from lifelong.tracking.store import RunStore
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import Engine, StepCallback, environment
@@ -87,6 +88,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepC
 
     `loggers` names extra metric sinks written into the run directory: csv, jsonl, tensorboard, mlflow."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    reset_peak_rss()
     engine = Engine(cfg, None, on_step, **engine_kwargs)  # validates everything before touching the disk
     store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
     sinks = make_loggers(list(loggers), run_dir, params=cfg.to_dict()) if loggers else []
