@@ -50,12 +50,19 @@ def test_ewc_penalty_is_fisher_weighted_squared_distance(digits_cfg):
     engine = Engine(digits_cfg(strategy="ewc", hparams={"ewc_lambda": 3.0}))
     s = engine.strategy
     params = dict(engine.model.named_parameters())
-    anchor = {k: v.detach() + 0.1 for k, v in params.items()}
-    fisher = {k: torch.rand_like(v) for k, v in params.items()}
-    s.anchors, s.importances = [anchor], [fisher]
-    expected = 0.5 * 3.0 * sum((fisher[k] * (params[k] - anchor[k]) ** 2).sum() for k in params)
+    anchors = [{k: v.detach() + 0.1 * t for k, v in params.items()} for t in (1, -2, 3)]
+    fishers = [{k: torch.rand_like(v) * (t > 0) for k, v in params.items()} for t in (1, 0, 2)]  # one all-zero
+    s.anchors, s.importances = anchors, fishers
+    s.consolidate()
+    pairs = list(zip(anchors, fishers, strict=True))
+    direct = 0.5 * 3.0 * sum((f[k] * (params[k] - a[k]) ** 2).sum() for a, f in pairs for k in params)
     got = s.penalty(None, torch.zeros(1))
-    assert torch.allclose(got, expected)
+    assert torch.allclose(got, direct, rtol=1e-4)
+    # ...and its gradient is the gradient of the direct sum
+    g_got = torch.autograd.grad(got, list(params.values()))
+    g_direct = torch.autograd.grad(direct, list(params.values()))
+    for a, b in zip(g_got, g_direct, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 class TinyConv(torch.nn.Module):

@@ -96,18 +96,33 @@ class QuadraticAnchor(Strategy):
         super().__init__(**hp)
         self.anchors: list[dict[str, Tensor]] = []
         self.importances: list[dict[str, Tensor]] = []
+        self.merged: dict[str, tuple[Tensor, Tensor]] = {}
+        self.offset = 0.0
 
     @property
     def strength(self) -> float:
         return self.hp["ewc_lambda"]
 
+    def consolidate(self) -> None:
+        """Fold all quadratic terms into one per parameter, so each step costs the same however many
+        experiences have passed:  sum_t F_t (p - a_t)^2 = F (p - m)^2 + c,  F = sum_t F_t,
+        m = sum_t F_t a_t / F (where F > 0), c = sum_t F_t a_t^2 - F m^2."""
+        self.merged, self.offset = {}, 0.0
+        for name in self.anchors[0] if self.anchors else ():
+            F = sum(imp[name] for imp in self.importances)
+            Fa = sum(imp[name] * a[name] for imp, a in zip(self.importances, self.anchors, strict=True))
+            m = torch.where(F > 0, Fa / F.clamp_min(torch.finfo(F.dtype).tiny), self.anchors[-1][name])
+            Faa = sum(imp[name] * a[name].pow(2) for imp, a in zip(self.importances, self.anchors, strict=True))
+            self.offset += float((Faa - F * m.pow(2)).sum())
+            self.merged[name] = (F, m)
+
     def penalty(self, batch: Batch, logits: Tensor) -> Tensor | None:
-        if not self.anchors or self.strength == 0.0:
+        if not self.merged or self.strength == 0.0:
             return None
-        total = logits.new_zeros(())
+        total = logits.new_tensor(self.offset)
         for name, p in self.ctx.model.named_parameters():
-            for anchor, imp in zip(self.anchors, self.importances, strict=True):
-                total = total + (imp[name] * (p - anchor[name]).pow(2)).sum()
+            F, m = self.merged[name]
+            total = total + (F * (p - m).pow(2)).sum()
         return 0.5 * self.strength * total
 
     def snapshot(self) -> dict[str, Tensor]:
@@ -130,6 +145,7 @@ class QuadraticAnchor(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchors, self.importances = state["anchors"], state["importances"]
+        self.consolidate()
 
 
 @register
@@ -148,6 +164,7 @@ class EWC(QuadraticAnchor):
             return
         self.importances.append(self.importance(exp))
         self.anchors.append(self.snapshot())
+        self.consolidate()
 
 
 @register
@@ -171,6 +188,7 @@ class OnlineEWC(QuadraticAnchor):
             new = {k: self.hp["gamma"] * old[k] + v for k, v in new.items()}
         self.importances = [new]
         self.anchors = [self.snapshot()]
+        self.consolidate()
 
 
 @register
@@ -186,3 +204,4 @@ class L2(QuadraticAnchor):
             return
         self.anchors = [self.snapshot()]
         self.importances = [{k: torch.ones_like(v) for k, v in self.anchors[0].items()}]
+        self.consolidate()
