@@ -24,10 +24,14 @@ from lifelong.training.config import RunConfig  # noqa: E402
 from lifelong.training.engine import Engine  # noqa: E402
 
 
-def timed(fn):
+def timed(fn, *args, **kwargs):
     t = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return time.perf_counter() - t, out
+
+
+def engine_run(cfg, data):
+    return Engine(cfg, dataset=data).run()
 
 
 def main() -> None:
@@ -43,12 +47,12 @@ def main() -> None:
         times = {"bare loop": [], "lifelong engine": [], "lifelong run (store+checkpoints)": []}
         accs = {k: None for k in times}
         for r in range(args.repeats):
-            t, accs["bare loop"] = timed(lambda: bare_run(data, replay=strategy == "er", seed=r))
+            t, accs["bare loop"] = timed(bare_run, data, replay=strategy == "er", seed=r)
             times["bare loop"].append(t)
-            t, res = timed(lambda: Engine(cfg.with_overrides(seed=r), dataset=data).run())
+            t, res = timed(engine_run, cfg.with_overrides(seed=r), data)
             times["lifelong engine"].append(t)
             accs["lifelong engine"] = res["final_accuracy"]
-            t, res = timed(lambda: runner.run(cfg.with_overrides(seed=r), tmp / f"{strategy}-{r}", dataset=data))
+            t, res = timed(runner.run, cfg.with_overrides(seed=r), tmp / f"{strategy}-{r}", dataset=data)
             times["lifelong run (store+checkpoints)"].append(t)
             accs["lifelong run (store+checkpoints)"] = res["final_accuracy"]
         base = statistics.median(times["bare loop"])
