@@ -24,7 +24,8 @@ def add_setting_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(param.default, bool):
-            g.add_argument(flag, action="store_const", const=True, default=None, help=f"{param.help}")
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{param.help} [{'on' if param.default else 'off'}]")
         else:
             rng = f"; {param.describe_range()}" if param.low is not None or param.choices else ""
             g.add_argument(flag, default=None, metavar=name.upper(), help=f"{param.help} [{param.default}{rng}]")

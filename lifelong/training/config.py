@@ -30,6 +30,7 @@ SETTINGS: dict[str, Param] = {
     "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
     "eval_every": Param(0, "continual evaluation every K steps (0: off)", low=0),
     "eval_subsample": Param(500, "test samples per experience used by continual evaluation", low=1),
+    "eval_background": Param(True, "run continual evaluation on a background thread (same numbers)"),
     "data_dir": Param("", "directory to look for dataset files first"),
 }
 
@@ -57,6 +58,7 @@ class RunConfig:
     checkpoint_every: int = 500
     eval_every: int = 0
     eval_subsample: int = 500
+    eval_background: bool = True
     data_dir: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
 

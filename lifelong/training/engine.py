@@ -32,6 +32,7 @@ from lifelong.data.scenarios import make_stream, parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
+from lifelong.evaluation.probe import ContinualProbe
 from lifelong.models.backbones import MODELS, make_model
 from lifelong.strategies import Batch, Context, Strategy, make_strategy
 from lifelong.tracking.resources import peak_rss_mb
@@ -110,7 +111,8 @@ class Engine:
         self.curve_steps: list[int] = []
         self.curve: list[list[float | None]] = []
         self.latest_accuracy: float | None = None
-        self.probe = self.continual_probe() if cfg.eval_every else None
+        self.probe = ContinualProbe(self.stream, self.prepare, self.task_mask, cfg.eval_subsample, cfg.seed,
+                                    self.model, cfg.eval_background) if cfg.eval_every else None
 
     @staticmethod
     def validate(cfg: RunConfig) -> None:
@@ -168,45 +170,24 @@ class Engine:
             correct += (logits.argmax(1) == exp.labels(part, "test")).sum().item()
         return correct / len(idx)
 
-    def continual_probe(self) -> list[tuple[Tensor, Tensor, int]]:
-        """Fixed, seeded test subsamples per experience, prepared once: (inputs, labels, task id)."""
-        n = self.cfg.eval_subsample
-        smallest = min(len(e.test_idx) for e in self.stream)
-        if n > smallest:
-            raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
-                                f"{smallest} test samples")
-        g = torch.Generator().manual_seed(self.cfg.seed + 12345)
-        probe = []
-        for e in self.stream:
-            pick = e.test_idx[torch.randperm(len(e.test_idx), generator=g)[:n].to(e.test_idx.device)]
-            probe.append((self.prepare(e.raw(pick, "test")), e.labels(pick, "test"), e.task_id))
-        return probe
-
-    @torch.no_grad()
     def continual_evaluation(self, seen: int) -> None:
-        """Accuracy of experiences 0..seen-1 on their probes, in eval mode, as one forward pass."""
-        was = self.model.training
-        self.model.eval()
-        x = torch.cat([p[0] for p in self.probe[:seen]])
-        logits = self.model(x)
-        self.model.train(was)
-        row: list[float | None] = []
-        start = 0
-        for j, (px, py, task) in enumerate(self.probe):
-            if j >= seen:
-                row.append(None)
-                continue
-            part = logits[start:start + len(px)]
-            if self.task_mask is not None:
-                part = part.masked_fill(~self.task_mask[task], float("-inf"))
-            row.append((part.argmax(1) == py).float().mean().item())
-            start += len(px)
-        self.curve_steps.append(self.position["global_step"])
-        self.curve.append(row)
-        seen_acc = [a for a in row if a is not None]
-        self.latest_accuracy = sum(seen_acc) / len(seen_acc)
-        if self.store is not None:
-            self.store.log_curve(self.curve_steps[-1], {j: a for j, a in enumerate(row) if a is not None})
+        """Queue an evaluation of experiences 0..seen-1 at the current step; record those that finished."""
+        self.probe.submit(self.position["global_step"], seen, self.model)
+        self.record_curve(self.probe.collect())
+
+    def record_curve(self, rows: list[tuple[int, list[float | None]]]) -> None:
+        for step, row in rows:
+            self.curve_steps.append(step)
+            self.curve.append(row)
+            seen_acc = [a for a in row if a is not None]
+            self.latest_accuracy = sum(seen_acc) / len(seen_acc)
+            if self.store is not None:
+                self.store.log_curve(step, {j: a for j, a in enumerate(row) if a is not None})
+
+    def drain_probe(self) -> None:
+        """Wait for continual evaluations still in flight (before checkpoints and at the end)."""
+        if self.probe is not None:
+            self.record_curve(self.probe.collect(wait=True))
 
     def seen_experiences(self, train_index: int) -> int:
         """How many experiences of the original stream training experience `train_index` has shown."""
@@ -224,6 +205,7 @@ class Engine:
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
+        self.drain_probe()
         if self.store is None:
             return
         self.flush_losses()
@@ -281,6 +263,8 @@ class Engine:
             self.position = {"experience": i + 1, "step": 0, "global_step": self.position["global_step"]}
             self.train_seconds = base_seconds + time.perf_counter() - start
             self.checkpoint()
+        if self.probe is not None:
+            self.probe.close()
         return self.result()
 
     def train_experience(self, exp: Experience, base_seconds: float, start: float) -> None:
