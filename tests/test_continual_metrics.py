@@ -136,3 +136,20 @@ def test_max_window_change_matches_brute_force(values, w):
     assert max_window_change(values, w, "drop") == pytest.approx(brute(values, w, 1))
     assert max_window_change(values, w, "gain") == pytest.approx(brute(values, w, -1))
     assert max_window_change(sorted(values), w, "drop") == 0.0  # sanity (c): non-decreasing curve -> WF = 0
+
+
+def test_task_drops_on_a_hand_made_curve():
+    from lifelong.evaluation.continual import task_drops
+
+    # boundaries 2, 4, 6; evaluations every step; task 0 trained to 0.9, dips to 0.3 in experience 1, ends at 0.7
+    curve = {"steps": [1, 2, 3, 4, 5, 6],
+             "accuracy": [[0.5, None, None], [0.9, None, None], [0.3, 0.6, None], [0.7, 0.8, None],
+                          [0.6, 0.2, 0.5], [0.65, 0.5, 0.9]]}
+    drops = task_drops(curve, [2, 4, 6])
+    assert drops[0] == {"task": 0, "experience": 1, "end_of_training": 0.9, "before": 0.9, "min": 0.3,
+                        "min_step": 3, "drop": pytest.approx(0.6), "end": 0.7}
+    assert drops[1]["task"] == 0 and drops[1]["experience"] == 2 and drops[1]["min"] == 0.6
+    assert drops[1]["drop"] == pytest.approx(0.1)
+    assert drops[2] == {"task": 1, "experience": 2, "end_of_training": 0.8, "before": 0.8, "min": 0.2,
+                        "min_step": 5, "drop": pytest.approx(0.6), "end": 0.5}
+    assert len(drops) == 3

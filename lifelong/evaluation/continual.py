@@ -270,6 +270,32 @@ def stability_gaps(curve: Curve, boundaries: Sequence[int]) -> list[dict[str, An
     return gaps
 
 
+def task_drops(curve: Curve, boundaries: Sequence[int]) -> list[dict[str, Any]]:
+    """Per old task j and per later experience k > j: how far A(E_j) falls during experience k.
+
+      end_of_training  A(E_j) at the last evaluation at or before the end of experience j;
+      before           A(E_j) at the last evaluation at or before the switch into k;
+      min, min_step    the lowest A(E_j) while k is current;
+      drop             before - min;  end  A(E_j) at the last evaluation of experience k.
+    """
+    steps, acc = _checked(curve)
+    out = []
+    for j in range(len(boundaries)):
+        trained = [_value(row, j) for s, row in zip(steps, acc, strict=True) if s <= boundaries[j]]
+        trained = [a for a in trained if a is not None]
+        for k in range(j + 1, len(boundaries)):
+            switch, stop = boundaries[k - 1], boundaries[k]
+            before = [a for s, row in zip(steps, acc, strict=True) if s <= switch and (a := _value(row, j)) is not None]
+            during = [(s, a) for s, row in zip(steps, acc, strict=True)
+                      if switch < s <= stop and (a := _value(row, j)) is not None]
+            if not (trained and before and during):
+                continue
+            low_step, low = min(during, key=lambda p: (p[1], p[0]))
+            out.append({"task": j, "experience": k, "end_of_training": trained[-1], "before": before[-1],
+                        "min": low, "min_step": low_step, "drop": before[-1] - low, "end": during[-1][1]})
+    return out
+
+
 def curve_metrics(curve: Curve, boundaries: Sequence[int], windows: Sequence[int] = DEFAULT_WINDOWS,
                   lca_beta: int = DEFAULT_LCA_BETA) -> dict[str, Any]:
     """Every continual-evaluation metric of one run, by its JSON name.
@@ -285,4 +311,5 @@ def curve_metrics(curve: Curve, boundaries: Sequence[int], windows: Sequence[int
         out[f"wp{w}"] = windowed_plasticity(curve, boundaries, w)
     out["lca"] = learning_curve_area(curve, boundaries, lca_beta)
     out["stability_gaps"] = stability_gaps(curve, boundaries)
+    out["task_drops"] = task_drops(curve, boundaries)
     return out
