@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from lifelong.experiments.schedules import add_reproduce_parser
+
+    add_reproduce_parser(sub)
+
     p = sub.add_parser("runs", help="list stored runs")
     p.add_argument("roots", nargs="*", help="directories to search [--store]")
     p.add_argument("--store", default="runs", help="directory that holds runs [runs]")

@@ -180,3 +180,20 @@ def test_schedule_params_continue_a_list_value():
     assert cfg.build_schedule().peak == cfg.lr
     with pytest.raises(LifelongError, match="schedule is empty"):
         RunConfig.from_dict({"schedule_params": "warmup=5"})
+
+
+def test_reproduce_schedules_quick_runs_end_to_end(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "exp"
+    assert cli.main(["reproduce", "schedules", "--quick", "--workers", "1", "-q", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| er | wsd+branches: decayed branch |" in printed and "cosine-restart" in printed
+    data = json.loads((out / "schedules.json").read_text())
+    assert [r["variant"] for r in data["summary"]] == ["constant", "cosine-restart", "cosine-stream", "infinite",
+                                                        "wsd+branches"]
+    assert data["failed"] == 0 and len(data["summary"][-1]["branch_seen_accuracy"]) == 5
+    assert (out / "schedules.md").read_text().startswith("Schedules across experiences on split-digits")
+    assert (out / "schedules.png").stat().st_size > 10_000
+    assert cli.main(["reproduce", "schedules", "--quick", "-q", "--out", str(out)]) == 2  # will not overwrite
+    assert "already holds this experiment" in capsys.readouterr().err
