@@ -197,3 +197,12 @@ def test_reproduce_schedules_quick_runs_end_to_end(tmp_path, capsys):
     assert (out / "schedules.png").stat().st_size > 10_000
     assert cli.main(["reproduce", "schedules", "--quick", "-q", "--out", str(out)]) == 2  # will not overwrite
     assert "already holds this experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["compare", "--help"], ["reproduce", "schedules", "--help"]])
+def test_help_lists_the_new_flags(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert ("--quick" in text) if argv[0] == "reproduce" else ("--schedule-mode" in text and "--branch-steps" in text)

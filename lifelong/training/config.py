@@ -46,7 +46,7 @@ SETTINGS: dict[str, Param] = {
                              "run-length fields left at 0 take the stream or experience length)"),
     "branch_every_experience": Param(False, "at each experience end, train a decayed branch off a copy of "
                                      "the state, evaluate and store it; the main run is unaffected"),
-    "branch_steps": Param(0, "steps of each decay branch (0: 10% of the experience's steps)", low=0),
+    "branch_steps": Param(0, "steps of each decay branch (0: a tenth of the experience's steps)", low=0),
     "branch_shape": Param("linear", "decay shape of the branches", choices=SHAPES),
     "branch_min_lr": Param(0.0, "learning rate the branches decay to", low=0.0),
 }
