@@ -148,9 +148,9 @@ class Engine:
         if cfg.schedulefree:
             name = cfg.optimizer.removesuffix("-schedulefree")
             extra = {"momentum": cfg.momentum} if name == "sgd" else {}
-            warmup = cfg.build_schedule().values().get("warmup", 0)
-            return make_schedulefree(params, name, lr=cfg.lr, warmup_steps=warmup, weight_decay=cfg.weight_decay,
-                                     **extra)
+            constant = cfg.build_schedule()  # '' or 'constant' (checked by the config): its peak and warmup
+            return make_schedulefree(params, name, lr=constant.peak, warmup_steps=constant.warmup,
+                                     weight_decay=cfg.weight_decay, **extra)
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
