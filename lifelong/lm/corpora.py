@@ -90,7 +90,8 @@ def _fortune_files(sub: str, keep: Callable[[Path], bool] = lambda p: True) -> l
         return []
     # regular files only: the top level also holds symlinks to the Italian files, and 'off/' holds ROT13 files
     return sorted(
-        p for p in d.iterdir()
+        p
+        for p in d.iterdir()
         if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8") and keep(p)
     )
 
@@ -121,7 +122,16 @@ _fortunes_corpus("fortunes-it", "it", "fortunes-it", lambda p: p.name not in _AR
 @BUILTIN_CORPORA.register("python-stdlib")
 def _python_stdlib() -> CorpusSource:
     root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"test", "tests", "site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
+    skip = {
+        "test",
+        "tests",
+        "site-packages",
+        "dist-packages",
+        "idlelib",
+        "lib2to3",
+        "turtledemo",
+        "__pycache__",
+    }
     files = sorted(p for p in root.rglob("*.py") if not (set(p.relative_to(root).parts) & skip))
     if not files:
         raise LifelongError(f"corpus 'python-stdlib' is empty: no .py files under {root}")
@@ -174,7 +184,9 @@ def hf_corpus(spec: str, text_field: str = "text", max_docs: int = 100_000) -> C
         try:
             import datasets
         except ImportError:
-            raise LifelongError("Hugging Face corpora need the 'datasets' package: pip install 'lifelong[lm]'") from None
+            raise LifelongError(
+                "Hugging Face corpora need the 'datasets' package: pip install 'lifelong[lm]'"
+            ) from None
         try:
             if Path(name).is_dir():
                 ds = datasets.load_from_disk(name)
@@ -187,14 +199,18 @@ def hf_corpus(spec: str, text_field: str = "text", max_docs: int = 100_000) -> C
                 if i >= max_docs:
                     break
                 if text_field not in row:
-                    raise LifelongError(f"dataset '{name}' has no '{text_field}' column (columns: {', '.join(row)})")
+                    raise LifelongError(
+                        f"dataset '{name}' has no '{text_field}' column (columns: {', '.join(row)})"
+                    )
                 if str(row[text_field]).strip():
                     docs.append(str(row[text_field]))
             return docs
         except LifelongError:
             raise
         except Exception as e:  # network, missing dataset, bad config: one line
-            raise LifelongError(f"cannot load dataset '{name}': {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise LifelongError(
+                f"cannot load dataset '{name}': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
 
     label = Path(name).name if Path(name).is_dir() else name.replace("/", "_")
     fp = hashlib.sha1(f"{spec}:{text_field}:{max_docs}".encode()).hexdigest()[:16]
@@ -223,7 +239,9 @@ def doc_hash(doc: str) -> int:
     return int.from_bytes(hashlib.md5(doc.encode("utf-8", errors="replace")).digest()[:8], "little")
 
 
-def split_documents(docs: list[str], val_fraction: float = 0.05, probe_fraction: float = 0.01) -> dict[str, list[str]]:
+def split_documents(
+    docs: list[str], val_fraction: float = 0.05, probe_fraction: float = 0.01
+) -> dict[str, list[str]]:
     """Deterministic held-out split by a hash of each document; each split is ordered by that hash (a fixed
     shuffle). Small corpora always get at least one held-out document."""
     scale = float(2**64)
@@ -231,7 +249,9 @@ def split_documents(docs: list[str], val_fraction: float = 0.05, probe_fraction:
     out: dict[str, list[str]] = {s: [] for s in SPLITS}
     for h, d in keyed:
         u = h / scale
-        out["val" if u < val_fraction else "probe" if u < val_fraction + probe_fraction else "train"].append(d)
+        out["val" if u < val_fraction else "probe" if u < val_fraction + probe_fraction else "train"].append(
+            d
+        )
     if val_fraction > 0 and not out["val"] and len(out["train"]) > 1:
         out["val"].append(out["train"].pop())
     return out
@@ -302,9 +322,15 @@ def tokenize_corpus(
         arr = _encode(split[s], tokenizer, dtype)
         arr.tofile(tmp / f"{s}.bin")
         counts[s] = int(arr.shape[0])
-    meta = {"name": source.name, "dtype": np.dtype(dtype).name, "tokens": counts,
-            "documents": {s: len(split[s]) for s in SPLITS}, "tokenizer": tokenizer.fingerprint,
-            "val_fraction": val_fraction, "probe_fraction": probe_fraction}
+    meta = {
+        "name": source.name,
+        "dtype": np.dtype(dtype).name,
+        "tokens": counts,
+        "documents": {s: len(split[s]) for s in SPLITS},
+        "tokenizer": tokenizer.fingerprint,
+        "val_fraction": val_fraction,
+        "probe_fraction": probe_fraction,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
         os.replace(tmp, final)  # atomic; another process may have won the race

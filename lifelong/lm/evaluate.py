@@ -109,8 +109,15 @@ class ProbeSet:
     corpus: str = ""
 
     @classmethod
-    def from_tokens(cls, tokens: np.ndarray, n: int, length: int, seed: int = 0, corpus: str = "",
-                    prefix_frac: float = 0.5) -> ProbeSet:
+    def from_tokens(
+        cls,
+        tokens: np.ndarray,
+        n: int,
+        length: int,
+        seed: int = 0,
+        corpus: str = "",
+        prefix_frac: float = 0.5,
+    ) -> ProbeSet:
         """2n disjoint windows of `length` tokens from `tokens` (a probe split), randomly assigned to probes and
         controls with `seed`."""
         fit = tokens.shape[0] // length
@@ -120,7 +127,9 @@ class ProbeSet:
                 f"{n} controls of {length} tokens; use fewer or shorter probes"
             )
         pick = np.random.default_rng(seed).choice(fit, size=2 * n, replace=False)
-        seqs = torch.from_numpy(np.stack([np.asarray(tokens[i * length : (i + 1) * length], dtype=np.int64) for i in pick]))
+        seqs = torch.from_numpy(
+            np.stack([np.asarray(tokens[i * length : (i + 1) * length], dtype=np.int64) for i in pick])
+        )
         return cls(seqs[:n], seqs[n:], max(1, int(round(length * prefix_frac))), corpus)
 
     def evaluate(self, model) -> dict[str, float]:

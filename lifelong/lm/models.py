@@ -21,9 +21,15 @@ def _llama(hidden: int, layers: int, heads: int):
         from transformers import LlamaConfig
 
         return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=int(hidden * 8 / 3 + 63) // 64 * 64,
-            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-            max_position_embeddings=max_len, tie_word_embeddings=True, rope_theta=10000.0,
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=int(hidden * 8 / 3 + 63) // 64 * 64,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=max_len,
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
         )
 
     return make
@@ -34,8 +40,16 @@ def _gpt2(hidden: int, layers: int, heads: int):
         from transformers import GPT2Config
 
         return GPT2Config(
-            vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_len,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            n_positions=max_len,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=vocab_size - 1,
+            eos_token_id=vocab_size - 1,
         )
 
     return make
@@ -55,7 +69,9 @@ def max_positions(config) -> int | None:
     return None
 
 
-def build_model(spec: str, vocab_size: int, seq_len: int, max_len: int = 1024, seed: int = 0) -> torch.nn.Module:
+def build_model(
+    spec: str, vocab_size: int, seq_len: int, max_len: int = 1024, seed: int = 0
+) -> torch.nn.Module:
     """A preset name (``tiny-llama``, ``tiny-gpt2``, ...) or a local model directory; checks the vocabulary and
     the sequence length against the model, with one clear message each."""
     from transformers import AutoModelForCausalLM

@@ -22,7 +22,7 @@ def plot_run(result: dict, path: str | os.PathLike, title: str | None = None) ->
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     steps = [e["step"] for e in result["eval"]]
     for name in result["eval"][0]["loss"]:
-        line, = ax.plot(steps, [e["loss"][name] for e in result["eval"]], label=name)
+        (line,) = ax.plot(steps, [e["loss"][name] for e in result["eval"]], label=name)
         ends = [(e["step"], e["loss"][name]) for e in result["phase_end"] if e["deployable"] == "decayed"]
         if ends:
             ax.scatter(*zip(*ends), color=line.get_color(), marker="v", zorder=3)

@@ -23,7 +23,9 @@ from lifelong.errors import LifelongError
 def check_replay(replay: float) -> float:
     replay = float(replay)
     if not (0.0 <= replay < 1.0) or math.isnan(replay):
-        raise LifelongError(f"replay fraction {replay:g} is outside [0, 1): use e.g. 0, 0.01, 0.05, 0.25 or 0.5")
+        raise LifelongError(
+            f"replay fraction {replay:g} is outside [0, 1): use e.g. 0, 0.01, 0.05, 0.25 or 0.5"
+        )
     return replay
 
 
@@ -55,7 +57,9 @@ class MixtureSampler:
         need = seq_len + 1
         for a in self.sources:
             if a.shape[0] < need:
-                raise LifelongError(f"a corpus has {a.shape[0]} training tokens, fewer than one sequence ({need})")
+                raise LifelongError(
+                    f"a corpus has {a.shape[0]} training tokens, fewer than one sequence ({need})"
+                )
         sizes = np.array([a.shape[0] - need + 1 for a in self.sources], dtype=np.float64)
         self._cur_p = sizes[: self.n_current] / sizes[: self.n_current].sum()
         self._past_p = sizes[self.n_current :] / sizes[self.n_current :].sum() if past else None

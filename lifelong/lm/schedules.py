@@ -134,7 +134,8 @@ def make_phase_schedule(
     w0 = max(1, round(warmup_frac * steps[0]))
     if name in ("cosine", "linear"):
         pieces = [
-            (s, n, warmup_decay(peak, floor, max(1, round(warmup_frac * n)), n, name)) for s, n in zip(starts, steps)
+            (s, n, warmup_decay(peak, floor, max(1, round(warmup_frac * n)), n, name))
+            for s, n in zip(starts, steps)
         ]
 
         def main(t: int) -> float:

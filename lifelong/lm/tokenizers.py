@@ -45,7 +45,9 @@ class HFTokenizer:
             if eos is not None:
                 break
         if eos is None:
-            raise LifelongError(f"tokenizer '{name}' has no end-of-document token (<|endoftext|>, </s> or <eos>)")
+            raise LifelongError(
+                f"tokenizer '{name}' has no end-of-document token (<|endoftext|>, </s> or <eos>)"
+            )
         self.eos_id = int(eos)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
@@ -60,7 +62,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
-        raise LifelongError(f"BPE vocabulary size {vocab_size} is too small: use at least 300 (256 bytes + merges)")
+        raise LifelongError(
+            f"BPE vocabulary size {vocab_size} is too small: use at least 300 (256 bytes + merges)"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -83,7 +87,9 @@ def _from_tokenizer_json(path: Path, name: str) -> HFTokenizer:
     from tokenizers import Tokenizer
 
     raw = path.read_bytes()
-    return HFTokenizer(Tokenizer.from_str(raw.decode("utf-8")), name, "json-" + hashlib.sha1(raw).hexdigest()[:16])
+    return HFTokenizer(
+        Tokenizer.from_str(raw.decode("utf-8")), name, "json-" + hashlib.sha1(raw).hexdigest()[:16]
+    )
 
 
 def load_tokenizer_dir(path: str | os.PathLike) -> HFTokenizer:
@@ -99,4 +105,3 @@ def load_tokenizer_dir(path: str | os.PathLike) -> HFTokenizer:
         if isinstance(e, LifelongError):
             raise
         raise LifelongError(f"cannot read tokenizer '{path}': {str(e).splitlines()[0]}") from None
-

@@ -41,7 +41,9 @@ from lifelong.params import Param
 class LMConfig:
     """Everything a run needs; the defaults are the CPU demo (two phases of a ~0.5M-parameter Llama)."""
 
-    corpora: list[str] = field(default_factory=lambda: ["fortunes-en", "fortunes-de"])  # phases; "a+b" = union
+    corpora: list[str] = field(
+        default_factory=lambda: ["fortunes-en", "fortunes-de"]
+    )  # phases; "a+b" = union
     model: str = "tiny-llama"
     tokenizer: str = "byte"
     steps_per_phase: int = 400
@@ -111,13 +113,19 @@ def validate(cfg: LMConfig) -> LMConfig:
     if not cfg.corpora:
         raise LifelongError("no corpora given: pass --corpora NAME[,NAME...] (one phase per name)")
     if cfg.probe_step is not None and not (1 <= cfg.probe_step <= cfg.steps_per_phase * len(cfg.corpora)):
-        raise LifelongError(f"probe step {cfg.probe_step} is outside the run (1..{cfg.steps_per_phase * len(cfg.corpora)})")
+        raise LifelongError(
+            f"probe step {cfg.probe_step} is outside the run (1..{cfg.steps_per_phase * len(cfg.corpora)})"
+        )
     return cfg
 
 
 # ----------------------------------------------------------------------------------------------- distributed
 def _dist_env() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def _barrier(world: int) -> None:
@@ -154,7 +162,9 @@ def _make_tokenizer(cfg: LMConfig, sources: dict[str, C.CorpusSource], cache: Pa
         return load_tokenizer_dir(d)
     if os.sep in spec or Path(spec).exists():
         return load_tokenizer_dir(spec)
-    raise LifelongError(f"unknown tokenizer '{spec}': use 'byte', 'bpe:<vocabulary size>' or a tokenizer directory")
+    raise LifelongError(
+        f"unknown tokenizer '{spec}': use 'byte', 'bpe:<vocabulary size>' or a tokenizer directory"
+    )
 
 
 def _decay_mask_groups(model: torch.nn.Module, weight_decay: float):
@@ -177,7 +187,13 @@ def _save_checkpoint(module, path: Path, meta: dict) -> None:
 
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    module.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one progress bar (ours) is enough
+    try:
+        module.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
     (tmp / "lifelong_lm.json").write_text(json.dumps(meta, indent=1))
     if path.exists():
         shutil.rmtree(path)
@@ -218,7 +234,7 @@ def run_lm(cfg: LMConfig) -> dict:
     sources = {n: C.resolve_corpus(n) for n in names}
     tok = _make_tokenizer(cfg, sources, cache, rank, world)
     corp: dict[str, C.TokenizedCorpus] = {}
-    for turn in ([0, 1] if world > 1 else [0]):
+    for turn in [0, 1] if world > 1 else [0]:
         if (rank == 0) == (turn == 0):
             for n in names:
                 corp[n] = C.tokenize_corpus(sources[n], tok, cache, cfg.val_fraction)
@@ -239,12 +255,23 @@ def run_lm(cfg: LMConfig) -> dict:
     n_params = count_parameters(model)
     module = model
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(_decay_mask_groups(module, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(
+        _decay_mask_groups(module, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+    )
     params = [p for g in opt.param_groups for p in g["params"]]
     sched = make_phase_schedule(
-        cfg.schedule, [cfg.steps_per_phase] * len(phases), cfg.lr, cfg.min_lr_ratio, cfg.warmup_frac,
-        cfg.const_lr_ratio, cfg.cooldown_frac, cfg.branch_frac, cfg.decay_shape,
+        cfg.schedule,
+        [cfg.steps_per_phase] * len(phases),
+        cfg.lr,
+        cfg.min_lr_ratio,
+        cfg.warmup_frac,
+        cfg.const_lr_ratio,
+        cfg.cooldown_frac,
+        cfg.branch_frac,
+        cfg.decay_shape,
     )
     b_local = cfg.batch_size // world
     rows = slice(rank * b_local, (rank + 1) * b_local)
@@ -256,7 +283,9 @@ def run_lm(cfg: LMConfig) -> dict:
         pc = cfg.probe_corpus or phases[min(len(phases) - 1, (probe_step - 1) // cfg.steps_per_phase)][0]
         if pc not in corp:
             raise LifelongError(f"probe corpus '{pc}' is not one of the run's corpora: {', '.join(names)}")
-        probe_set = ProbeSet.from_tokens(corp[pc].probe, cfg.probes, min(cfg.probe_len, cfg.seq_len + 1), cfg.seed, pc)
+        probe_set = ProbeSet.from_tokens(
+            corp[pc].probe, cfg.probes, min(cfg.probe_len, cfg.seq_len + 1), cfg.seed, pc
+        )
     probe_checks = set()
     if probe_step is not None:
         probe_checks = {probe_step + (2**i if i >= 0 else 0) for i in range(-1, 20)}
@@ -265,13 +294,19 @@ def run_lm(cfg: LMConfig) -> dict:
         "config": dataclasses.asdict(cfg),
         "model": {"spec": cfg.model, "parameters": n_params, "vocab_size": vocab},
         "tokenizer": {"spec": cfg.tokenizer, "vocab_size": tok.vocab_size},
-        "corpora": {n: {"train_tokens": corp[n].n_train, "val_tokens": int(corp[n].val.shape[0])} for n in names},
+        "corpora": {
+            n: {"train_tokens": corp[n].n_train, "val_tokens": int(corp[n].val.shape[0])} for n in names
+        },
         "phases": [
             {"phase": k, "corpora": p, "start_step": s, "steps": n}
             for k, (p, s, n) in enumerate(zip(phases, sched.starts, sched.phase_steps))
         ],
-        "eval": [], "phase_end": [], "train": [], "probes": [],
-        "world_size": world, "device": str(device),
+        "eval": [],
+        "phase_end": [],
+        "train": [],
+        "probes": [],
+        "world_size": world,
+        "device": str(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -285,7 +320,9 @@ def run_lm(cfg: LMConfig) -> dict:
         module.eval()
         rec = probe_set.evaluate(module)
         module.train()
-        result["probes"].append({"step": step, "since_exposure": step - probe_step, "corpus": probe_set.corpus, **rec})
+        result["probes"].append(
+            {"step": step, "since_exposure": step - probe_step, "corpus": probe_set.corpus, **rec}
+        )
 
     use_amp = device.type == "cuda"
 
@@ -368,7 +405,10 @@ def run_lm(cfg: LMConfig) -> dict:
         kind = "main"
         if branch is not None:
             n_branch, lr_branch = branch
-            saved = ({n: v.detach().clone() for n, v in module.state_dict().items()}, copy.deepcopy(opt.state_dict()))
+            saved = (
+                {n: v.detach().clone() for n, v in module.state_dict().items()},
+                copy.deepcopy(opt.state_dict()),
+            )
             t0 = time.perf_counter()
             for j in range(n_branch):
                 update(sampler.batch(n_steps + j, rows), lr_branch(j + 1))
@@ -379,16 +419,31 @@ def run_lm(cfg: LMConfig) -> dict:
             train_seconds += time.perf_counter() - t0
             kind = "decayed"
         deploy = evaluate_all()
-        entry = {"phase": k, "step": t, "deployable": kind, "loss": deploy,
-                 "perplexity": {n: math.exp(min(v, 50.0)) for n, v in deploy.items()}}
+        entry = {
+            "phase": k,
+            "step": t,
+            "deployable": kind,
+            "loss": deploy,
+            "perplexity": {n: math.exp(min(v, 50.0)) for n, v in deploy.items()},
+        }
         if probe_set is not None and t >= probe_step:
             module.eval()
             entry["probes"] = probe_set.evaluate(module)
             module.train()
         if cfg.save_checkpoints and main_proc:
             ck = out_dir / "checkpoints" / f"phase{k + 1}-{'+'.join(phase)}"
-            _save_checkpoint(module, ck, {"phase": k, "step": t, "deployable": kind, "tokenizer": cfg.tokenizer,
-                                          "corpora": phase, "loss": deploy})
+            _save_checkpoint(
+                module,
+                ck,
+                {
+                    "phase": k,
+                    "step": t,
+                    "deployable": kind,
+                    "tokenizer": cfg.tokenizer,
+                    "corpora": phase,
+                    "loss": deploy,
+                },
+            )
             entry["checkpoint"] = str(ck)
         result["phase_end"].append(entry)
         if branch is not None:  # continue from the pre-decay state (the main branch)
