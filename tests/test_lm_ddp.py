@@ -1,4 +1,4 @@
-"""`lifelong lm` under torchrun: 2 CPU processes (gloo) follow the single-process run with the same global batch."""
+"""`lifelong lm` under torchrun: 2 CPU processes (gloo) match one process with the same global batch."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""Continual pre-training of causal language models: corpora, replay, budget-free schedules, forgetting per domain.
+"""Continual pre-training of causal language models: corpora, replay, budget-free schedules, forgetting per
+domain.
 
 Python API::
 

@@ -1,4 +1,5 @@
-"""Command line: ``lifelong lm`` (one continual pre-training run) and ``lifelong lm-experiment`` (the comparison).
+"""Command line: ``lifelong lm`` (one continual pre-training run) and ``lifelong lm-experiment`` (the
+comparison).
 
 The lead wires :func:`add_lm_parser` / :func:`run_lm_command` and :func:`add_lm_experiment_parser` /
 :func:`run_lm_experiment` into ``lifelong/cli.py``; meanwhile ``python -m lifelong.lm lm ...`` runs them.
@@ -159,7 +160,8 @@ def add_lm_experiment_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "lm-experiment",
         help="reproduce Ibrahim et al. 2024 at small scale (replay x schedule, en -> de)",
-        description="Small-scale reproduction of 'Simple and Scalable Strategies to Continually Pre-train LLMs' "
+        description="Small-scale reproduction of 'Simple and Scalable Strategies to Continually Pre-train "
+        "LLMs' "
         "on fortunes en -> de: replay 0 / 5%% / 25%% with re-warm + re-decay, infinite and WSD "
         "schedules, and re-training on the union as the reference. Writes a table and plots.",
     )

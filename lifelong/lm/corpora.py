@@ -6,8 +6,10 @@ split), tokenized once, and cached on disk as flat token arrays (documents joine
 end-of-document token) that are opened as ``np.memmap``.
 
 Built-in corpora (no download: Debian packages and the Python installation):
-``fortunes-en`` (package fortunes), ``fortunes-de``, ``fortunes-es``, ``fortunes-it`` (a language shift within one
-genre, as English -> German in Ibrahim et al. 2024), and ``python-stdlib`` (source code of the standard library).
+``fortunes-en`` (package fortunes), ``fortunes-de``, ``fortunes-es``, ``fortunes-it`` (a language shift
+within one
+genre, as English -> German in Ibrahim et al. 2024), and ``python-stdlib`` (source code of the standard
+library).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ SPLITS = ("train", "val", "probe")
 
 @dataclass(frozen=True)
 class CorpusSource:
-    """Where a corpus comes from: a name (the key in results), a reader of its documents, a data fingerprint."""
+    """Where a corpus comes from: a name (the key in results), a reader of its documents, a data
+    fingerprint."""
 
     name: str
     read: Callable[[], list[str]]
@@ -43,7 +46,8 @@ class CorpusSource:
 
 @dataclass
 class TokenizedCorpus:
-    """Token arrays of one corpus: ``train``, ``val`` (held out, for loss curves), ``probe`` (held out, for probes)."""
+    """Token arrays of one corpus: ``train``, ``val`` (held out, for loss curves), ``probe`` (held out, for
+    probes)."""
 
     name: str
     train: np.ndarray
@@ -70,7 +74,8 @@ def _read_text(path: Path) -> str:
 
 
 def parse_fortunes(text: str) -> list[str]:
-    """Fortunes are separated by lines holding a single '%'. Overstrike sequences (x BACKSPACE x) are removed."""
+    """Fortunes are separated by lines holding a single '%'. Overstrike sequences (x BACKSPACE x) are
+    removed."""
     text = _OVERSTRIKE.sub("", text)
     docs = re.split(r"^%\s*$", text, flags=re.MULTILINE)
     return [d.strip("\n") for d in docs if d.strip()]
@@ -101,7 +106,8 @@ def _fortunes_corpus(name: str, sub: str, package: str, keep: Callable[[Path], b
         files = _fortune_files(sub, keep)
         if not files:
             raise LifelongError(
-                f"corpus '{name}' is empty: no fortune files in {FORTUNES_DIR / sub} (install the Debian package {package})"
+                f"corpus '{name}' is empty: no fortune files in {FORTUNES_DIR / sub} "
+                f"(install the Debian package {package})"
             )
 
         def read() -> list[str]:
@@ -172,7 +178,8 @@ def local_corpus(path: str | os.PathLike) -> CorpusSource:
 
 
 def hf_corpus(spec: str, text_field: str = "text", max_docs: int = 100_000) -> CorpusSource:
-    """``hf:NAME[:CONFIG][@SPLIT]``: a dataset saved with ``save_to_disk`` (a local directory), or a Hugging Face
+    """``hf:NAME[:CONFIG][@SPLIT]``: a dataset saved with ``save_to_disk`` (a local directory), or a
+    Hugging Face
     Hub dataset streamed (only the first `max_docs` documents are read; needs the network or the HF cache)."""
     body = spec[3:]
     split = "train"
@@ -276,7 +283,9 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(source: CorpusSource, tokenizer, val_fraction: float, probe_fraction: float) -> str:
-    key = f"{CACHE_VERSION}|{source.name}|{source.fingerprint}|{tokenizer.fingerprint}|{val_fraction}|{probe_fraction}"
+    parts = (CACHE_VERSION, source.name, source.fingerprint, tokenizer.fingerprint)
+    parts += (val_fraction, probe_fraction)
+    key = "|".join(map(str, parts))
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 

@@ -1,8 +1,10 @@
-"""Evaluation for continual LM pre-training: held-out loss per domain, and retention probes (methods.md §15.1).
+"""Evaluation for continual LM pre-training: held-out loss per domain, and retention probes (methods.md
+§15.1).
 
 Retention probes: n unique sequences (windows of a corpus's probe split, never trained on otherwise) are shown
 once, in one update, at a chosen step; n matched controls from the same split are never shown. Afterwards:
-- recognition = fraction of (probe, control) pairs where the probe's loss is lower (ties count 1/2; ~0.5 before),
+- recognition = fraction of (probe, control) pairs where the probe's loss is lower (ties count 1/2; ~0.5
+before),
 - recall = greedy continuation from the first `prefix_len` tokens: fraction of the remaining tokens reproduced
   (``recall_tokens``) and fraction of probes reproduced exactly (``recall_exact``).
 """
@@ -20,7 +22,8 @@ from lifelong.errors import LifelongError
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, n_windows: int) -> torch.Tensor:
-    """A fixed set of up to `n_windows` disjoint windows of ``seq_len + 1`` tokens, evenly spread over `tokens`."""
+    """A fixed set of up to `n_windows` disjoint windows of ``seq_len + 1`` tokens, evenly spread over
+    `tokens`."""
     n = seq_len + 1
     fit = tokens.shape[0] // n
     if fit < 1:
@@ -38,7 +41,8 @@ def _autocast(device: torch.device):
 
 @torch.no_grad()
 def sequence_losses(model, seqs: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Mean next-token loss of each row of `seqs` (shape (n, L)), as a float tensor of shape (n,) on the CPU."""
+    """Mean next-token loss of each row of `seqs` (shape (n, L)), as a float tensor of shape (n,) on the
+    CPU."""
     device = next(model.parameters()).device
     out = []
     for i in range(0, seqs.shape[0], batch_size):
@@ -52,7 +56,8 @@ def sequence_losses(model, seqs: torch.Tensor, batch_size: int = 32) -> torch.Te
 
 @torch.no_grad()
 def domain_loss(model, windows: torch.Tensor, batch_size: int = 32, rank: int = 0, world: int = 1) -> float:
-    """Mean token loss over `windows`; with ``world > 1`` each rank takes every world-th window and the sums are
+    """Mean token loss over `windows`; with ``world > 1`` each rank takes every world-th window and the
+    sums are
     all-reduced, so every rank returns the same number."""
     mine = windows[rank::world]
     losses = sequence_losses(model, mine, batch_size)
@@ -68,7 +73,8 @@ def domain_loss(model, windows: torch.Tensor, batch_size: int = 32, rank: int = 
 
 
 def recognition_accuracy(probe_losses, control_losses) -> float:
-    """2-AFC recognition: fraction of pairs (probe i, control i) where the probe has the lower loss (ties 1/2)."""
+    """2-AFC recognition: fraction of pairs (probe i, control i) where the probe has the lower loss (ties
+    1/2)."""
     p = torch.as_tensor(probe_losses, dtype=torch.float64)
     c = torch.as_tensor(control_losses, dtype=torch.float64)
     if p.shape != c.shape or p.numel() == 0:
@@ -86,7 +92,8 @@ def recall_scores(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float,
 
 @torch.no_grad()
 def greedy_continue(model, prefix: torch.Tensor, n_new: int) -> torch.Tensor:
-    """Greedy decoding of `n_new` tokens after each row of `prefix` (shape (n, P)); returns shape (n, n_new)."""
+    """Greedy decoding of `n_new` tokens after each row of `prefix` (shape (n, P)); returns shape (n,
+    n_new)."""
     device = next(model.parameters()).device
     cur = prefix.to(device)
     out = []
@@ -118,12 +125,13 @@ class ProbeSet:
         corpus: str = "",
         prefix_frac: float = 0.5,
     ) -> ProbeSet:
-        """2n disjoint windows of `length` tokens from `tokens` (a probe split), randomly assigned to probes and
-        controls with `seed`."""
+        """2n disjoint windows of `length` tokens from `tokens` (a probe split), randomly assigned to
+        probes and controls with `seed`."""
         fit = tokens.shape[0] // length
         if fit < 2 * n:
             raise LifelongError(
-                f"corpus '{corpus}' has a probe split of {tokens.shape[0]} tokens: too few for {n} probes and "
+                f"corpus '{corpus}' has a probe split of {tokens.shape[0]} tokens: too few for {n} probes "
+                f"and "
                 f"{n} controls of {length} tokens; use fewer or shorter probes"
             )
         pick = np.random.default_rng(seed).choice(fit, size=2 * n, replace=False)

@@ -76,7 +76,8 @@ def _findings(rows: dict[str, dict], corpora: list[str], replays: list[float]) -
     best = rows[best_name]["mean final"]
     out.append(
         f"- {'HOLDS' if best <= union + 0.02 else 'DOES NOT HOLD'}: the best continual run ({best_name}, "
-        f"mean final loss {best:.3f}) matches or beats re-training on the union ({union:.3f}; tolerance 0.02)."
+        f"mean final loss {best:.3f}) matches or beats re-training on the union "
+        f"({union:.3f}; tolerance 0.02)."
     )
     cos = (
         next(v["mean final"] for n, v in rows.items() if n.startswith("cosine, replay 0.05"))

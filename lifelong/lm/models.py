@@ -72,7 +72,8 @@ def max_positions(config) -> int | None:
 def build_model(
     spec: str, vocab_size: int, seq_len: int, max_len: int = 1024, seed: int = 0
 ) -> torch.nn.Module:
-    """A preset name (``tiny-llama``, ``tiny-gpt2``, ...) or a local model directory; checks the vocabulary and
+    """A preset name (``tiny-llama``, ``tiny-gpt2``, ...) or a local model directory; checks the vocabulary
+    and
     the sequence length against the model, with one clear message each."""
     from transformers import AutoModelForCausalLM
 
@@ -95,7 +96,8 @@ def build_model(
     model_vocab = model.get_input_embeddings().weight.shape[0]
     if vocab_size > model_vocab:
         raise LifelongError(
-            f"tokenizer has {vocab_size} tokens but the model's vocabulary has {model_vocab}: use the model's tokenizer"
+            f"tokenizer has {vocab_size} tokens but the model's vocabulary has {model_vocab}: "
+            "use the model's tokenizer"
         )
     limit = max_positions(config)
     if limit is not None and seq_len > limit:

@@ -1,4 +1,5 @@
-"""Plots of a continual pre-training run: held-out loss per domain over updates (forgetting and adaptation)."""
+"""Plots of a continual pre-training run: held-out loss per domain over updates (forgetting and
+adaptation)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def plot_run(result: dict, path: str | os.PathLike, title: str | None = None) ->
         (line,) = ax.plot(steps, [e["loss"][name] for e in result["eval"]], label=name)
         ends = [(e["step"], e["loss"][name]) for e in result["phase_end"] if e["deployable"] == "decayed"]
         if ends:
-            ax.scatter(*zip(*ends), color=line.get_color(), marker="v", zorder=3)
+            ax.scatter(*zip(*ends, strict=False), color=line.get_color(), marker="v", zorder=3)
     for p in result["phases"][1:]:
         ax.axvline(p["start_step"], color="gray", lw=0.8, ls="--")
     ax.set_xlabel("update")

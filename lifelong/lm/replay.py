@@ -78,13 +78,14 @@ class MixtureSampler:
         return src, offsets
 
     def batch(self, step: int, rows: slice | None = None) -> torch.Tensor:
-        """The rows `rows` (default: all) of the global batch at `step`, as int64 tokens of shape (rows, T + 1)."""
+        """The rows `rows` (default: all) of the global batch at `step`, as int64 tokens of shape (rows, T
+        + 1)."""
         src, off = self.plan(step)
         if rows is not None:
             src, off = src[rows], off[rows]
         n = self.T + 1
         out = np.empty((len(src), n), dtype=np.int64)
-        for i, (s, o) in enumerate(zip(src.tolist(), off.tolist())):
+        for i, (s, o) in enumerate(zip(src.tolist(), off.tolist(), strict=True)):
             out[i] = self.sources[s][o : o + n]
         return torch.from_numpy(out)
 

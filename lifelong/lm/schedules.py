@@ -7,7 +7,8 @@ general ``lifelong.schedules`` functions without touching the training loop.
 
 A run-level :class:`PhaseSchedule` gives the main-branch LR over the global update index, and optionally a
 *decayed branch* per phase end (WSD, infinite): a short decay run off the main branch whose result is the
-deployable checkpoint, after which training continues from the main branch (Ibrahim et al. 2024, methods.md §1).
+deployable checkpoint, after which training continues from the main branch (Ibrahim et al. 2024, methods.md
+§1).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _shape(name: str) -> Callable[[float], float]:
 
 
 def warmup_decay(peak: float, floor: float, warmup: int, total: int, shape: str = "cosine") -> LRFn:
-    """Linear warmup 0 -> peak over `warmup` updates, then decay peak -> floor, reaching floor at t = total."""
+    """Linear warmup 0 -> peak over `warmup` updates, then decay peak -> floor, reaching floor at t =
+    total."""
     g = _shape(shape)
 
     def lr(t: int) -> float:
@@ -56,7 +58,8 @@ def warmup_constant(peak: float, warmup: int) -> LRFn:
 
 
 def infinite(peak: float, const: float, warmup: int, cooldown_end: int, shape: str = "cosine") -> LRFn:
-    """Infinite schedule, main branch: warmup to `peak`, cool down to `const` by `cooldown_end`, then constant."""
+    """Infinite schedule, main branch: warmup to `peak`, cool down to `const` by `cooldown_end`, then
+    constant."""
     g = _shape(shape)
 
     def lr(t: int) -> float:
@@ -71,7 +74,8 @@ def infinite(peak: float, const: float, warmup: int, cooldown_end: int, shape: s
 
 
 def decay_branch(start: float, floor: float, steps: int, shape: str = "linear") -> LRFn:
-    """A decay branch of `steps` updates from `start` to `floor`: lr(t) for t = 1..steps, lr(steps) = floor."""
+    """A decay branch of `steps` updates from `start` to `floor`: lr(t) for t = 1..steps, lr(steps) =
+    floor."""
     g = _shape(shape)
     return lambda t: floor + (start - floor) * g(min(1.0, t / steps))
 
@@ -123,7 +127,8 @@ def make_phase_schedule(
       ``min_ratio * peak`` at the phase end). The last checkpoint of each phase is the deployable one.
     - ``infinite``: warmup, cooldown to ``const_ratio * peak`` by `cooldown_frac` of phase 1, then constant in
       every later phase (no re-warming); at each phase end an exponential-annealing branch of `branch_frac` of
-      the phase to ``min_ratio * peak`` gives the deployable checkpoint; training resumes from the pre-anneal state.
+      the phase to ``min_ratio * peak`` gives the deployable checkpoint; training resumes from the
+      pre-anneal state.
     - ``wsd``: warmup, then constant peak; at each phase end a decay branch (`decay_shape`) of `branch_frac`
       of the phase to ``min_ratio * peak``.
     - ``constant``: warmup then constant peak; no branches.
@@ -135,11 +140,11 @@ def make_phase_schedule(
     if name in ("cosine", "linear"):
         pieces = [
             (s, n, warmup_decay(peak, floor, max(1, round(warmup_frac * n)), n, name))
-            for s, n in zip(starts, steps)
+            for s, n in zip(starts, steps, strict=True)
         ]
 
         def main(t: int) -> float:
-            for s, n, fn in reversed(pieces):
+            for s, _n, fn in reversed(pieces):
                 if t > s:
                     return fn(t - s)
             return pieces[0][2](t)

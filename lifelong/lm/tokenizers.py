@@ -1,4 +1,5 @@
-"""Tokenizers for continual LM pre-training: byte-level (no files), a BPE trained locally, or a local directory.
+"""Tokenizers for continual LM pre-training: byte-level (no files), a BPE trained locally, or a local
+directory.
 
 Every tokenizer here exposes the same three things: ``vocab_size``, ``eos_id`` and ``encode_batch(texts)``
 (a list of token-id lists), plus ``decode(ids)`` for reading probes. ``fingerprint`` identifies the vocabulary
@@ -32,7 +33,8 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face ``tokenizers``/``transformers`` tokenizer (trained BPE or a local tokenizer directory)."""
+    """A Hugging Face ``tokenizers``/``transformers`` tokenizer (trained BPE or a local tokenizer
+    directory)."""
 
     def __init__(self, tok, name: str, fingerprint: str) -> None:
         self._tok = tok  # a tokenizers.Tokenizer
@@ -58,7 +60,8 @@ class HFTokenizer:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike) -> HFTokenizer:
-    """Train a byte-level BPE on `texts` with the `tokenizers` library and save it as ``out_dir/tokenizer.json``."""
+    """Train a byte-level BPE on `texts` with the `tokenizers` library and save it as
+    ``out_dir/tokenizer.json``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
@@ -93,7 +96,8 @@ def _from_tokenizer_json(path: Path, name: str) -> HFTokenizer:
 
 
 def load_tokenizer_dir(path: str | os.PathLike) -> HFTokenizer:
-    """A local tokenizer directory (``tokenizer.json``, as saved by tokenizers or transformers). Never downloads."""
+    """A local tokenizer directory (``tokenizer.json``, as saved by tokenizers or transformers). Never
+    downloads."""
     p = Path(path)
     if p.is_file() and p.name.endswith(".json"):
         return _from_tokenizer_json(p, p.stem)

@@ -1,13 +1,16 @@
 """Continual pre-training of a causal LM over a sequence of corpora (phases): the readable training loop.
 
-One function, :func:`run_lm`, in the spirit of nanoGPT: build tokenizer, corpora, model, optimizer and schedule,
+One function, :func:`run_lm`, in the spirit of nanoGPT: build tokenizer, corpora, model, optimizer and
+schedule,
 then for each phase draw mixture batches (current corpus + a replay fraction of earlier corpora), take AdamW
 updates with the scheduled LR, evaluate held-out loss on every corpus every ``eval_every`` updates and at each
 phase end, and save the phase's deployable checkpoint (after a decayed branch for WSD / infinite).
 
 Data parallel: launched under ``torchrun --nproc_per_node=N`` (WORLD_SIZE > 1) the same call trains with DDP
-(gloo on CPU, NCCL on GPU). All ranks compute the same global batch plan and each reads only its own rows, so a
-run with global batch B on N processes follows the single-process run with batch B (up to float reduction order).
+(gloo on CPU, NCCL on GPU). All ranks compute the same global batch plan and each reads only its own rows,
+so a
+run with global batch B on N processes follows the single-process run with batch B (up to float reduction
+order).
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
-# ----------------------------------------------------------------------------------------------- setup helpers
+# ------------------------------------------------------------------------------------------- setup helpers
 def _phases(cfg: LMConfig) -> list[list[str]]:
     return [[s.strip() for s in p.split("+") if s.strip()] for p in cfg.corpora]
 
@@ -299,7 +302,7 @@ def run_lm(cfg: LMConfig) -> dict:
         },
         "phases": [
             {"phase": k, "corpora": p, "start_step": s, "steps": n}
-            for k, (p, s, n) in enumerate(zip(phases, sched.starts, sched.phase_steps))
+            for k, (p, s, n) in enumerate(zip(phases, sched.starts, sched.phase_steps, strict=True))
         ],
         "eval": [],
         "phase_end": [],
