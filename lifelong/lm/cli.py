@@ -36,6 +36,11 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
             "phase end); constant (default: cosine)",
         )
         p.add_argument("--json", dest="json_path", default=None, help="also write the result JSON here")
+        p.add_argument(
+            "--eval-corpora",
+            default="",
+            help="extra corpora to evaluate but not train on, comma-separated (e.g. python-stdlib)",
+        )
         p.add_argument("--probes", type=int, default=0, help="retention probes shown once (0: none)")
         p.add_argument("--probe-step", type=int, default=None, help="update at which the probes are shown")
         p.add_argument("--probe-len", type=int, default=64, help="tokens per probe (default: 64)")
@@ -119,6 +124,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         out_dir=args.out_dir,
         json_path=args.json_path,
+        eval_corpora=[c for c in getattr(args, "eval_corpora", "").split(",") if c.strip()] or None,
         cache_dir=args.cache_dir,
         threads=args.threads,
         device=args.device,

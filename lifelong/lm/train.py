@@ -218,7 +218,8 @@ def run_lm(cfg: LMConfig) -> dict:
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(cfg.device)
-    if world > 1 and not torch.distributed.is_initialized():
+    own_group = world > 1 and not torch.distributed.is_initialized()
+    if own_group:
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -469,6 +470,8 @@ def run_lm(cfg: LMConfig) -> dict:
 
             plot_run(result, out_dir / "loss.png")
     result["out_dir"] = str(out_dir)
+    if own_group:
+        torch.distributed.destroy_process_group()
     return result
 
 
