@@ -203,6 +203,21 @@ def _save_checkpoint(module, path: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
+_TORCH_THREADS = torch.get_num_threads()  # torch's own default, before anyone changes it
+
+
+def auto_threads(world: int = 1) -> int:
+    """CPU threads per process when none are given: the cores left idle by other jobs (1-minute load average),
+    shared among the local processes. Oversubscribed OpenMP threads make a step many times slower."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return max(1, min(_TORCH_THREADS, (cores - busy) // max(1, local)))
+
+
 def default_out_dir() -> Path:
     return Path("runs") / time.strftime("lm-%Y%m%d-%H%M%S")
 
@@ -212,8 +227,7 @@ def run_lm(cfg: LMConfig) -> dict:
     """Continually pre-train over ``cfg.corpora`` and return the result dict (also written as JSON)."""
     cfg = validate(cfg)
     rank, world, local_rank = _dist_env()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or auto_threads(world))
     if cfg.device == "auto":
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
