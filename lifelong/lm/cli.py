@@ -75,9 +75,7 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     p.add_argument("--eval-every", type=int, default=50, help="updates between evaluations (default: 50)")
     p.add_argument("--eval-windows", type=int, default=48, help="held-out sequences per corpus (default: 48)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads per process (default: cores not busy with other jobs)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: idle cores)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--out", dest="out_dir", default=None, help="output directory (default: runs/lm-<timestamp>)"
