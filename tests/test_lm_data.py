@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lifelong.lm import corpora as C
+from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.replay import MixtureSampler, replay_rows
 from lifelong.lm.schedules import (
     decay_branch,
@@ -16,6 +17,11 @@ from lifelong.lm.schedules import (
     warmup_decay,
 )
 from lifelong.lm.tokenizers import ByteTokenizer
+
+requires_fortunes = pytest.mark.skipif(
+    not (FORTUNES_DIR / "de").is_dir(),
+    reason="needs the Debian packages fortunes, fortunes-de, fortunes-es, fortunes-it",
+)
 
 
 def test_parse_fortunes_separators_and_overstrike():
@@ -49,6 +55,7 @@ def test_tokenize_cache_roundtrip(tmp_path):
     assert (np.asarray(c1.val) == ByteTokenizer.eos_id).sum() >= 1
 
 
+@requires_fortunes
 def test_builtin_fortunes_de_is_german_and_split(tmp_path):
     c = C.tokenize_corpus(C.resolve_corpus("fortunes-de"), ByteTokenizer(), tmp_path)
     head = np.asarray(c.val[:20000])

@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from lifelong.lm.cli import main
+from lifelong.lm.corpora import FORTUNES_DIR
+
+requires_fortunes = pytest.mark.skipif(
+    not (FORTUNES_DIR / "de").is_dir(),
+    reason="needs the Debian packages fortunes, fortunes-de, fortunes-es, fortunes-it",
+)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -39,6 +46,7 @@ TOL = (
 )
 
 
+@requires_fortunes
 def test_torchrun_two_cpu_processes_match_single_process(tmp_path):
     cache = str(tmp_path / "cache")
     single = tmp_path / "single.json"

@@ -7,8 +7,15 @@ import torch
 
 from lifelong.errors import LifelongError
 from lifelong.lm.cli import main
+from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.models import build_model
 from lifelong.lm.train import LMConfig, run_lm
+
+requires_fortunes = pytest.mark.skipif(
+    not (FORTUNES_DIR / "de").is_dir(),
+    reason="needs the Debian packages fortunes, fortunes-de, fortunes-es, fortunes-it",
+)
+
 
 TINY = [
     "--steps-per-phase",
@@ -32,6 +39,7 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("lm-cache"))
 
 
+@requires_fortunes
 def test_two_phase_run_json_and_adaptation(tmp_path, cache):
     out = tmp_path / "r.json"
     rc = main(
@@ -79,6 +87,7 @@ def test_two_phase_run_json_and_adaptation(tmp_path, cache):
     assert set(r["summary"]["forgetting"]) == {"fortunes-en", "fortunes-de"}
 
 
+@requires_fortunes
 def test_union_phase_and_gpt2(tmp_path, cache):
     r = run_lm(
         LMConfig(
@@ -106,6 +115,7 @@ def _err(capsys, argv):
     return err
 
 
+@requires_fortunes
 def test_bad_inputs_one_line_each(tmp_path, capsys, cache):
     base = ["lm", "--out", str(tmp_path / "o"), "--cache-dir", cache, *TINY]
     (tmp_path / "empty").mkdir()
