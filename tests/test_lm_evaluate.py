@@ -53,6 +53,9 @@ def test_probe_set_on_a_memorizing_model():
     assert losses[0] < 1e-6 < losses[1]
     r = ps.evaluate(model)
     assert r["recognition"] == 1.0 and r["recall_tokens"] == 1.0 and r["recall_exact"] == 1.0
+    assert "recognition_vs_baseline" not in r
+    ps.baseline = (torch.tensor([0.5]), torch.tensor([0.1]))  # probe loss fell by 0.5, control rose
+    assert ps.evaluate(model)["recognition_vs_baseline"] == 1.0
 
 
 def test_probe_windows_disjoint_and_deterministic():

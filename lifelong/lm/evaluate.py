@@ -114,6 +114,8 @@ class ProbeSet:
     controls: torch.Tensor
     prefix_len: int
     corpus: str = ""
+    baseline: tuple[torch.Tensor, torch.Tensor] | None = None  # (probe, control) losses before the exposure
+    last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_tokens(
@@ -141,15 +143,23 @@ class ProbeSet:
         return cls(seqs[:n], seqs[n:], max(1, int(round(length * prefix_frac))), corpus)
 
     def evaluate(self, model) -> dict[str, float]:
+        """Recognition and recall now. Once :attr:`baseline` holds the per-sequence losses measured just
+        before the exposure, ``recognition_vs_baseline`` also compares loss *changes* since then (probe i vs
+        control i), which removes each sequence's intrinsic difficulty from the 2-AFC."""
         pl = sequence_losses(model, self.probes)
         cl = sequence_losses(model, self.controls)
         target = self.probes[:, self.prefix_len :]
         pred = greedy_continue(model, self.probes[:, : self.prefix_len], target.shape[1])
         tok, exact = recall_scores(pred, target)
-        return {
+        out = {
             "recognition": recognition_accuracy(pl, cl),
             "probe_loss": float(pl.mean()),
             "control_loss": float(cl.mean()),
             "recall_tokens": tok,
             "recall_exact": exact,
         }
+        if self.baseline is not None:
+            bp, bc = self.baseline
+            out["recognition_vs_baseline"] = recognition_accuracy(pl - bp, cl - bc)
+        self.last = (pl, cl)
+        return out

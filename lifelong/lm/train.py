@@ -386,6 +386,7 @@ def run_lm(cfg: LMConfig) -> dict:
                 sync()
                 train_seconds += time.perf_counter() - t0
                 probe_record(t - 1)  # just before the exposure
+                probe_set.baseline = probe_set.last
                 x = torch.cat([probe_set.probes[rank::world]])
                 loss = update(x, sched.main(t))
                 probe_record(t)
