@@ -302,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from lifelong.lm.cli import add_lm_experiment_parser, add_lm_parser
+
+    add_lm_parser(sub)
+    add_lm_experiment_parser(sub)
+
     from lifelong.experiments.schedules import add_reproduce_parser
 
     add_reproduce_parser(sub)
