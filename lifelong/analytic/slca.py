@@ -51,7 +51,7 @@ class SLCA:
         self.params = resolve(self.PARAMS, params, self.kind)
         self.backbone = backbone
         self.feature_dim = int(feature_dim)
-        self.head = nn.Linear(self.feature_dim, 0)
+        self.head = nn.Linear(self.feature_dim, 1)  # replaced (zero-initialised) when the first classes arrive
         self.task_of: dict[int, int] = {}  # class -> experience index
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # class -> (mean, cov) float64
         self.num_experiences = 0
@@ -67,14 +67,16 @@ class SLCA:
 
     def _grow_head(self, num_classes: int) -> None:
         old = self.head
-        if num_classes <= old.out_features:
+        if self.stats and num_classes <= old.out_features:
             return
         new = nn.Linear(self.feature_dim, num_classes)
         with torch.no_grad():
             new.weight.mul_(0)
             new.bias.zero_()
-            new.weight[: old.out_features] = old.weight
-            new.bias[: old.out_features] = old.bias
+            if self.stats:  # keep what earlier experiences learned
+                k = min(old.out_features, num_classes)
+                new.weight[:k] = old.weight[:k]
+                new.bias[:k] = old.bias[:k]
         self.head = new
 
     @torch.no_grad()
