@@ -175,7 +175,7 @@ def train_base_phase(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             correct += int((z.argmax(1) == yb).sum())
         if log:
             log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
