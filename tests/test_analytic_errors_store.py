@@ -1,4 +1,4 @@
-"""Bad input gets one clear line and changes nothing; versioned store and the unlearn command; feature cache."""
+"""Bad input: one clear line, nothing changed; versioned store and the unlearn command; feature cache."""
 
 from __future__ import annotations
 
@@ -32,7 +32,11 @@ def one_line(excinfo) -> str:
 
 
 def snapshot(m):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in m.state_dict().items() if k != "ledger"}
+    return {
+        k: (v.clone() if isinstance(v, torch.Tensor) else v)
+        for k, v in m.state_dict().items()
+        if k != "ledger"
+    }
 
 
 def same(a, b):

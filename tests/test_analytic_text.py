@@ -14,8 +14,16 @@ from lifelong.errors import LifelongError
 def make_fortunes(root):
     (root / "it").mkdir(parents=True)
     for name, items in {
-        "food": ["Eat your vegetables, they said.", "A pizza a day keeps the doctor guessing.", "Shared joke line"],
-        "law": ["The law is an ass, said Mr Bumble.", "Possession is nine tenths of the law.", "Shared joke line"],
+        "food": [
+            "Eat your vegetables, they said.",
+            "A pizza a day keeps the doctor guessing.",
+            "Shared joke line",
+        ],
+        "law": [
+            "The law is an ass, said Mr Bumble.",
+            "Possession is nine tenths of the law.",
+            "Shared joke line",
+        ],
     }.items():
         (root / name).write_text("\n%\n".join(items) + "\n%\n")
         (root / f"{name}.dat").write_bytes(b"\0")
@@ -29,7 +37,10 @@ def make_fortunes(root):
 def test_parse_and_load_fortunes(tmp_path):
     assert parse_fortunes("a b\nc\n%\n\n%\nd\n") == ["a b\nc", "d"]
     make_fortunes(tmp_path)
-    assert sorted(english_fortune_files(tmp_path)) == ["food", "law"]  # symlinked Italian and unindexed skipped
+    assert sorted(english_fortune_files(tmp_path)) == [
+        "food",
+        "law",
+    ]  # symlinked Italian and unindexed skipped
     texts, labels, names = load_fortunes(["food", "law"], tmp_path, max_per_class=None, min_chars=5)
     assert names == ["food", "law"] and labels.tolist() == [0, 0, 1, 1]
     assert "Shared joke line" not in texts  # ambiguous across topics: dropped

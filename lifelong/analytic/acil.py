@@ -1,6 +1,7 @@
 """ACIL / G-ACIL (analytic class-incremental learning) with exact ACU unlearning.
 
-Frozen features f -> random frozen buffer phi = ReLU(B f) -> ridge classifier W kept by recursive least squares:
+Frozen features f -> random frozen buffer phi = ReLU(B f) -> ridge classifier W, kept by recursive least
+squares:
     K = (I + X R X^T)^-1,  R <- R - R X^T K X R,  W <- W + R X^T (Y - X W)      (learn a batch)
     K = (I - X R X^T)^-1,  R <- R + R X^T K X R,  W <- W - R X^T (Y - X W)      (unlearn a batch, ACU)
 so that W = (sum X^T X + gamma I)^-1 sum X^T Y on whatever is currently learned, whatever the phase split,
@@ -27,10 +28,14 @@ from lifelong.errors import LifelongError
 from lifelong.params import Param, resolve
 
 ACIL_PARAMS = {
-    "buffer_size": Param(2048, "width d_B of the random ReLU buffer layer (state is d_B x d_B float64)", low=1),
+    "buffer_size": Param(
+        2048, "width d_B of the random ReLU buffer layer (state is d_B x d_B float64)", low=1
+    ),
     "gamma": Param(0.1, "ridge regulariser gamma (R starts at I/gamma)", low=0.0, low_open=True),
     "seed": Param(0, "seed of the random buffer weights", low=0),
-    "chunk_size": Param(1024, "rows absorbed per recursive step (memory vs. speed; result is identical)", low=1),
+    "chunk_size": Param(
+        1024, "rows absorbed per recursive step (memory vs. speed; result is identical)", low=1
+    ),
 }
 
 
@@ -47,7 +52,7 @@ class RandomBuffer:
 
 
 class RecursiveRidge:
-    """R = (sum X^T X + gamma I)^-1 and W = R sum X^T Y, updated by (down)dates; methods return new tensors."""
+    """R = (sum X^T X + gamma I)^-1 and W = R sum X^T Y, kept by rank-n (down)dates."""
 
     def __init__(self, dim: int, gamma: float) -> None:
         self.R = torch.eye(dim, dtype=DTYPE) / gamma
@@ -60,7 +65,9 @@ class RecursiveRidge:
     def one_hot(self, y: torch.Tensor, num_classes: int) -> torch.Tensor:
         return torch.nn.functional.one_hot(y, num_classes).to(DTYPE)
 
-    def updated(self, X: torch.Tensor, Y: torch.Tensor, sign: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def updated(
+        self, X: torch.Tensor, Y: torch.Tensor, sign: int, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, W) after adding (sign=+1) or removing (sign=-1) the rows X with targets Y; self unchanged."""
         R, W = self.R, self.W
         if Y.shape[1] > W.shape[1]:
@@ -83,10 +90,11 @@ class RecursiveRidge:
 
 
 class ACIL(AnalyticModel):
-    """ACIL: class-incremental analytic learning on frozen features (exemplar-free, exact joint ridge solution).
+    """ACIL: class-incremental analytic learning on frozen features (exemplar-free, joint ridge solution).
 
-    `fit_increment` may be called with any split of the data (phases, mini-batches, any class order); the result
-    is the joint ridge solution on everything learned. `unlearn` removes samples exactly (ACU) using only them.
+    `fit_increment` may be called with any split of the data (phases, mini-batches, any class order); the
+    result is the joint ridge solution on everything learned. `unlearn` removes samples exactly (ACU) using
+    only them.
     """
 
     kind = "acil"
@@ -133,7 +141,9 @@ class ACIL(AnalyticModel):
         self.ledger.check_add(ids, y.tolist(), digests)
         X = torch.relu(self.buffer(x))
         C = max(self.ridge.W.shape[1], int(y.max()) + 1)
-        self.ridge.R, self.ridge.W = self.ridge.updated(X, self.ridge.one_hot(y, C), +1, self.params["chunk_size"])
+        self.ridge.R, self.ridge.W = self.ridge.updated(
+            X, self.ridge.one_hot(y, C), +1, self.params["chunk_size"]
+        )
         self.ledger.add(ids, y.tolist(), digests)
         return self
 
@@ -186,17 +196,19 @@ class ACIL(AnalyticModel):
 
 
 class GACIL(ACIL):
-    """G-ACIL: generalised CIL — classes may re-appear and phases mix old and new classes, streamed in mini-batches.
+    """G-ACIL: generalised CIL — classes re-appear, phases mix old and new classes, data come in mini-batches.
 
-    The recursion is the same as ACIL's (the paper's result is that it stays equal to the joint solution when a
-    batch mixes exposed and unexposed classes); this class exists so runs record which protocol was used.
+    The recursion is the same as ACIL's (the paper's result is that it stays equal to the joint solution
+    when a batch mixes exposed and unexposed classes); this class exists so runs record the protocol.
     """
 
     kind = "g-acil"
 
 
-def ridge_solution(features: torch.Tensor, labels: torch.Tensor, gamma: float, num_classes: int | None = None):
-    """Closed-form joint ridge (X^T X + gamma I)^-1 X^T Y on already-expanded features (reference for tests)."""
+def ridge_solution(
+    features: torch.Tensor, labels: torch.Tensor, gamma: float, num_classes: int | None = None
+):
+    """(W, R) of the joint ridge problem on expanded features: the reference of the tests."""
     X = features.to(DTYPE)
     C = int(labels.max()) + 1 if num_classes is None else num_classes
     Y = torch.nn.functional.one_hot(labels.to(torch.int64), C).to(DTYPE)

@@ -1,4 +1,4 @@
-"""Shared pieces of the analytic (closed-form) learners: input checks, the learned-sample ledger, memory checks."""
+"""Shared pieces of the analytic (closed-form) learners: input checks, sample ledger, memory checks."""
 
 from __future__ import annotations
 
@@ -123,15 +123,15 @@ class SampleLedger:
         return ids, digests
 
     def check_add(self, ids: list, labels: list[int], digests: list[str]) -> None:
-        for k, lab, dig in zip(ids, labels, digests):
+        for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries.get(k)
             if e is not None and (e[0] != lab or e[1] != dig):
                 raise LifelongError(
-                    f"sample id {k!r} was already learned with different features or label; ids must be unique"
+                    f"sample id {k!r} was already learned with other features or label; ids must be unique"
                 )
 
     def add(self, ids: list, labels: list[int], digests: list[str]) -> None:
-        for k, lab, dig in zip(ids, labels, digests):
+        for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries.get(k)
             if e is None:
                 self.entries[k] = [lab, dig, 1]
@@ -148,7 +148,7 @@ class SampleLedger:
                 f"{len(missing)} of the {len(wanted)} given samples were never learned by this model "
                 f"(first: {missing[0]!r}); nothing was changed"
             )
-        for k, lab, dig in zip(ids, labels, digests):
+        for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries[k]
             if e[0] != lab:
                 raise LifelongError(
@@ -191,7 +191,9 @@ class SampleLedger:
     @classmethod
     def from_state_dict(cls, s: dict) -> SampleLedger:
         led = cls()
-        for k, lab, dig, cnt in zip(s["ids"], s["labels"].tolist(), s["digests"], s["counts"].tolist()):
+        for k, lab, dig, cnt in zip(
+            s["ids"], s["labels"].tolist(), s["digests"], s["counts"].tolist(), strict=True
+        ):
             led.entries[k] = [lab, dig, cnt]
             led.class_counts[lab] += cnt
         return led
@@ -227,7 +229,7 @@ class AnalyticModel:
     def select_class_samples(
         self, classes: Sequence[int], features: Any, labels: Any, sample_ids: Sequence | None = None
     ):
-        """The rows of (features, labels, ids) that belong to `classes`, checked to cover all their learned samples."""
+        """Rows of (features, labels, ids) of `classes`, checked to cover all their learned samples."""
         x = as_features(features, self.in_features)
         y = as_labels(labels, x.shape[0])
         classes = [int(c) for c in classes]
@@ -254,7 +256,8 @@ class AnalyticModel:
         for c in classes:
             if found[c] != self.ledger.class_counts[c]:
                 raise LifelongError(
-                    f"class {c}: the given data holds {found[c]} of its {self.ledger.class_counts[c]} learned "
+                    f"class {c}: the given data holds {found[c]} of its {self.ledger.class_counts[c]} "
+                    "learned "
                     "samples; exact class unlearning needs all of them; nothing was changed"
                 )
         rows, out_ids = [], []
@@ -268,7 +271,7 @@ class AnalyticModel:
     def unlearn_classes(
         self, classes: Sequence[int], features: Any, labels: Any, sample_ids: Sequence | None = None
     ):
-        """Forget every learned sample of `classes`; the given data must contain all of them (others ignored)."""
+        """Forget every learned sample of `classes`; the data must contain all of them (others ignored)."""
         if not self.supports_unlearning:
             raise LifelongError(f"{self.kind} does not support exact unlearning")
         xs, ys, ids = self.select_class_samples(classes, features, labels, sample_ids)

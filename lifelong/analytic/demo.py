@@ -58,7 +58,9 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
 
 
-def load_fashion_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(
+    root: str | Path | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images N x 1 x 28 x 28 uint8, train labels, test images, test labels)."""
     root = Path(root) if root else FASHION_DIR
     files = [root / f for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -116,7 +118,9 @@ def fortunes_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
 def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
     xtr, ytr, xte, yte = load_fashion_mnist(args.data_dir)
     if args.train_subset:
-        idx = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(args.seed))[: args.train_subset]
+        idx = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(args.seed))[
+            : args.train_subset
+        ]
         xtr, ytr = xtr[idx], ytr[idx]
     names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
     exps = split_classes(_class_order(10, args.class_order, args.seed), args.experiences)
@@ -140,7 +144,9 @@ def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
 class LinearHead:
     """Linear head on frozen features trained with Adam + CE over the classes seen so far; optional replay."""
 
-    def __init__(self, dim: int, num_classes: int, *, memory: int, epochs: int, lr: float, batch: int, seed: int):
+    def __init__(
+        self, dim: int, num_classes: int, *, memory: int, epochs: int, lr: float, batch: int, seed: int
+    ):
         self.g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.head = nn.Linear(dim, num_classes)
@@ -219,7 +225,9 @@ def make_learner(method: str, sc: FeatureScenario, args):
         return DSAL(d, buffer_size=args.buffer_size, gamma=args.gamma, gamma_comp=args.gamma, seed=args.seed)
     if method in ("er", "finetune", "joint"):
         mem = args.memory if method == "er" else 0
-        return LinearHead(d, C, memory=mem, epochs=args.epochs, lr=args.lr, batch=args.batch_size, seed=args.seed)
+        return LinearHead(
+            d, C, memory=mem, epochs=args.epochs, lr=args.lr, batch=args.batch_size, seed=args.seed
+        )
     if method == "slca":
         epochs = args.slca_epochs if args.slca_epochs is not None else (10 if sc.name == "fortunes" else 2)
         return SLCA(copy.deepcopy(sc.backbone), d, epochs=epochs, lr=args.slca_lr, seed=args.seed)
@@ -265,7 +273,8 @@ def run_demo(args, log: Callable[[str], None] = print) -> list[dict]:
     for m in methods:
         if m not in ALL_METHODS + ("g-acil",):
             raise LifelongError(f"unknown demo method '{m}'; valid: {', '.join(ALL_METHODS + ('g-acil',))}")
-    log(f"{sc.name}: {len(sc.train_y)} train / {len(sc.test_y)} test samples, feature dim {sc.train_x.shape[1]}, "
+    log(f"{sc.name}: {len(sc.train_y)} train / {len(sc.test_y)} test samples, "
+        f"feature dim {sc.train_x.shape[1]}, "
         f"experiences {sc.experiences}")  # fmt: skip
     rows = []
     for m in methods:
@@ -285,8 +294,12 @@ def _save_run(args, sc: FeatureScenario, rows: list[dict], log: Callable[[str], 
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     out = [{k: v for k, v in r.items() if k != "learner"} for r in rows]
-    (run / "demo_results.json").write_text(json.dumps({"dataset": sc.name, "experiences": sc.experiences,
-                                                         "class_names": sc.class_names, "rows": out}, indent=1))
+    (run / "demo_results.json").write_text(
+        json.dumps(
+            {"dataset": sc.name, "experiences": sc.experiences, "class_names": sc.class_names, "rows": out},
+            indent=1,
+        )
+    )
     analytic = [r for r in rows if r["method"] in ("acil", "g-acil")]
     if analytic:
         learner = analytic[0]["learner"]

@@ -2,13 +2,14 @@
 
 One frozen random linear projection P = B f shared by two recursive ridge streams:
   main stream         X_m = ReLU(P), the ACIL classifier (exact joint ridge solution);
-  compensation stream X_c = Tanh(P), fitted to the main stream's residual Y - X_m W_m on each phase, with
-                      "previous label cleansing": residual columns of classes learned in earlier phases are zeroed.
+  compensation stream X_c = Tanh(P), fitted to the main stream's residual Y - X_m W_m on each phase,
+                      with "previous label cleansing": residual columns of classes learned in earlier
+                      phases are zeroed.
 Prediction: X_m W_m + C * X_c W_c (C = compensation ratio).
 
 Call `fit_increment` once per phase (experience): the set of new classes of a call defines the cleansing.
-The compensation stream depends on the learning history, so DS-AL is not order-invariant as a whole and does not
-support exact unlearning (use ACIL / G-ACIL for that).
+The compensation stream depends on the learning history, so DS-AL is not order-invariant as a whole and does
+not support exact unlearning (use ACIL / G-ACIL for that).
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from typing import Any
 import torch
 
 from lifelong.analytic.acil import RandomBuffer, RecursiveRidge
-from lifelong.analytic.base import AnalyticModel, SampleLedger, as_features, as_labels, check_square_state_fits
+from lifelong.analytic.base import (
+    AnalyticModel,
+    SampleLedger,
+    as_features,
+    as_labels,
+    check_square_state_fits,
+)
 from lifelong.errors import LifelongError
 from lifelong.params import Param, resolve
 
 DSAL_PARAMS = {
-    "buffer_size": Param(2048, "width d_B of the shared random projection (two d_B x d_B float64 states)", low=1),
+    "buffer_size": Param(
+        2048, "width d_B of the shared random projection (two d_B x d_B float64 states)", low=1
+    ),
     "gamma": Param(0.1, "ridge regulariser of the main stream", low=0.0, low_open=True),
     "gamma_comp": Param(0.1, "ridge regulariser of the compensation stream", low=0.0, low_open=True),
     "compensation_ratio": Param(1.0, "weight C of the compensation stream at prediction", low=0.0),

@@ -114,7 +114,7 @@ def extract_features(
     device: str = "cpu",
     extractor_key: str | None = None,
 ) -> torch.Tensor:
-    """Features of `data` (uint8 inputs are scaled to [0, 1]) from the frozen `extractor`, cached by content."""
+    """Features of `data` (uint8 scaled to [0, 1]) from the frozen `extractor`, cached by content."""
     if not isinstance(data, torch.Tensor):
         data = torch.as_tensor(np.asarray(data))
     if cache is None:
@@ -147,7 +147,9 @@ def train_base_phase(
 ) -> nn.Module:
     """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it."""
     if epochs < 0 or lr <= 0 or batch_size < 1:
-        raise LifelongError(f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})")
+        raise LifelongError(
+            f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})"
+        )
     labels = torch.as_tensor(labels, dtype=torch.int64)
     classes = torch.unique(labels)
     remap = torch.full((int(classes.max()) + 1,), -1, dtype=torch.int64)
@@ -178,5 +180,8 @@ def train_base_phase(
             total += loss.item() * len(idx)
             correct += int((z.argmax(1) == yb).sum())
         if log:
-            log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
+            log(
+                f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} "
+                f"acc {correct / len(labels):.3f}"
+            )
     return freeze(backbone)

@@ -1,9 +1,10 @@
 """SLCA: slow learner + classifier alignment (Zhang et al., ICCV 2023), methods.md section 4.2.
 
 Per experience: expand the head, train backbone (lr * bcb_lrscale) and head (lr) with cross-entropy over the
-current experience's classes only; store each new class's feature mean and covariance (+ cov_reg * I); from the
-second experience on, re-train the whole head on features sampled from the class Gaussians (old classes' means
-mildly shrunk) with logit normalisation. bcb_lrscale = 0 freezes the backbone (bit-identical, eval mode).
+current experience's classes only; store each new class's feature mean and covariance (+ cov_reg * I);
+from the second experience on, re-train the whole head on features sampled from the class Gaussians (old
+classes' means mildly shrunk) with logit normalisation. bcb_lrscale = 0 freezes the backbone
+(bit-identical, eval mode).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def normalized_logits(z: torch.Tensor, blocks: list[list[int]], tau: float) -> t
 
 
 class SLCA:
-    """SLCA learner over raw inputs: `backbone(x)` gives `feature_dim` features; a linear head grows per class."""
+    """SLCA over raw inputs: `backbone(x)` gives `feature_dim` features; a linear head grows per class."""
 
     kind = "slca"
     supports_unlearning = False
@@ -51,7 +52,9 @@ class SLCA:
         self.params = resolve(self.PARAMS, params, self.kind)
         self.backbone = backbone
         self.feature_dim = int(feature_dim)
-        self.head = nn.Linear(self.feature_dim, 1)  # replaced (zero-initialised) when the first classes arrive
+        self.head = nn.Linear(
+            self.feature_dim, 1
+        )  # replaced (zero-initialised) when the first classes arrive
         self.task_of: dict[int, int] = {}  # class -> experience index
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # class -> (mean, cov) float64
         self.num_experiences = 0
@@ -83,7 +86,9 @@ class SLCA:
     def features(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         was = self.backbone.training
         self.backbone.eval()
-        out = torch.cat([self.backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+        out = torch.cat(
+            [self.backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        )
         self.backbone.train(was)
         return out.float()
 
@@ -130,7 +135,10 @@ class SLCA:
             fc = feats[labels == c]
             mu = fc.mean(0)
             cov = torch.cov(fc.T) if len(fc) > 1 else torch.zeros(self.feature_dim, self.feature_dim)
-            self.stats[c] = (mu, cov.double() + p["cov_reg"] * torch.eye(self.feature_dim, dtype=torch.float64))
+            self.stats[c] = (
+                mu,
+                cov.double() + p["cov_reg"] * torch.eye(self.feature_dim, dtype=torch.float64),
+            )
         self.num_experiences += 1
         if self.num_experiences >= 2 and p["ca_epochs"] > 0:
             self._align()
@@ -151,7 +159,9 @@ class SLCA:
             if int(info) != 0:
                 L = torch.diag(cov.diagonal().clamp_min(0).sqrt())
             chol[c] = (mu * (0.9 + 0.1 * (self.task_of[c] + 1) / k), L)
-        opt = torch.optim.SGD(self.head.parameters(), lr=p["ca_lr"], momentum=0.9, weight_decay=p["weight_decay"])
+        opt = torch.optim.SGD(
+            self.head.parameters(), lr=p["ca_lr"], momentum=0.9, weight_decay=p["weight_decay"]
+        )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["ca_epochs"])
         bs = 256
         for _ in range(p["ca_epochs"]):
@@ -185,7 +195,9 @@ class SLCA:
         return self.decision_function(inputs).argmax(1)
 
     def unlearn(self, *args: Any, **kwargs: Any) -> None:
-        raise LifelongError("slca is trained by backprop and does not support exact unlearning; use acil or g-acil")
+        raise LifelongError(
+            "slca is trained by backprop and does not support exact unlearning; use acil or g-acil"
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -198,4 +210,3 @@ class SLCA:
             "task_of": dict(self.task_of),
             "num_experiences": self.num_experiences,
         }
-

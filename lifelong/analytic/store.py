@@ -47,7 +47,7 @@ def model_versions(run_dir: str | Path) -> list[int]:
 
 
 def save_model_version(run_dir: str | Path, model: Any, meta: dict | None = None) -> tuple[int, Path]:
-    """Store `model.state_dict()` as the next `model_v{N}.pt`; returns (N, path). Never overwrites a version."""
+    """Store `model.state_dict()` as the next `model_v{N}.pt`; returns (N, path). Never overwrites."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     payload = {"state": model.state_dict(), "meta": dict(meta or {}), "created": _now()}

