@@ -1,0 +1,3 @@
+"""lifelong: continual learning for PyTorch."""
+
+__version__ = "0.1.0"

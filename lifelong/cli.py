@@ -1,0 +1,294 @@
+"""The `lifelong` command line: run, compare, resume, list, runs (and the commands of other layers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import LifelongError
+
+DEFAULT_DEMO = "naive,ewc,lwf,er,derpp,joint"
+
+
+def add_setting_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per run setting (--lr, --batch-size, ...), plus -p NAME=VALUE and --config."""
+    from lifelong.training.config import SETTINGS
+
+    g = p.add_argument_group("run settings (defaults in brackets; also settable in a --config YAML file)")
+    for name, param in SETTINGS.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(param.default, bool):
+            g.add_argument(flag, action="store_const", const=True, default=None, help=f"{param.help}")
+        else:
+            rng = f"; {param.describe_range()}" if param.low is not None or param.choices else ""
+            g.add_argument(flag, default=None, metavar=name.upper(), help=f"{param.help} [{param.default}{rng}]")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="strategy hyperparameter, repeatable (e.g. -p buffer_size=200); see `lifelong list`")
+    p.add_argument("--config", metavar="YAML", help="YAML file of settings; flags override it")
+
+
+def gather_config(args: argparse.Namespace, skip: Sequence[str] = ()):
+    """Settings from defaults < YAML file < flags, validated."""
+    from lifelong.training.config import SETTINGS, RunConfig, load_yaml
+
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    hparams = dict(values.pop("hparams", None) or {})
+    for name in SETTINGS:
+        if name not in skip and getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    for item in args.param:
+        if "=" not in item:
+            raise LifelongError(f"-p {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        hparams[k.strip().replace("-", "_")] = v.strip()
+    return RunConfig.from_dict({**values, "hparams": hparams})
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal; otherwise a line at most every 5 seconds."""
+
+    def __init__(self, label: str, quiet: bool = False) -> None:
+        self.label, self.quiet, self.bar, self.last = label, quiet, None, 0.0
+
+    def step(self, step: int, total: int, loss: float | None = None, accuracy: float | None = None) -> None:
+        if self.quiet:
+            return
+        info = {}
+        if loss is not None:
+            info["loss"] = f"{loss:.3f}"
+        if accuracy is not None:
+            info["acc"] = f"{100 * accuracy:.1f}%"
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=self.label, unit="step", dynamic_ncols=True, leave=False)
+            if step - self.bar.n >= 10 or step == total:
+                self.bar.total = total
+                self.bar.update(step - self.bar.n)
+                self.bar.set_postfix(info, refresh=False)
+        elif time.monotonic() - self.last > 5 or step == total:
+            self.last = time.monotonic()
+            extra = " ".join(f"{k} {v}" for k, v in info.items())
+            print(f"{self.label}: step {step}/{total} {extra}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        from lifelong.training.runner import write_json_atomic
+
+        try:
+            write_json_atomic(payload, path)
+        except OSError as err:
+            raise LifelongError(f"cannot write {path}: {err.strerror}") from None
+
+
+def print_result(r: dict[str, Any]) -> None:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    print(f"{r['strategy']} (seed {r['seed']}): final accuracy {pct(r['final_accuracy'])}, "
+          f"average incremental accuracy {pct(r['average_incremental_accuracy'])}, BWT {pct(r['bwt'])}, "
+          f"forgetting {pct(r['forgetting'])}, {r['train_seconds']:.1f} s, peak {r['peak_rss_mb']:.0f} MiB")
+    print(f"run stored in {r['run_dir']}")
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lifelong.training import runner
+
+    cfg = gather_config(args)
+    progress = Progress(f"{cfg.strategy} s{cfg.seed}", args.quiet)
+    run_dir = args.run_dir or runner.default_run_dir(cfg, args.store)
+    try:
+        result = runner.run(cfg, run_dir, progress.step)
+    except KeyboardInterrupt:
+        progress.close()
+        raise LifelongError(f"interrupted; resume with: lifelong resume {run_dir}") from None
+    finally:
+        progress.close()
+    print_result(result)
+    write_json(args.json, {"scenario": cfg.scenario, "results": [result]})
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from lifelong.training import runner
+
+    progress = Progress(f"resume {Path(args.run).name}", args.quiet)
+    try:
+        result = runner.resume(args.run, progress.step)
+    finally:
+        progress.close()
+    print_result(result)
+    write_json(args.json, {"scenario": result["scenario"], "results": [result]})
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lifelong.training import runner
+
+    cfg = gather_config(args, skip=("strategy", "seed"))
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise LifelongError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not strategies or not seeds:
+        raise LifelongError("--strategies and --seeds must each name at least one value")
+    out = Path(args.out or Path(args.store) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    bar = Progress(f"{len(strategies) * len(seeds)} runs", args.quiet)
+
+    def progress(state: dict[str, tuple[int, int]]) -> None:
+        done = sum(s for s, _ in state.values())
+        total = sum(t for _, t in state.values()) or 1
+        known = sum(1 for _, t in state.values() if t)
+        bar.step(done, max(total, int(total * len(state) / max(known, 1))))
+
+    print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
+          f"({args.workers} worker process{'es' if args.workers > 1 else ''}) -> {out}", file=sys.stderr)
+    try:
+        output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress)
+    finally:
+        bar.close()
+    print(runner.format_table(output["summary"]))
+    failed = [r for r in output["results"] if "error" in r]
+    for r in failed:
+        print(f"error: {r['strategy']} seed {r['seed']}: {r['error']}", file=sys.stderr)
+    print(f"comparison stored in {out}")
+    write_json(args.json, output)
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lifelong.data.datasets import DATASET_HELP
+    from lifelong.data.scenarios import SCENARIO_KINDS, scenario_names
+    from lifelong.models.backbones import MODEL_HELP
+    from lifelong.strategies import STRATEGIES
+
+    def params_text(params: dict) -> str:
+        return ", ".join(f"{k}={p.default} {p.describe_range()}" for k, p in params.items()) or "-"
+
+    print("datasets:")
+    for name, text in sorted(DATASET_HELP.items()):
+        print(f"  {name:16} {text}")
+    print("scenarios (<kind>-<dataset>):")
+    for kind in SCENARIO_KINDS.values():
+        print(f"  {kind.name + '-*':16} {kind.help} [{kind.default_experiences} experiences]")
+    print("  " + ", ".join(scenario_names()))
+    print("strategies (combine with '+', e.g. er+lwf; set hyperparameters with -p NAME=VALUE):")
+    for name, cls in STRATEGIES.items():
+        print(f"  {name:16} {cls.description}")
+        print(f"  {'':16}   {params_text(cls.params)}")
+    print("models:")
+    for name, text in sorted(MODEL_HELP.items()):
+        print(f"  {name:16} {text}")
+    from lifelong.schedules.cli import format_schedules
+
+    print("learning-rate schedules (lifelong schedule NAME --steps N ...):")
+    print(format_schedules())
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lifelong.tracking.store import RunStore, find_runs
+
+    found = find_runs(args.roots or [args.store])
+    if not found:
+        print(f"no runs under {', '.join(args.roots or [args.store])}")
+        return 0
+    print(f"{'status':10} {'strategy':12} {'seed':>4} {'final acc':>9}  {'scenario':22} run")
+    for d in found:
+        store = RunStore.open(d)
+        try:
+            meta = store.meta()
+        finally:
+            store.close()
+        cfg, res = meta.get("config", {}), meta.get("result") or {}
+        acc = f"{100 * res['final_accuracy']:.1f}%" if res.get("final_accuracy") is not None else "-"
+        print(f"{meta.get('status', '?'):10} {cfg.get('strategy', '?'):12} {cfg.get('seed', '?'):>4} {acc:>9}  "
+              f"{cfg.get('scenario', '?'):22} {d}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifelong", description="Continual learning for PyTorch: train, compare, resume and inspect runs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lifelong compare\n  lifelong run --scenario split-fashion-mnist --strategy er --seed 0\n"
+               "  lifelong list\n  lifelong runs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+        p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("run", help="train one strategy on one scenario", description="Train one strategy on one "
+                       "scenario; the run is stored (config, metrics, checkpoints) and can be resumed.")
+    add_setting_flags(p)
+    p.add_argument("--run-dir", metavar="DIR", help="directory of this run [a new one under --store]")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="several strategies x seeds on one scenario -> a table of mean ± std",
+                       description="Train several strategies with several seeds on one scenario, in parallel "
+                       "worker processes, and print mean ± std of each metric.")
+    add_setting_flags(p, skip=("strategy", "seed"))
+    p.add_argument("--strategies", default=DEFAULT_DEMO, help=f"comma-separated strategies [{DEFAULT_DEMO}]")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
+    common(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("resume", help="finish an interrupted run from its last checkpoint",
+                       description="Finish an interrupted run; the final metrics equal an uninterrupted run's.")
+    p.add_argument("run", metavar="RUN_DIR", help="the run's directory")
+    common(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models")
+    p.set_defaults(func=cmd_list)
+
+    from lifelong.schedules.cli import add_schedule_parser
+
+    add_schedule_parser(sub).set_defaults(func=lambda a: a.handler(a))
+
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("roots", nargs="*", help="directories to search [--store]")
+    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
+    p.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except LifelongError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

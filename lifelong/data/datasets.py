@@ -1,0 +1,233 @@
+"""Built-in datasets held as tensors in memory, and adapters for tensors, numpy arrays and torch datasets.
+
+A dataset is four tensors (train/test inputs and labels). Images stay uint8 (4x less memory than float32);
+`ArrayDataset.prepare` turns a batch into float32 on the fly, which costs microseconds per batch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lifelong.errors import LifelongError
+from lifelong.registry import Registry
+
+
+@dataclass
+class ArrayDataset:
+    """Train and test tensors of one dataset. `scale` maps stored integers to floats (1/255 for images)."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: list[int] = field(default_factory=list)
+    scale: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        for part, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if len(x) != len(y):
+                raise LifelongError(f"dataset '{self.name}': {part} has {len(x)} inputs but {len(y)} labels")
+            if y.dtype != torch.long:
+                raise LifelongError(f"dataset '{self.name}': {part} labels must be integers, got {y.dtype}")
+        if not self.classes:
+            self.classes = sorted(torch.cat([self.train_y, self.test_y]).unique().tolist())
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.classes) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Stored inputs -> normalised float32 inputs for the model."""
+        x = x.float()
+        if self.scale != 1.0 or self.mean != 0.0 or self.std != 1.0:
+            x = (x * self.scale - self.mean) / self.std
+        return x
+
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """Move all tensors to `device` (data stays where the compute is)."""
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
+        return ArrayDataset(self.name, **moved, classes=self.classes, scale=self.scale, mean=self.mean,
+                            std=self.std)
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+
+
+DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
+DATASET_HELP: dict[str, str] = {}
+
+
+def register_dataset(name: str, help: str) -> Callable[[Callable[..., ArrayDataset]], Callable[..., ArrayDataset]]:
+    DATASET_HELP[name] = help
+    return DATASETS.register(name)
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None) -> ArrayDataset:
+    """Load a built-in dataset by name. `root` is a directory to look in first (for file-based datasets)."""
+    return DATASETS.get(name)(root=root)
+
+
+# --- Fashion-MNIST from IDX files -----------------------------------------------------------------------
+
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte.gz",
+    "train_y": "train-labels-idx1-ubyte.gz",
+    "test_x": "t10k-images-idx3-ubyte.gz",
+    "test_y": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_HINT = (
+    "Fashion-MNIST not found. Install it with 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), "
+    "or download the four IDX .gz files into a directory and pass it with --data-dir (or LIFELONG_DATA)."
+)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) into a numpy array, checking its header and size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise LifelongError(f"cannot read {path}: {err} (the file is corrupt or truncated)") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise LifelongError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise LifelongError(f"{path} is truncated (header incomplete)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise LifelongError(f"{path} is corrupt: header says {size} bytes of data, file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def fashion_mnist_dirs(root: str | os.PathLike | None) -> list[Path]:
+    """Where to look for the IDX files: the given root, $LIFELONG_DATA, then the Debian package's directory."""
+    dirs: list[Path] = []
+    for d in (root, os.environ.get("LIFELONG_DATA")):
+        if d:
+            dirs += [Path(d), Path(d) / "fashion-mnist"]
+    try:
+        listing = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True,
+                                 timeout=10).stdout.split()
+        dirs += sorted({Path(p).parent for p in listing if p.endswith(FASHION_FILES["train_x"])})
+    except (OSError, subprocess.SubprocessError):
+        pass
+    dirs.append(Path("/usr/share/datasets/fashion-mnist"))
+    return dirs
+
+
+@register_dataset("fashion-mnist", "Fashion-MNIST, 60k/10k 28x28 grey images, 10 clothing classes (IDX files)")
+def fashion_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
+    for d in fashion_mnist_dirs(root):
+        if all((d / f).is_file() for f in FASHION_FILES.values()):
+            arrays = {k: read_idx(d / f) for k, f in FASHION_FILES.items()}
+            break
+    else:
+        raise LifelongError(FASHION_HINT)
+    for part in ("train", "test"):
+        if len(arrays[f"{part}_x"]) != len(arrays[f"{part}_y"]):
+            raise LifelongError(f"Fashion-MNIST {part} images and labels differ in count (corrupt files in {d})")
+    return ArrayDataset(
+        "fashion-mnist",
+        train_x=torch.from_numpy(arrays["train_x"]).reshape(-1, 784),
+        train_y=torch.from_numpy(arrays["train_y"]).long(),
+        test_x=torch.from_numpy(arrays["test_x"]).reshape(-1, 784),
+        test_y=torch.from_numpy(arrays["test_y"]).long(),
+        scale=1 / 255, mean=0.2860, std=0.3530,
+    )
+
+
+@register_dataset("digits", "scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes): tiny, for tests")
+def digits(root: str | os.PathLike | None = None, test_fraction: float = 0.25) -> ArrayDataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.data.astype(np.uint8))  # values 0..16
+    y = torch.from_numpy(bunch.target).long()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = int(len(x) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    return ArrayDataset("digits", x[train], y[train], x[test], y[test], scale=1 / 16, mean=0.3, std=0.38)
+
+
+@register_dataset("mnist1d", "MNIST-1D: 10 classes of 40-point 1-D signals, generated locally (4000/1000)")
+def mnist1d(root: str | os.PathLike | None = None) -> ArrayDataset:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise LifelongError("mnist1d is not installed: pip install mnist1d") from None
+    args = get_dataset_args()
+    data = make_dataset(args)
+    return ArrayDataset(
+        "mnist1d",
+        train_x=torch.as_tensor(np.asarray(data["x"]), dtype=torch.float32),
+        train_y=torch.as_tensor(np.asarray(data["y"])).long(),
+        test_x=torch.as_tensor(np.asarray(data["x_test"]), dtype=torch.float32),
+        test_y=torch.as_tensor(np.asarray(data["y_test"])).long(),
+    )
+
+
+# --- adapters ---------------------------------------------------------------------------------------------
+
+
+def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale: float = 1.0) -> ArrayDataset:
+    """A dataset from (inputs, labels) pairs of tensors or numpy arrays."""
+    def t(a: Any) -> Tensor:
+        return a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
+    return ArrayDataset(name, t(train[0]), t(train[1]).long(), t(test[0]), t(test[1]).long(), scale=scale)
+
+
+def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
+    """Read a map-style dataset (torch / torchvision / anything with __getitem__ -> (x, y)) into two tensors.
+
+    torchvision datasets with `.data` and `.targets` are read directly, without per-sample transforms.
+    """
+    data, targets = getattr(ds, "data", None), getattr(ds, "targets", None)
+    if data is not None and targets is not None and getattr(ds, "transform", None) is None:
+        x = data if isinstance(data, Tensor) else torch.as_tensor(np.asarray(data))
+        return x, torch.as_tensor(np.asarray(targets)).long()
+    xs, ys = [], []
+    for i in range(len(ds)):
+        x, y = ds[i][:2]
+        xs.append(x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x)))
+        ys.append(int(y))
+    if not xs:
+        raise LifelongError("the dataset is empty")
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+def from_torch_dataset(name: str, train: Any, test: Any, scale: float = 1.0) -> ArrayDataset:
+    """A dataset from two map-style torch datasets (e.g. torchvision.datasets.FashionMNIST objects)."""
+    return ArrayDataset(name, *stack_torch_dataset(train), *stack_torch_dataset(test), scale=scale)
+
+
+def from_hf_dataset(name: str, train: Any, test: Any, x_column: str, y_column: str = "label",
+                    scale: float = 1.0) -> ArrayDataset:
+    """A dataset from two Hugging Face `datasets.Dataset` splits with an input and a label column."""
+    def split(ds: Any) -> tuple[Tensor, Tensor]:
+        for col in (x_column, y_column):
+            if col not in ds.column_names:
+                raise LifelongError(f"Hugging Face dataset has no column '{col}' (columns: {ds.column_names})")
+        ds = ds.with_format("numpy")
+        return torch.as_tensor(np.asarray(ds[x_column])), torch.as_tensor(np.asarray(ds[y_column])).long()
+    return ArrayDataset(name, *split(train), *split(test), scale=scale)

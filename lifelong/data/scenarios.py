@@ -1,0 +1,165 @@
+"""Scenarios turn a dataset into a Stream: class-, task- and domain-incremental splits.
+
+A scenario name is `<kind>-<dataset>`, e.g. `split-fashion-mnist` (class-incremental),
+`task-split-digits` (task-incremental), `permuted-mnist1d` or `rotated-fashion-mnist` (domain-incremental).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lifelong.data.datasets import DATASETS, ArrayDataset, load_dataset
+from lifelong.data.stream import Experience, Permute, Stream
+from lifelong.errors import LifelongError, unknown_name
+
+
+@dataclass(frozen=True)
+class ScenarioKind:
+    name: str
+    help: str
+    build: Callable[..., Stream]
+    default_experiences: int
+
+
+def check_class_order(order: Sequence[int], classes: list[int]) -> list[int]:
+    order = [int(c) for c in order]
+    if sorted(order) != sorted(classes):
+        missing = sorted(set(classes) - set(order))
+        extra = sorted(set(order) - set(classes))
+        dup = sorted({c for c in order if order.count(c) > 1})
+        parts = [f"missing {missing}" if missing else "", f"unknown {extra}" if extra else "",
+                 f"repeated {dup}" if dup else ""]
+        raise LifelongError(f"class order must list each class {classes} exactly once: "
+                            + ", ".join(p for p in parts if p))
+    return order
+
+
+def split_classes(data: ArrayDataset, n_experiences: int, class_order: Sequence[int] | None, seed: int,
+                  shuffle: bool) -> list[list[int]]:
+    classes = list(data.classes)
+    if class_order is not None:
+        order = check_class_order(class_order, classes)
+    elif shuffle:
+        g = torch.Generator().manual_seed(seed)
+        order = [classes[i] for i in torch.randperm(len(classes), generator=g).tolist()]
+    else:
+        order = classes
+    if not 1 <= n_experiences <= len(order):
+        raise LifelongError(f"experiences={n_experiences} is out of range: allowed [1, {len(order)}] "
+                            f"for {len(order)} classes")
+    if len(order) % n_experiences:
+        raise LifelongError(f"experiences={n_experiences} does not divide the {len(order)} classes evenly")
+    per = len(order) // n_experiences
+    return [order[i * per:(i + 1) * per] for i in range(n_experiences)]
+
+
+def class_split(data: ArrayDataset, n_experiences: int, class_order: Sequence[int] | None, seed: int,
+                shuffle: bool, task_aware: bool, name: str) -> Stream:
+    groups = split_classes(data, n_experiences, class_order, seed, shuffle)
+    exps = []
+    for i, cls in enumerate(groups):
+        c = torch.tensor(cls)
+        train = torch.isin(data.train_y, c).nonzero().flatten()
+        test = torch.isin(data.test_y, c).nonzero().flatten()
+        exps.append(Experience(i, data, train, test, cls, task_id=i if task_aware else 0))
+    return Stream(name, exps, data.num_classes, task_aware=task_aware,
+                  info={"class_order": [c for g in groups for c in g]})
+
+
+def class_incremental(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+                      seed: int = 0, shuffle: bool = False) -> Stream:
+    """New classes in each experience; one head over all classes; no task label at test time."""
+    return class_split(data, n_experiences, class_order, seed, shuffle, False, f"split-{data.name}")
+
+
+def task_incremental(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+                     seed: int = 0, shuffle: bool = False) -> Stream:
+    """Class splits with the task label given at test time (multi-head: predict within the task's classes)."""
+    return class_split(data, n_experiences, class_order, seed, shuffle, True, f"task-split-{data.name}")
+
+
+def permuted(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+             seed: int = 0, shuffle: bool = False) -> Stream:
+    """Domain-incremental: every experience has all classes under a fixed random input permutation.
+
+    The first experience keeps the identity, as is customary.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_in = data.train_x[0].numel()
+    if data.train_x.dim() != 2:
+        raise LifelongError("permuted scenarios need flat inputs (one feature vector per sample)")
+    exps = []
+    for i in range(n_experiences):
+        perm = torch.arange(n_in) if i == 0 else torch.randperm(n_in, generator=g)
+        exps.append(Experience(i, data, torch.arange(len(data.train_y)), torch.arange(len(data.test_y)),
+                               list(data.classes), input_map=None if i == 0 else Permute(perm)))
+    return Stream(f"permuted-{data.name}", exps, data.num_classes)
+
+
+def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate a batch of square images stored flat (N, side*side) by `degrees`, keeping the dtype."""
+    n = x.shape[0]
+    side = int(round(x.shape[1] ** 0.5))
+    if side * side != x.shape[1]:
+        raise LifelongError("rotated scenarios need square images")
+    img = x.reshape(n, 1, side, side).float()
+    t = torch.tensor(degrees * torch.pi / 180)
+    theta = torch.tensor([[torch.cos(t), -torch.sin(t), 0.0], [torch.sin(t), torch.cos(t), 0.0]])
+    grid = torch.nn.functional.affine_grid(theta.expand(n, 2, 3), list(img.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(img, grid, align_corners=False)
+    return out.round().clamp(0, 255 if x.dtype == torch.uint8 else float("inf")).to(x.dtype).reshape(n, -1)
+
+
+def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+            seed: int = 0, shuffle: bool = False, max_degrees: float = 180.0) -> Stream:
+    """Domain-incremental: experience i shows all images rotated by i * max_degrees / n_experiences."""
+    if data.train_x.dim() != 2:
+        raise LifelongError("rotated scenarios need images stored flat (N, side*side)")
+    exps = []
+    for i in range(n_experiences):
+        deg = i * max_degrees / n_experiences
+        d = data if i == 0 else ArrayDataset(f"{data.name}-rot{deg:g}", rotate_images(data.train_x, deg),
+                                             data.train_y, rotate_images(data.test_x, deg), data.test_y,
+                                             classes=data.classes, scale=data.scale, mean=data.mean,
+                                             std=data.std)
+        exps.append(Experience(i, d, torch.arange(len(d.train_y)), torch.arange(len(d.test_y)),
+                               list(data.classes)))
+    return Stream(f"rotated-{data.name}", exps, data.num_classes)
+
+
+SCENARIO_KINDS: dict[str, ScenarioKind] = {
+    k.name: k for k in (
+        ScenarioKind("split", "class-incremental: disjoint classes per experience, single head",
+                     class_incremental, 5),
+        ScenarioKind("task-split", "task-incremental: class splits with task labels (multi-head)",
+                     task_incremental, 5),
+        ScenarioKind("permuted", "domain-incremental: a fixed input permutation per experience", permuted, 5),
+        ScenarioKind("rotated", "domain-incremental: images rotated further in each experience", rotated, 5),
+    )
+}
+
+
+def scenario_names() -> list[str]:
+    return [f"{k}-{d}" for k in SCENARIO_KINDS for d in DATASETS
+            if not (k == "rotated" and d == "mnist1d")]
+
+
+def parse_scenario(name: str) -> tuple[ScenarioKind, str]:
+    """Split `task-split-digits` into its kind and its dataset name."""
+    for kind in sorted(SCENARIO_KINDS, key=len, reverse=True):
+        prefix = kind + "-"
+        if name.startswith(prefix) and name[len(prefix):] in DATASETS:
+            return SCENARIO_KINDS[kind], name[len(prefix):]
+    raise unknown_name("scenario", name, scenario_names())
+
+
+def make_stream(name: str, n_experiences: int | None = None, class_order: Sequence[int] | None = None,
+                seed: int = 0, shuffle_classes: bool = False, data_dir: str | None = None,
+                dataset: ArrayDataset | None = None) -> Stream:
+    """Build the stream of scenario `name`; `dataset` overrides loading (for adapters and tests)."""
+    kind, dataset_name = parse_scenario(name)
+    data = dataset if dataset is not None else load_dataset(dataset_name, root=data_dir)
+    return kind.build(data, n_experiences or kind.default_experiences, class_order, seed, shuffle_classes)

@@ -1,0 +1,105 @@
+"""Experiences and streams: an experience is index tensors into a dataset's tensors, never copied data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lifelong.data.datasets import ArrayDataset
+
+
+@dataclass
+class Permute:
+    """Input map of permuted-input domain shifts: the same pixel permutation for every sample."""
+
+    perm: Tensor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x[:, self.perm]
+
+
+@dataclass
+class Experience:
+    """One step of the stream: which training/test samples of `data` it holds, and which classes.
+
+    `input_map`, when set, is applied to stored inputs before they are prepared (domain shifts that are
+    cheaper to compute than to store). `task_id` is what task-aware (multi-head) prediction selects.
+    """
+
+    index: int
+    data: ArrayDataset
+    train_idx: Tensor
+    test_idx: Tensor
+    classes: list[int]
+    task_id: int = 0
+    input_map: Permute | None = None
+
+    def raw(self, idx: Tensor, split: str = "train") -> Tensor:
+        """Stored (compact) inputs of the given dataset indices, with the input map applied."""
+        x = (self.data.train_x if split == "train" else self.data.test_x)[idx]
+        return self.input_map(x) if self.input_map is not None else x
+
+    def labels(self, idx: Tensor, split: str = "train") -> Tensor:
+        return (self.data.train_y if split == "train" else self.data.test_y)[idx]
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_idx)
+
+
+@dataclass
+class Stream:
+    """An ordered list of experiences over one label space.
+
+    `task_aware`: predictions are restricted to the classes of the sample's task (task-incremental).
+    `boundaries_visible`: strategies are told when an experience ends (False for task-free streams).
+    """
+
+    name: str
+    experiences: list[Experience]
+    num_classes: int
+    task_aware: bool = False
+    boundaries_visible: bool = True
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.experiences)
+
+    def __getitem__(self, i: int) -> Experience:
+        return self.experiences[i]
+
+    def __iter__(self):
+        return iter(self.experiences)
+
+    def task_class_mask(self) -> Tensor:
+        """[num_tasks, num_classes] boolean mask of the classes each task may predict."""
+        n_tasks = max(e.task_id for e in self.experiences) + 1
+        mask = torch.zeros(n_tasks, self.num_classes, dtype=torch.bool)
+        for e in self.experiences:
+            mask[e.task_id, e.classes] = True
+        return mask
+
+
+def merge(experiences: list[Experience], index: int = 0) -> Experience:
+    """One experience holding the training data of several (for joint and cumulative training).
+
+    When all share one dataset and no input map, the result indexes it; otherwise the samples are copied
+    into a new dataset (domain shifts with different input maps or datasets).
+    """
+    first = experiences[0]
+    classes = sorted({c for e in experiences for c in e.classes})
+    shared = all(e.data is first.data and e.input_map is None for e in experiences)
+    if shared:
+        train = torch.cat([e.train_idx for e in experiences])
+        test = torch.cat([e.test_idx for e in experiences])
+        return Experience(index, first.data, train, test, classes, task_id=first.task_id)
+    d = first.data
+    tx = torch.cat([e.raw(e.train_idx) for e in experiences])
+    ty = torch.cat([e.labels(e.train_idx) for e in experiences])
+    sx = torch.cat([e.raw(e.test_idx, "test") for e in experiences])
+    sy = torch.cat([e.labels(e.test_idx, "test") for e in experiences])
+    data = ArrayDataset(d.name + "-merged", tx, ty, sx, sy, classes=d.classes, scale=d.scale, mean=d.mean,
+                        std=d.std)
+    return Experience(index, data, torch.arange(len(tx)), torch.arange(len(sx)), classes, task_id=first.task_id)

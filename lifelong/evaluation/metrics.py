@@ -1,0 +1,60 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+R[i][j] is the accuracy on experience j's test data after training on experience i (T x T, or fewer rows
+for references such as joint training); `initial[j]` is the accuracy of the untrained model (for FWT).
+Definitions follow Lopez-Paz & Ranzato (2017) for BWT/FWT and Chaudhry et al. (2018) for forgetting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Matrix = Sequence[Sequence[float]]
+
+
+def final_accuracy(R: Matrix) -> float:
+    """Mean accuracy over all experiences after the last training experience."""
+    return sum(R[-1]) / len(R[-1])
+
+
+def average_incremental_accuracy(R: Matrix) -> float:
+    """Mean over training steps i of the mean accuracy on experiences 0..i (Rebuffi et al. 2017).
+
+    Only meaningful when row i follows experience i (a square matrix)."""
+    return sum(sum(R[i][: i + 1]) / (i + 1) for i in range(len(R))) / len(R)
+
+
+def backward_transfer(R: Matrix) -> float | None:
+    """BWT = mean over j < T-1 of R[T-1][j] - R[j][j]; negative means forgetting. None for one row."""
+    T = len(R)
+    if T < 2:
+        return None
+    return sum(R[T - 1][j] - R[j][j] for j in range(T - 1)) / (T - 1)
+
+
+def forward_transfer(R: Matrix, initial: Sequence[float]) -> float | None:
+    """FWT = mean over j > 0 of R[j-1][j] - initial[j]: what training so far did for an unseen experience."""
+    T = len(R)
+    if T < 2:
+        return None
+    return sum(R[j - 1][j] - initial[j] for j in range(1, T)) / (T - 1)
+
+
+def average_forgetting(R: Matrix) -> float | None:
+    """Mean over j < T-1 of max_{l in [j, T-2]} R[l][j] - R[T-1][j] (best past accuracy minus final)."""
+    T = len(R)
+    if T < 2:
+        return None
+    return sum(max(R[l][j] for l in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
+
+
+def summarize(R: Matrix, initial: Sequence[float] | None = None) -> dict[str, float | None]:
+    """All matrix metrics by their JSON names."""
+    square = len(R) == len(R[0])
+    return {
+        "final_accuracy": final_accuracy(R),
+        "average_incremental_accuracy": average_incremental_accuracy(R) if square else final_accuracy(R),
+        "bwt": backward_transfer(R) if square else None,
+        "fwt": forward_transfer(R, initial) if square and initial is not None else None,
+        "forgetting": average_forgetting(R) if square else None,
+    }

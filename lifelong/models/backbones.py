@@ -1,0 +1,106 @@
+"""Small backbones that train on a CPU: an MLP, a small CNN and a reduced ResNet-18 (as in GEM / Mammoth).
+
+All take inputs as stored by the datasets (flat vectors or flat square images) and end in one linear head
+over every class of the stream. Task-aware (multi-head) prediction masks that head per task, which is
+exactly a separate linear head per task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lifelong.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODEL_HELP: dict[str, str] = {}
+
+
+def register_model(name: str, help: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    MODEL_HELP[name] = help
+    return MODELS.register(name)
+
+
+class MLP(nn.Sequential):
+    """Fully connected ReLU network: input -> hidden... -> classes."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256, 256)) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+def as_image(x: Tensor, channels: int = 1) -> Tensor:
+    """Flat (N, C*side*side) inputs -> (N, C, side, side)."""
+    if x.dim() == 4:
+        return x
+    side = int(math.isqrt(x.shape[1] // channels))
+    return x.reshape(x.shape[0], channels, side, side)
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a linear head: fast enough for CPU image streams."""
+
+    def __init__(self, in_features: int, num_classes: int, channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        self.channels = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * width * 16, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(as_image(x, self.channels)))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ReducedResNet18(nn.Module):
+    """ResNet-18 with `nf` base filters (20 in GEM's reduced version) instead of 64."""
+
+    def __init__(self, in_features: int, num_classes: int, channels: int = 1, nf: int = 20) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stem = nn.Sequential(nn.Conv2d(channels, nf, 3, 1, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+        blocks, cin = [], nf
+        for i, mult in enumerate((1, 2, 4, 8)):
+            for j in range(2):
+                blocks.append(BasicBlock(cin, nf * mult, 2 if (j == 0 and i > 0) else 1))
+                cin = nf * mult
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.blocks(self.stem(as_image(x, self.channels)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+register_model("mlp", "fully connected ReLU network (hidden sizes: --hidden 256,256)")(MLP)
+register_model("cnn", "two-block convolutional network for square images")(SmallCNN)
+register_model("resnet18", "reduced ResNet-18 (20 base filters), for square images")(ReducedResNet18)
+
+
+def make_model(name: str, in_features: int, num_classes: int, **kwargs) -> nn.Module:
+    return MODELS.get(name)(in_features, num_classes, **kwargs)

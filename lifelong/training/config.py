@@ -1,0 +1,115 @@
+"""Run configuration: every setting of one run, declared with its default and allowed range."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import LifelongError, unknown_name
+from lifelong.params import Param
+
+SETTINGS: dict[str, Param] = {
+    "scenario": Param("split-fashion-mnist", "scenario name: <kind>-<dataset> (see `lifelong list`)"),
+    "strategy": Param("naive", "strategy name, or several joined with '+' (e.g. er+lwf)"),
+    "seed": Param(0, "random seed (model init, data order, strategy randomness)", low=0),
+    "experiences": Param(0, "number of experiences (0: the scenario's default)", low=0),
+    "class_order": Param("", "comma-separated class order (default: 0,1,2,...)"),
+    "shuffle_classes": Param(False, "shuffle the class order with the seed"),
+    "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
+    "hidden": Param("256,256", "hidden layer sizes of the MLP"),
+    "optimizer": Param("sgd", "optimizer", choices=("sgd", "adam", "adamw")),
+    "lr": Param(0.01, "learning rate", low=0.0, low_open=True),
+    "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
+    "weight_decay": Param(0.0, "weight decay", low=0.0),
+    "batch_size": Param(32, "new samples per training step", low=1),
+    "epochs": Param(1, "passes over each experience", low=1),
+    "device": Param("auto", "cpu, cuda, cuda:N or auto (CUDA when present)"),
+    "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1),
+    "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
+    "eval_every": Param(0, "continual evaluation every K steps (0: off)", low=0),
+    "eval_subsample": Param(500, "test samples per experience used by continual evaluation", low=1),
+    "data_dir": Param("", "directory to look for dataset files first"),
+}
+
+
+@dataclass
+class RunConfig:
+    """Settings of one run plus the strategy's hyperparameters (`hparams`)."""
+
+    scenario: str = "split-fashion-mnist"
+    strategy: str = "naive"
+    seed: int = 0
+    experiences: int = 0
+    class_order: str = ""
+    shuffle_classes: bool = False
+    model: str = "mlp"
+    hidden: str = "256,256"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 1
+    device: str = "auto"
+    threads: int = 1
+    checkpoint_every: int = 500
+    eval_every: int = 0
+    eval_subsample: int = 500
+    data_dir: str = ""
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Validate `values` (from flags, YAML or a stored run): unknown names get a suggestion."""
+        values = dict(values)
+        hparams = dict(values.pop("hparams", None) or {})
+        for name in values:
+            if name not in SETTINGS:
+                raise unknown_name("setting", name, [*SETTINGS, "hparams"])
+        checked = {name: p.coerce(name, values.get(name, p.default)) for name, p in SETTINGS.items()}
+        cfg = cls(**checked, hparams=hparams)
+        cfg.class_order_list()
+        cfg.hidden_sizes()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def class_order_list(self) -> list[int] | None:
+        if not self.class_order:
+            return None
+        try:
+            return [int(c) for c in str(self.class_order).split(",") if c.strip()]
+        except ValueError:
+            raise LifelongError(f"class_order={self.class_order!r} must be comma-separated integers") from None
+
+    def hidden_sizes(self) -> list[int]:
+        try:
+            sizes = [int(h) for h in str(self.hidden).split(",") if h.strip()]
+        except ValueError:
+            raise LifelongError(f"hidden={self.hidden!r} must be comma-separated integers") from None
+        if any(h < 1 for h in sizes):
+            raise LifelongError(f"hidden={self.hidden!r}: every layer needs at least 1 unit")
+        return sizes
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a flat dict of settings (strategy hyperparameters under `hparams`)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise LifelongError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise LifelongError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise LifelongError(f"config file {path} must hold a mapping of settings")
+    return {k.replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,190 @@
+"""Running, resuming and comparing runs: the layer between the engine and the CLI / Python API.
+
+`run` trains one configuration into a run directory; `resume` finishes an interrupted one; `compare`
+trains strategies x seeds in parallel worker processes (one pinned thread each) and summarises them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import LifelongError
+from lifelong.tracking.store import RunStore
+from lifelong.training.config import RunConfig
+from lifelong.training.engine import Engine, StepCallback, environment
+
+SUMMARY_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting", "min_acc",
+                   "wc_acc", "train_seconds", "peak_rss_mb")
+
+
+def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{cfg.strategy.replace('+', '_')}-s{cfg.seed}"
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def execute(engine: Engine, store: RunStore) -> dict[str, Any]:
+    """Run the engine, recording success or failure in the store; the result also lands in result.json."""
+    try:
+        result = engine.run()
+    except LifelongError as err:
+        engine.flush_losses()
+        store.set_meta(status="failed", error=str(err))
+        raise
+    except KeyboardInterrupt:
+        engine.flush_losses()
+        store.set_meta(status="interrupted")
+        raise
+    result["scenario"] = engine.cfg.scenario
+    result["run_dir"] = str(store.dir)
+    store.set_meta(status="finished", result=result, finished=time.time())
+    write_json_atomic(result, store.dir / "result.json")
+    (store.dir / "checkpoint.pt").unlink(missing_ok=True)
+    return result
+
+
+def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepCallback | None = None,
+        **engine_kwargs: Any) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (a new directory under ./runs by default) and return its result dict."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    engine = Engine(cfg, None, on_step, **engine_kwargs)  # validates everything before touching the disk
+    store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
+    engine.store = store
+    try:
+        return execute(engine, store)
+    finally:
+        store.close()
+
+
+def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Finish an interrupted run from its last checkpoint; the result equals an uninterrupted run's."""
+    store = RunStore.open(run_dir)
+    try:
+        meta = store.meta()
+        if meta.get("status") == "finished":
+            done = Path(run_dir) / "result.json"
+            raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: {done})")
+        cfg = RunConfig.from_dict(meta["config"])
+        engine = Engine(cfg, store, on_step)
+        store.set_meta(status="running")
+        store.add_event("resume", {"from_checkpoint": (store.dir / "checkpoint.pt").exists()})
+        return execute(engine, store)
+    finally:
+        store.close()
+
+
+# --- comparisons in worker processes ---------------------------------------------------------------------
+
+
+def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any) -> dict[str, Any]:
+    """Entry point of a worker process: one run, progress sent through `queue` every few steps."""
+    name = Path(run_dir).name
+
+    def report(step: int, total: int, loss: float, accuracy: float | None) -> None:
+        if step % 25 == 0 or step == total:
+            queue.put((name, step, total))
+
+    try:
+        return run(RunConfig.from_dict(cfg_dict), run_dir, report if queue is not None else None)
+    except LifelongError as err:
+        return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
+    except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
+        return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+                "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
+
+
+def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation of each metric per strategy, over seeds (failed runs left out)."""
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "error" not in r:
+            by_strategy.setdefault(r["strategy"], []).append(r)
+    summary = []
+    for strategy, rs in by_strategy.items():
+        row: dict[str, Any] = {"strategy": strategy, "runs": len(rs)}
+        for m in SUMMARY_METRICS:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[f"{m}_mean"] = statistics.fmean(vals) if vals else None
+            row[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+        summary.append(row)
+    return summary
+
+
+def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
+            workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
+            strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}."""
+    out_dir = Path(out_dir)
+    configs = []
+    for strategy in strategies:
+        for seed in seeds:
+            hp = (strategy_hparams or {}).get(strategy, {})
+            cfg = base.with_overrides(strategy=strategy, seed=seed, hparams={**base.hparams, **hp})
+            Engine.validate(cfg)
+            configs.append((cfg, out_dir / f"{strategy.replace('+', '_')}-s{seed}"))
+    for _, d in configs:
+        if (d / "run.sqlite").exists():
+            raise LifelongError(f"{out_dir} already holds a comparison; choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LifelongError(f"output directory {out_dir} is not writable: {err.strerror}") from None
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in configs}
+    ctx = get_context("spawn")
+    with ctx.Manager() as manager:
+        queue = manager.Queue()
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+            futures = {pool.submit(worker_run, cfg.to_dict(), str(d), queue): i for i, (cfg, d) in enumerate(configs)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    name, step, total = queue.get()
+                    state[name] = (step, total)
+                for f in done:
+                    results[futures[f]] = f.result()
+                if progress is not None:
+                    progress(state)
+    output = {"scenario": base.scenario, "config": base.to_dict(), "results": results,
+              "summary": summarize_results([r for r in results if r is not None])}
+    write_json_atomic(output, out_dir / "compare.json")
+    return output
+
+
+def format_table(summary: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of mean +- std per strategy."""
+    cols = [("final_accuracy", "final acc", 100), ("average_incremental_accuracy", "avg inc acc", 100),
+            ("bwt", "BWT", 100), ("forgetting", "forgetting", 100), ("train_seconds", "time s", 1),
+            ("peak_rss_mb", "peak MiB", 1)]
+    header = ["strategy"] + [c[1] for c in cols]
+    lines = []
+    for row in summary:
+        cells = [row["strategy"]]
+        for key, _, scale in cols:
+            m, s = row.get(f"{key}_mean"), row.get(f"{key}_std")
+            cells.append("-" if m is None else f"{m * scale:.1f} ± {s * scale:.1f}" if s else f"{m * scale:.1f}")
+        lines.append(cells)
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in lines])

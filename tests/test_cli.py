@@ -1,0 +1,102 @@
+"""The command line: results, JSON, and one clear line (exit code 2) for each user mistake."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from lifelong.cli import main
+
+TINY = ["--scenario", "split-digits", "--hidden", "32", "--lr", "0.05", "-q"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_writes_json_and_store(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "run", *TINY, "--strategy", "er", "--seed", "1", "--run-dir",
+                           str(tmp_path / "r"), "--json", str(tmp_path / "out.json"))
+    assert code == 0 and "final accuracy" in out
+    payload = json.loads((tmp_path / "out.json").read_text())
+    r = payload["results"][0]
+    assert payload["scenario"] == "split-digits"
+    for key in ("strategy", "seed", "final_accuracy", "average_incremental_accuracy", "bwt", "forgetting",
+                "accuracy_matrix", "train_seconds", "peak_rss_mb"):
+        assert key in r
+    assert len(r["accuracy_matrix"]) == 5 and r["seed"] == 1
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path))
+    assert code == 0 and "finished" in out and "er" in out
+
+
+def test_compare_runs_strategies_and_seeds_in_workers(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "compare", *TINY, "--strategies", "naive,er", "--seeds", "0,1",
+                           "--out", str(tmp_path / "c"), "--json", str(tmp_path / "c.json"))
+    assert code == 0
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert sorted((r["strategy"], r["seed"]) for r in payload["results"]) == [
+        ("er", 0), ("er", 1), ("naive", 0), ("naive", 1)]
+    summary = {s["strategy"]: s for s in payload["summary"]}
+    assert summary["er"]["final_accuracy_mean"] > summary["naive"]["final_accuracy_mean"]
+    assert "±" in out
+
+
+def test_yaml_config_and_flags(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scenario: split-digits\nhidden: '16'\nepochs: 1\nhparams:\n  buffer_size: 20\n")
+    code, _, _ = run_cli(capsys, "run", "--config", str(cfg), "--strategy", "er", "--run-dir", str(tmp_path / "r"),
+                         "--json", str(tmp_path / "o.json"), "-q")
+    assert code == 0
+    r = json.loads((tmp_path / "o.json").read_text())["results"][0]
+    assert r["hparams"]["buffer_size"] == 20
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--strategy", "ewcc"], "unknown strategy 'ewcc'. Did you mean 'ewc'?"),
+    (["run", "--scenario", "split-fashon-mnist"], "Did you mean 'split-fashion-mnist'?"),
+    (["run", "--lr", "-1"], "lr=-1.0 is out of range: allowed (0, inf]"),
+    (["run", "--batch-size", "many"], "batch_size='many' is not a valid int"),
+    (["run", "--strategy", "er", "-p", "bufer_size=3"], "Did you mean 'buffer_size'?"),
+    (["run", "--strategy", "er", "-p", "buffer=fifo"], "expected one of reservoir|class-balanced"),
+    (["run", "--class-order", "0,1,2"], "class order must list each class"),
+    (["run", "--optimizer", "sgdd"], "expected one of sgd|adam|adamw"),
+    (["resume", "/nonexistent/run"], "no run found"),
+])
+def test_bad_input_is_one_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv, *([] if argv[0] == "resume" else ["--scenario", "split-digits"]
+                                             if "--scenario" not in argv else []))
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unwritable_run_dir(tmp_path, capsys):
+    if os.geteuid() == 0:
+        target = "/proc/lifelong-cannot-write-here"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        target = str(locked / "run")
+    code, _, err = run_cli(capsys, "run", *TINY, "--run-dir", target)
+    assert code == 2 and "not writable" in err
+
+
+def test_nan_loss_stops_with_message_and_keeps_results(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", *TINY[:-3], "--lr", "1e30", "--epochs", "1", "--checkpoint-every", "5",
+                           "--run-dir", str(tmp_path / "r"), "-q")
+    assert code == 2 and "loss became" in err
+    from lifelong.tracking.store import RunStore
+    store = RunStore.open(tmp_path / "r")
+    assert store.status == "failed" and store.accuracy_rows()[-1]  # the initial evaluation was kept
+
+
+def test_list_shows_everything(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("fashion-mnist", "digits", "mnist1d", "split-*", "naive", "ewc", "online-ewc", "l2", "lwf", "er",
+                 "derpp", "joint", "cumulative", "buffer_size=500", "mlp"):
+        assert name in out
