@@ -32,11 +32,7 @@ def one_line(excinfo) -> str:
 
 
 def snapshot(m):
-    return {
-        k: (v.clone() if isinstance(v, torch.Tensor) else v)
-        for k, v in m.state_dict().items()
-        if k != "ledger"
-    }
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in m.state_dict().items() if k != "ledger"}
 
 
 def same(a, b):
@@ -197,3 +193,22 @@ def test_feature_cache_and_base_phase(tmp_path):
     train_base_phase(bb, 8, data_, y, epochs=2, batch_size=16)
     assert not torch.equal(w0, bb[0].weight) and not bb.training
     assert all(not p.requires_grad for p in bb.parameters())
+
+
+def test_versions_and_requests_recorded_in_run_store(tmp_path, model):
+    from lifelong.tracking.store import RunStore
+
+    m, x, y = model
+    RunStore.create(tmp_path, {"config": {"strategy": "acil"}}).close()
+    store.save_model_version(tmp_path, m)
+    store.save_samples(tmp_path / store.TRAIN_FEATURES, x, y, torch.arange(len(y)))
+    assert _unlearn([str(tmp_path), "--classes", "0"]) == 0
+    with pytest.raises(LifelongError):
+        _unlearn([str(tmp_path), "--classes", "0"])
+    rs = RunStore.open(tmp_path)
+    try:
+        arts, events = rs.artifacts(), rs.events("unlearn")
+    finally:
+        rs.close()
+    assert {k: v[1] for k, v in arts.items()} == {"model_v1": "analytic-model", "model_v2": "analytic-model"}
+    assert [e["status"] for e in events] == ["done", "refused"] and events[0]["to_version"] == 2

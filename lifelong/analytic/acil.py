@@ -28,14 +28,10 @@ from lifelong.errors import LifelongError
 from lifelong.params import Param, resolve
 
 ACIL_PARAMS = {
-    "buffer_size": Param(
-        2048, "width d_B of the random ReLU buffer layer (state is d_B x d_B float64)", low=1
-    ),
+    "buffer_size": Param(2048, "width d_B of the random ReLU buffer layer (state is d_B x d_B float64)", low=1),
     "gamma": Param(0.1, "ridge regulariser gamma (R starts at I/gamma)", low=0.0, low_open=True),
     "seed": Param(0, "seed of the random buffer weights", low=0),
-    "chunk_size": Param(
-        1024, "rows absorbed per recursive step (memory vs. speed; result is identical)", low=1
-    ),
+    "chunk_size": Param(1024, "rows absorbed per recursive step (memory vs. speed; result is identical)", low=1),
 }
 
 
@@ -65,9 +61,7 @@ class RecursiveRidge:
     def one_hot(self, y: torch.Tensor, num_classes: int) -> torch.Tensor:
         return torch.nn.functional.one_hot(y, num_classes).to(DTYPE)
 
-    def updated(
-        self, X: torch.Tensor, Y: torch.Tensor, sign: int, chunk: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def updated(self, X: torch.Tensor, Y: torch.Tensor, sign: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, W) after adding (sign=+1) or removing (sign=-1) the rows X with targets Y; self unchanged."""
         R, W = self.R, self.W
         if Y.shape[1] > W.shape[1]:
@@ -141,9 +135,7 @@ class ACIL(AnalyticModel):
         self.ledger.check_add(ids, y.tolist(), digests)
         X = torch.relu(self.buffer(x))
         C = max(self.ridge.W.shape[1], int(y.max()) + 1)
-        self.ridge.R, self.ridge.W = self.ridge.updated(
-            X, self.ridge.one_hot(y, C), +1, self.params["chunk_size"]
-        )
+        self.ridge.R, self.ridge.W = self.ridge.updated(X, self.ridge.one_hot(y, C), +1, self.params["chunk_size"])
         self.ledger.add(ids, y.tolist(), digests)
         return self
 
@@ -205,9 +197,7 @@ class GACIL(ACIL):
     kind = "g-acil"
 
 
-def ridge_solution(
-    features: torch.Tensor, labels: torch.Tensor, gamma: float, num_classes: int | None = None
-):
+def ridge_solution(features: torch.Tensor, labels: torch.Tensor, gamma: float, num_classes: int | None = None):
     """(W, R) of the joint ridge problem on expanded features: the reference of the tests."""
     X = features.to(DTYPE)
     C = int(labels.max()) + 1 if num_classes is None else num_classes

@@ -58,9 +58,7 @@ def as_features(features: Any, dim: int | None, what: str = "features") -> torch
     if x.dim() != 2:
         raise LifelongError(f"{what} must be a 2-D array (samples x dimension), got shape {tuple(x.shape)}")
     if dim is not None and x.shape[1] != dim:
-        raise LifelongError(
-            f"{what} have dimension {x.shape[1]} but this model was built for dimension {dim}"
-        )
+        raise LifelongError(f"{what} have dimension {x.shape[1]} but this model was built for dimension {dim}")
     x = x.detach().to("cpu", DTYPE)
     if not torch.isfinite(x).all():
         raise LifelongError(f"{what} contain NaN or infinite values")
@@ -151,9 +149,7 @@ class SampleLedger:
         for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries[k]
             if e[0] != lab:
-                raise LifelongError(
-                    f"sample {k!r} was learned with label {e[0]}, not {lab}; nothing was changed"
-                )
+                raise LifelongError(f"sample {k!r} was learned with label {e[0]}, not {lab}; nothing was changed")
             if e[1] != dig:
                 raise LifelongError(
                     f"sample {k!r} was learned with different features than the ones given "
@@ -191,9 +187,7 @@ class SampleLedger:
     @classmethod
     def from_state_dict(cls, s: dict) -> SampleLedger:
         led = cls()
-        for k, lab, dig, cnt in zip(
-            s["ids"], s["labels"].tolist(), s["digests"], s["counts"].tolist(), strict=True
-        ):
+        for k, lab, dig, cnt in zip(s["ids"], s["labels"].tolist(), s["digests"], s["counts"].tolist(), strict=True):
             led.entries[k] = [lab, dig, cnt]
             led.class_counts[lab] += cnt
         return led
@@ -268,9 +262,7 @@ class AnalyticModel:
         idx = torch.tensor(rows, dtype=torch.int64)
         return xs[idx], ys[idx], out_ids
 
-    def unlearn_classes(
-        self, classes: Sequence[int], features: Any, labels: Any, sample_ids: Sequence | None = None
-    ):
+    def unlearn_classes(self, classes: Sequence[int], features: Any, labels: Any, sample_ids: Sequence | None = None):
         """Forget every learned sample of `classes`; the data must contain all of them (others ignored)."""
         if not self.supports_unlearning:
             raise LifelongError(f"{self.kind} does not support exact unlearning")

@@ -13,9 +13,7 @@ def _int_list(text: str) -> list[int]:
     try:
         out = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated class indices like 3,7, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices like 3,7, got {text!r}") from None
     if not out:
         raise argparse.ArgumentTypeError("no class given")
     return out
@@ -29,16 +27,10 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
         "samples is written as model_v{N+1}.pt and the request is logged in RUN/requests.jsonl. "
         "Samples the model never learned are refused and nothing is changed.",
     )
-    p.add_argument(
-        "run", metavar="RUN", help="run directory (or its name under $LIFELONG_RUNS, default ./runs)"
-    )
+    p.add_argument("run", metavar="RUN", help="run directory (or its name under $LIFELONG_RUNS, default ./runs)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument(
-        "--samples", metavar="FILE", help=".pt/.npz with 'features', 'labels' and optionally 'ids'"
-    )
-    what.add_argument(
-        "--classes", type=_int_list, metavar="C1,C2", help="forget every learned sample of these"
-    )
+    what.add_argument("--samples", metavar="FILE", help=".pt/.npz with 'features', 'labels' and optionally 'ids'")
+    what.add_argument("--classes", type=_int_list, metavar="C1,C2", help="forget every learned sample of these")
     p.add_argument("--features", metavar="FILE", help="with --classes: samples file holding (at least) all "
                    "learned samples of the classes (default RUN/train_features.pt)")  # fmt: skip
     p.add_argument("--version", type=int, default=None, help="model version to start from (default: latest)")
@@ -69,9 +61,7 @@ def run_unlearn_command(args) -> int:
         if args.classes:
             feats = Path(args.features) if args.features else run / store.TRAIN_FEATURES
             if not feats.exists():
-                raise LifelongError(
-                    f"class unlearning needs the class's samples: {feats} not found (pass --features)"
-                )
+                raise LifelongError(f"class unlearning needs the class's samples: {feats} not found (pass --features)")
             x, y, ids = store.load_samples(feats)
             n_learned = sum(model.ledger.class_counts.get(c, 0) for c in args.classes)
             model.unlearn_classes(args.classes, x, y, ids)
@@ -89,9 +79,7 @@ def run_unlearn_command(args) -> int:
         raise
     store.append_request(run, {**request, "status": "done", "to_version": new_v, "seconds": round(seconds, 4),
                                "state_nbytes": int(model.state_nbytes)})  # fmt: skip
-    what = (
-        f"classes {','.join(map(str, args.classes))}" if args.classes else f"{request['n_samples']} samples"
-    )
+    what = f"classes {','.join(map(str, args.classes))}" if args.classes else f"{request['n_samples']} samples"
     print(f"unlearned {what} from {run}/model_v{v}.pt -> {path.name} in {seconds:.3f}s "
           f"(learned samples left: {len(model.ledger)})")  # fmt: skip
     return 0
@@ -105,25 +93,19 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
         help="class-incremental demo of NMC / ACIL / DS-AL vs replay and joint training on frozen features",
     )
     p.add_argument("--dataset", required=True, choices=["fortunes", "fashion-mnist"])
-    p.add_argument(
-        "--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)},g-acil (default: all)"
-    )
+    p.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)},g-acil (default: all)")
     p.add_argument("--experiences", type=int, default=5)
     p.add_argument("--class-order", choices=["natural", "random"], default="natural")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--buffer-size", type=int, default=2048, help="ACIL / DS-AL buffer width")
     p.add_argument("--gamma", type=float, default=1.0, help="ACIL / DS-AL ridge regulariser")
-    p.add_argument(
-        "--epochs", type=int, default=10, help="epochs per experience of the linear-head baselines"
-    )
+    p.add_argument("--epochs", type=int, default=10, help="epochs per experience of the linear-head baselines")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam LR of the linear-head baselines")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--memory", type=int, default=200, help="ER replay memory (samples)")
     p.add_argument("--slca-epochs", type=int, default=None, help="default: 10 (fortunes), 2 (fashion-mnist)")
     p.add_argument("--slca-lr", type=float, default=0.1, help="SLCA head LR (backbone: x bcb_lrscale 0.01)")
-    p.add_argument(
-        "--run-dir", default=None, help="save results, the ACIL model (model_v1.pt) and features here"
-    )
+    p.add_argument("--run-dir", default=None, help="save results, the ACIL model (model_v1.pt) and features here")
     p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/lifelong/features)")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--fortunes-dir", default=None, help="fortune files (default /usr/share/games/fortunes)")
@@ -131,9 +113,7 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-per-class", type=int, default=200)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX .gz files")
     p.add_argument("--train-subset", type=int, default=0, help="use this many Fashion-MNIST training images")
-    p.add_argument(
-        "--base-experiences", type=int, default=1, help="experiences used to train the CNN backbone"
-    )
+    p.add_argument("--base-experiences", type=int, default=1, help="experiences used to train the CNN backbone")
     p.add_argument("--base-epochs", type=int, default=3)
     return p
 

@@ -10,9 +10,7 @@ slca (slow learner + classifier alignment), joint (linear head trained on all da
 from __future__ import annotations
 
 import copy
-import gzip
 import json
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,6 @@ from lifelong.analytic.nmc import NMC
 from lifelong.analytic.slca import SLCA
 from lifelong.errors import LifelongError
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ALL_METHODS = ("joint", "nmc", "acil", "ds-al", "er", "finetune", "slca")
 
 
@@ -48,28 +45,13 @@ class FeatureScenario:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_idx(path: Path) -> torch.Tensor:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    _, _, dtype, ndim = struct.unpack(">BBBB", data[:4])
-    if dtype != 0x08:
-        raise LifelongError(f"{path}: unsupported IDX element type {dtype:#x}")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+def load_fashion_mnist(root: str | Path | None = None):
+    """(train inputs N x 1 x 28 x 28 float32 normalised, train labels, test inputs, test labels)."""
+    from lifelong.data.datasets import load_dataset
 
-
-def load_fashion_mnist(
-    root: str | Path | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train images N x 1 x 28 x 28 uint8, train labels, test images, test labels)."""
-    root = Path(root) if root else FASHION_DIR
-    files = [root / f for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]  # fmt: skip
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise LifelongError(f"Fashion-MNIST IDX files missing: {missing[0]} (pass --data-dir)")
-    xtr, ytr, xte, yte = (_read_idx(f) for f in files)
-    return xtr.unsqueeze(1), ytr.long(), xte.unsqueeze(1), yte.long()
+    ds = load_dataset("fashion-mnist", root)
+    return (ds.prepare(ds.train_x).reshape(-1, 1, 28, 28), ds.train_y,
+            ds.prepare(ds.test_x).reshape(-1, 1, 28, 28), ds.test_y)  # fmt: skip
 
 
 def small_cnn(feature_dim: int = 256) -> nn.Module:
@@ -118,9 +100,7 @@ def fortunes_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
 def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
     xtr, ytr, xte, yte = load_fashion_mnist(args.data_dir)
     if args.train_subset:
-        idx = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(args.seed))[
-            : args.train_subset
-        ]
+        idx = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(args.seed))[: args.train_subset]
         xtr, ytr = xtr[idx], ytr[idx]
     names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
     exps = split_classes(_class_order(10, args.class_order, args.seed), args.experiences)
@@ -135,8 +115,8 @@ def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
     cache = FeatureCache(args.cache_dir) if not args.no_cache else None
     ftr = extract_features(backbone, xtr, cache=cache)
     fte = extract_features(backbone, xte, cache=cache)
-    return FeatureScenario("fashion-mnist", ftr, ytr, fte, yte, exps, names, raw_train=xtr.float() / 255.0,
-                           raw_test=xte.float() / 255.0, backbone=backbone,
+    return FeatureScenario("fashion-mnist", ftr, ytr, fte, yte, exps, names, raw_train=xtr,
+                           raw_test=xte, backbone=backbone,
                            notes=[f"base phase on experience(s) 1..{args.base_experiences}"])  # fmt: skip
 
 
@@ -144,9 +124,7 @@ def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
 class LinearHead:
     """Linear head on frozen features trained with Adam + CE over the classes seen so far; optional replay."""
 
-    def __init__(
-        self, dim: int, num_classes: int, *, memory: int, epochs: int, lr: float, batch: int, seed: int
-    ):
+    def __init__(self, dim: int, num_classes: int, *, memory: int, epochs: int, lr: float, batch: int, seed: int):
         self.g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.head = nn.Linear(dim, num_classes)
@@ -204,13 +182,10 @@ def _per_experience_acc(pred: torch.Tensor, y: torch.Tensor, exps: list[list[int
 
 
 def summarize(matrix: list[list[float]]) -> tuple[float, float]:
-    """(final average accuracy over experiences, average forgetting over all but the last experience)."""
-    T = len(matrix)
-    final = sum(matrix[-1]) / T
-    if T == 1:
-        return final, 0.0
-    forg = [max(matrix[i][j] for i in range(j, T - 1)) - matrix[-1][j] for j in range(T - 1)]
-    return final, sum(forg) / len(forg)
+    """(final average accuracy over experiences, average forgetting; 0 for a single experience)."""
+    from lifelong.evaluation.metrics import average_forgetting, final_accuracy
+
+    return final_accuracy(matrix), average_forgetting(matrix) or 0.0
 
 
 def make_learner(method: str, sc: FeatureScenario, args):
@@ -225,9 +200,7 @@ def make_learner(method: str, sc: FeatureScenario, args):
         return DSAL(d, buffer_size=args.buffer_size, gamma=args.gamma, gamma_comp=args.gamma, seed=args.seed)
     if method in ("er", "finetune", "joint"):
         mem = args.memory if method == "er" else 0
-        return LinearHead(
-            d, C, memory=mem, epochs=args.epochs, lr=args.lr, batch=args.batch_size, seed=args.seed
-        )
+        return LinearHead(d, C, memory=mem, epochs=args.epochs, lr=args.lr, batch=args.batch_size, seed=args.seed)
     if method == "slca":
         epochs = args.slca_epochs if args.slca_epochs is not None else (10 if sc.name == "fortunes" else 2)
         return SLCA(copy.deepcopy(sc.backbone), d, epochs=epochs, lr=args.slca_lr, seed=args.seed)
@@ -302,7 +275,20 @@ def _save_run(args, sc: FeatureScenario, rows: list[dict], log: Callable[[str], 
     )
     analytic = [r for r in rows if r["method"] in ("acil", "g-acil")]
     if analytic:
-        learner = analytic[0]["learner"]
+        from lifelong.evaluation.metrics import summarize as matrix_summary
+        from lifelong.tracking.store import DB_NAME, RunStore
+
+        r = analytic[0]
+        if not (run / DB_NAME).exists():  # make the directory a run of the run store (`lifelong runs`)
+            rs = RunStore.create(run, {"config": {"strategy": r["method"], "seed": args.seed,
+                                                  "scenario": f"analytic-demo/{sc.name}"}})  # fmt: skip
+            try:
+                for i, row in enumerate(r["matrix"]):
+                    rs.write_accuracy_row(i, row)
+                rs.set_meta(status="finished", result=matrix_summary(r["matrix"]), finished=time.time())
+            finally:
+                rs.close()
+        learner = r["learner"]
         v, path = save_model_version(run, learner, {"dataset": sc.name, "source": "analytic-demo"})
         save_samples(run / TRAIN_FEATURES, sc.train_x, sc.train_y, torch.arange(len(sc.train_y)))
         log(f"saved {analytic[0]['method']} model version {v} to {path} and training features to "

@@ -31,9 +31,7 @@ from lifelong.errors import LifelongError
 from lifelong.params import Param, resolve
 
 DSAL_PARAMS = {
-    "buffer_size": Param(
-        2048, "width d_B of the shared random projection (two d_B x d_B float64 states)", low=1
-    ),
+    "buffer_size": Param(2048, "width d_B of the shared random projection (two d_B x d_B float64 states)", low=1),
     "gamma": Param(0.1, "ridge regulariser of the main stream", low=0.0, low_open=True),
     "gamma_comp": Param(0.1, "ridge regulariser of the compensation stream", low=0.0, low_open=True),
     "compensation_ratio": Param(1.0, "weight C of the compensation stream at prediction", low=0.0),

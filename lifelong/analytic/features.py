@@ -147,9 +147,7 @@ def train_base_phase(
 ) -> nn.Module:
     """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it."""
     if epochs < 0 or lr <= 0 or batch_size < 1:
-        raise LifelongError(
-            f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})"
-        )
+        raise LifelongError(f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})")
     labels = torch.as_tensor(labels, dtype=torch.int64)
     classes = torch.unique(labels)
     remap = torch.full((int(classes.max()) + 1,), -1, dtype=torch.int64)
@@ -180,8 +178,5 @@ def train_base_phase(
             total += loss.item() * len(idx)
             correct += int((z.argmax(1) == yb).sum())
         if log:
-            log(
-                f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} "
-                f"acc {correct / len(labels):.3f}"
-            )
+            log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
     return freeze(backbone)

@@ -52,9 +52,7 @@ class SLCA:
         self.params = resolve(self.PARAMS, params, self.kind)
         self.backbone = backbone
         self.feature_dim = int(feature_dim)
-        self.head = nn.Linear(
-            self.feature_dim, 1
-        )  # replaced (zero-initialised) when the first classes arrive
+        self.head = nn.Linear(self.feature_dim, 1)  # replaced (zero-initialised) when the first classes arrive
         self.task_of: dict[int, int] = {}  # class -> experience index
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # class -> (mean, cov) float64
         self.num_experiences = 0
@@ -86,9 +84,7 @@ class SLCA:
     def features(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         was = self.backbone.training
         self.backbone.eval()
-        out = torch.cat(
-            [self.backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-        )
+        out = torch.cat([self.backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
         self.backbone.train(was)
         return out.float()
 
@@ -159,9 +155,7 @@ class SLCA:
             if int(info) != 0:
                 L = torch.diag(cov.diagonal().clamp_min(0).sqrt())
             chol[c] = (mu * (0.9 + 0.1 * (self.task_of[c] + 1) / k), L)
-        opt = torch.optim.SGD(
-            self.head.parameters(), lr=p["ca_lr"], momentum=0.9, weight_decay=p["weight_decay"]
-        )
+        opt = torch.optim.SGD(self.head.parameters(), lr=p["ca_lr"], momentum=0.9, weight_decay=p["weight_decay"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["ca_epochs"])
         bs = 256
         for _ in range(p["ca_epochs"]):
@@ -195,9 +189,7 @@ class SLCA:
         return self.decision_function(inputs).argmax(1)
 
     def unlearn(self, *args: Any, **kwargs: Any) -> None:
-        raise LifelongError(
-            "slca is trained by backprop and does not support exact unlearning; use acil or g-acil"
-        )
+        raise LifelongError("slca is trained by backprop and does not support exact unlearning; use acil or g-acil")
 
     def state_dict(self) -> dict:
         return {

