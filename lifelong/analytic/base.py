@@ -230,7 +230,7 @@ class AnalyticModel:
         never = [c for c in classes if self.ledger.class_counts.get(c, 0) == 0]
         if never:
             raise LifelongError(
-                f"class {never[0]} was never learned by this model (learned classes: "
+                f"class {never[0]} is not learned by this model (never learned or already unlearned; learned classes: "
                 f"{','.join(map(str, self.classes_)) or 'none'}); nothing was changed"
             )
         mask = torch.zeros_like(y, dtype=torch.bool)
