@@ -151,3 +151,12 @@ def test_slca_logit_norm_is_scale_invariant():
     blocks = [[0, 1], [2, 3, 4], [5]]
     a = normalized_logits(z, blocks, 0.1)
     assert torch.allclose(a, normalized_logits(7.5 * z, blocks, 0.1), atol=1e-6)
+
+
+def test_registry_builds_by_name_with_suggestions():
+    from lifelong.analytic import make_analytic
+    from lifelong.errors import LifelongError
+
+    assert isinstance(make_analytic("g-acil", D, buffer_size=8), GACIL)
+    with pytest.raises(LifelongError, match="Did you mean 'acil'"):
+        make_analytic("acill", D)

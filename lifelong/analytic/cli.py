@@ -99,9 +99,16 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--buffer-size", type=int, default=2048, help="ACIL / DS-AL buffer width")
     p.add_argument("--gamma", type=float, default=1.0, help="ACIL / DS-AL ridge regulariser")
-    p.add_argument("--epochs", type=int, default=10, help="epochs per experience of the linear-head baselines")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="linear-head baselines, per experience (default 10 fortunes, 3 fashion)",
+    )
     p.add_argument("--lr", type=float, default=1e-2, help="Adam LR of the linear-head baselines")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="linear-head baselines (default 64 fortunes, 128 fashion-mnist)"
+    )
     p.add_argument("--memory", type=int, default=200, help="ER replay memory (samples)")
     p.add_argument("--slca-epochs", type=int, default=None, help="default: 10 (fortunes), 2 (fashion-mnist)")
     p.add_argument("--slca-lr", type=float, default=0.1, help="SLCA head LR (backbone: x bcb_lrscale 0.01)")

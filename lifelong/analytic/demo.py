@@ -200,7 +200,10 @@ def make_learner(method: str, sc: FeatureScenario, args):
         return DSAL(d, buffer_size=args.buffer_size, gamma=args.gamma, gamma_comp=args.gamma, seed=args.seed)
     if method in ("er", "finetune", "joint"):
         mem = args.memory if method == "er" else 0
-        return LinearHead(d, C, memory=mem, epochs=args.epochs, lr=args.lr, batch=args.batch_size, seed=args.seed)
+        small = sc.name == "fortunes"
+        epochs = args.epochs if args.epochs is not None else (10 if small else 3)
+        batch = args.batch_size if args.batch_size is not None else (64 if small else 128)
+        return LinearHead(d, C, memory=mem, epochs=epochs, lr=args.lr, batch=batch, seed=args.seed)
     if method == "slca":
         epochs = args.slca_epochs if args.slca_epochs is not None else (10 if sc.name == "fortunes" else 2)
         return SLCA(copy.deepcopy(sc.backbone), d, epochs=epochs, lr=args.slca_lr, seed=args.seed)
