@@ -134,6 +134,7 @@ class LinearHead:
         self.mem_x = torch.zeros(0, dim)
         self.mem_y = torch.zeros(0, dtype=torch.int64)
         self.n_stream = 0
+        self.filled = 0
 
     def fit_increment(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.seen[torch.unique(y)] = True
@@ -144,8 +145,8 @@ class LinearHead:
             for s in range(0, n, self.batch):
                 idx = order[s : s + self.batch]
                 xb, yb = x[idx], y[idx]
-                if len(self.mem_y):
-                    r = torch.randint(len(self.mem_y), (len(idx),), generator=self.g)
+                if self.memory > 0 and self.filled:
+                    r = torch.randint(self.filled, (len(idx),), generator=self.g)
                     xb, yb = torch.cat([xb, self.mem_x[r]]), torch.cat([yb, self.mem_y[r]])
                 z = self.head(xb).masked_fill(mask, float("-inf"))
                 loss = nn.functional.cross_entropy(z, yb)
@@ -155,17 +156,23 @@ class LinearHead:
         self._reservoir(x, y)
 
     def _reservoir(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Reservoir sampling over the stream of training samples (uniform over everything seen)."""
         if self.memory <= 0:
             return
+        if self.mem_x.shape[0] == 0:
+            self.mem_x = x.new_zeros(self.memory, x.shape[1])
+            self.mem_y = y.new_zeros(self.memory)
+            self.filled = 0
         for i in range(len(y)):
             self.n_stream += 1
-            if len(self.mem_y) < self.memory:
-                self.mem_x = torch.cat([self.mem_x, x[i : i + 1]])
-                self.mem_y = torch.cat([self.mem_y, y[i : i + 1]])
+            if self.filled < self.memory:
+                j = self.filled
+                self.filled += 1
             else:
                 j = int(torch.randint(self.n_stream, (1,), generator=self.g))
-                if j < self.memory:
-                    self.mem_x[j], self.mem_y[j] = x[i], y[i]
+                if j >= self.memory:
+                    continue
+            self.mem_x[j], self.mem_y[j] = x[i], y[i]
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
