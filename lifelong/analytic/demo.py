@@ -108,11 +108,12 @@ def fashion_scenario(args, log: Callable[[str], None]) -> FeatureScenario:
     base = torch.isin(ytr, torch.tensor(base_classes))
     torch.manual_seed(args.seed)
     backbone = small_cnn(256)
+    cache = FeatureCache(args.cache_dir) if not args.no_cache else None
     t0 = time.perf_counter()
-    train_base_phase(backbone, 256, xtr[base], ytr[base], epochs=args.base_epochs, seed=args.seed, log=log)
+    train_base_phase(backbone, 256, xtr[base], ytr[base], epochs=args.base_epochs, seed=args.seed, log=log,
+                     cache=cache)  # fmt: skip
     log(f"base phase: CNN trained on classes {base_classes} ({int(base.sum())} images) in "
         f"{time.perf_counter() - t0:.1f}s, then frozen")  # fmt: skip
-    cache = FeatureCache(args.cache_dir) if not args.no_cache else None
     ftr = extract_features(backbone, xtr, cache=cache)
     fte = extract_features(backbone, xte, cache=cache)
     return FeatureScenario("fashion-mnist", ftr, ytr, fte, yte, exps, names, raw_train=xtr,

@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
-    def get_or_compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
         p = self.path(key)
         if p.exists():
             try:
@@ -144,8 +145,29 @@ def train_base_phase(
     label_smoothing: float = 0.05,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    cache: FeatureCache | None = None,
 ) -> nn.Module:
-    """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it."""
+    """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it.
+
+    With a `cache`, the trained weights are stored under a key of (initial weights, data, hyperparameters),
+    so a sweep trains the base phase once.
+    """
+    if cache is not None:
+        hp = (feature_dim, epochs, lr, batch_size, momentum, weight_decay, label_smoothing, seed)
+        key = hashlib.sha256(
+            f"base|{module_hash(backbone)}|{tensor_hash(inputs)}|{tensor_hash(torch.as_tensor(labels))}|{hp}".encode()
+        ).hexdigest()[:32]
+
+        def compute() -> dict:
+            trained = train_base_phase(backbone, feature_dim, inputs, labels, epochs=epochs, lr=lr,
+                                       batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                                       label_smoothing=label_smoothing, seed=seed, log=log)  # fmt: skip
+            return trained.state_dict()
+
+        backbone.load_state_dict(cache.get_or_compute(key, compute))
+        if log and cache.hits:
+            log("base phase: trained backbone loaded from the cache")
+        return freeze(backbone)
     if epochs < 0 or lr <= 0 or batch_size < 1:
         raise LifelongError(f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})")
     labels = torch.as_tensor(labels, dtype=torch.int64)
