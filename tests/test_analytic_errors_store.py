@@ -131,15 +131,27 @@ def test_store_and_unlearn_command(tmp_path, model, capsys):
     assert v2 == 2 and len(m2.ledger) == len(y) - 10
     ref = ACIL(D, buffer_size=32, gamma=1.0).fit_increment(x[10:], y[10:], torch.arange(10, len(y)))
     assert float((m2.W - ref.W).norm() / ref.W.norm()) <= 1e-8
+    # sample ids only (features looked up in the run's training features)
+    (tmp_path / "ids.txt").write_text("10\n11,12\n")
+    assert _unlearn([str(run), "--samples", str(tmp_path / "ids.txt")]) == 0
+    (tmp_path / "ids.json").write_text("[11, 999]")
+    with pytest.raises(LifelongError) as e:
+        _unlearn([str(run), "--samples", str(tmp_path / "ids.json")])
+    assert "not in" in one_line(e)
+    (tmp_path / "ids.json").write_text("[13]")
+    assert _unlearn([str(run), "--samples", str(tmp_path / "ids.json")]) == 0
+    m2b, _, _ = store.load_model_version(run)
+    ref = ACIL(D, buffer_size=32, gamma=1.0).fit_increment(x[14:], y[14:], torch.arange(14, len(y)))
+    assert float((m2b.W - ref.W).norm() / ref.W.norm()) <= 1e-8
     # whole classes from the run's stored training features
     assert _unlearn([str(run), "--classes", "1,2"]) == 0
     m3, v3, payload = store.load_model_version(run)
-    assert v3 == 3 and m3.classes_ == [0, 3] and payload["meta"]["parent_version"] == 2
+    assert v3 == 5 and m3.classes_ == [0, 3] and payload["meta"]["parent_version"] == 4
     with pytest.raises(LifelongError) as e:
         _unlearn([str(run), "--classes", "2"])
     assert "never learned" in one_line(e)
     reqs = store.read_requests(run)
-    assert [r["status"] for r in reqs] == ["refused", "done", "done", "refused"]
+    assert [r["status"] for r in reqs] == ["refused", "done", "done", "refused", "done", "done", "refused"]
     assert json.dumps(reqs)  # plain JSON
     # the earlier versions are untouched
     m1, _, _ = store.load_model_version(run, 1)

@@ -29,10 +29,15 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN", help="run directory (or its name under $LIFELONG_RUNS, default ./runs)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--samples", metavar="FILE", help=".pt/.npz with 'features', 'labels' and optionally 'ids'")
+    what.add_argument(
+        "--samples",
+        metavar="FILE",
+        help=".pt/.npz with 'features', 'labels' and optionally 'ids'; or a .txt/.json list of sample ids whose "
+        "features are looked up in --features",
+    )
     what.add_argument("--classes", type=_int_list, metavar="C1,C2", help="forget every learned sample of these")
-    p.add_argument("--features", metavar="FILE", help="with --classes: samples file holding (at least) all "
-                   "learned samples of the classes (default RUN/train_features.pt)")  # fmt: skip
+    p.add_argument("--features", metavar="FILE", help="with --classes or an id list: samples file holding "
+                   "(at least) the samples to forget (default RUN/train_features.pt)")  # fmt: skip
     p.add_argument("--version", type=int, default=None, help="model version to start from (default: latest)")
     return p
 
@@ -66,6 +71,12 @@ def run_unlearn_command(args) -> int:
             n_learned = sum(model.ledger.class_counts.get(c, 0) for c in args.classes)
             model.unlearn_classes(args.classes, x, y, ids)
             request["n_samples"] = int(n_learned)
+        elif Path(args.samples).suffix in (".txt", ".json"):
+            wanted = store.load_id_list(args.samples)
+            feats = Path(args.features) if args.features else run / store.TRAIN_FEATURES
+            x, y, ids = store.select_ids(store.load_samples(feats), wanted, feats)
+            model.unlearn(x, y, ids)
+            request["n_samples"] = int(len(y))
         else:
             x, y, ids = store.load_samples(args.samples)
             model.unlearn(x, y, ids)

@@ -145,3 +145,39 @@ def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list | N
     if ids is not None:
         ids = list(ids.tolist() if hasattr(ids, "tolist") else ids)
     return torch.as_tensor(obj["features"]), torch.as_tensor(obj["labels"]), ids
+
+
+def load_id_list(path: str | Path) -> list:
+    """Sample ids from a .json list or a .txt file (one id per line or comma-separated); digits become ints."""
+    p = Path(path)
+    if not p.is_file():
+        raise LifelongError(f"samples file not found: {p}")
+    text = p.read_text()
+    if p.suffix == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LifelongError(f"{p} is not valid JSON: {e}") from None
+        if not isinstance(raw, list):
+            raise LifelongError(f"{p} must hold a JSON list of sample ids")
+    else:
+        raw = [t.strip() for line in text.splitlines() for t in line.split(",") if t.strip()]
+    ids = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in raw]
+    if not ids:
+        raise LifelongError(f"{p} lists no sample id")
+    return ids
+
+
+def select_ids(samples: tuple, wanted: list, source: Path) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The rows of a (features, labels, ids) samples file whose ids are `wanted`; all must be present."""
+    x, y, ids = samples
+    if ids is None:
+        raise LifelongError(f"{source} holds no sample ids; give the samples themselves with --samples FILE.pt")
+    pos = {k: i for i, k in enumerate(ids)}
+    missing = [k for k in wanted if k not in pos]
+    if missing:
+        raise LifelongError(
+            f"{len(missing)} of the {len(wanted)} sample ids are not in {source} (first: {missing[0]!r})"
+        )
+    rows = torch.tensor([pos[k] for k in wanted], dtype=torch.int64)
+    return x[rows], y[rows], list(wanted)
