@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lifelong.analytic.acil import ACIL, GACIL
+from lifelong.analytic.base import human_bytes
 from lifelong.analytic.dsal import DSAL
 from lifelong.analytic.features import FeatureCache, extract_features, train_base_phase
 from lifelong.analytic.nmc import NMC
@@ -265,7 +266,9 @@ def run_demo(args, log: Callable[[str], None] = print) -> list[dict]:
         torch.manual_seed(args.seed)
         rows.append(run_method(m, sc, args))
         r = rows[-1]
-        log(f"  {m}: final avg acc {100 * r['final_acc']:.1f}%  ({r['seconds']:.1f}s)")
+        mem = getattr(r["learner"], "state_nbytes", None)
+        state = f", state {human_bytes(mem)}" if mem else ""
+        log(f"  {m}: final avg acc {100 * r['final_acc']:.1f}%  ({r['seconds']:.1f}s{state})")
     log(format_table(rows))
     if args.run_dir:
         _save_run(args, sc, rows, log)
