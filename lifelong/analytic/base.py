@@ -143,8 +143,9 @@ class SampleLedger:
         missing = [k for k in wanted if k not in self.entries]
         if missing:
             raise LifelongError(
-                f"{len(missing)} of the {len(wanted)} given samples were never learned by this model "
-                f"(first: {missing[0]!r}); nothing was changed"
+                f"{len(missing)} of the {len(wanted)} given samples are not learned by this model "
+                f"(never learned or already unlearned; "
+                f"first: {missing[0]!r}); nothing was changed"
             )
         for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries[k]
