@@ -24,7 +24,8 @@ def add_setting_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(param.default, bool):
-            g.add_argument(flag, action="store_const", const=True, default=None, help=f"{param.help}")
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{param.help} [{'on' if param.default else 'off'}]")
         else:
             rng = f"; {param.describe_range()}" if param.low is not None or param.choices else ""
             g.add_argument(flag, default=None, metavar=name.upper(), help=f"{param.help} [{param.default}{rng}]")
@@ -78,6 +79,14 @@ class Progress:
             extra = " ".join(f"{k} {v}" for k, v in info.items())
             print(f"{self.label}: step {step}/{total} {extra}", file=sys.stderr, flush=True)
 
+    def message(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -113,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(f"{cfg.strategy} s{cfg.seed}", args.quiet)
     run_dir = args.run_dir or runner.default_run_dir(cfg, args.store)
     try:
-        result = runner.run(cfg, run_dir, progress.step)
+        result = runner.run(cfg, run_dir, progress.step, loggers=split_names(args.log))
     except KeyboardInterrupt:
         progress.close()
         raise LifelongError(f"interrupted; resume with: lifelong resume {run_dir}") from None
@@ -122,6 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_result(result)
     write_json(args.json, {"scenario": cfg.scenario, "results": [result]})
     return 0
+
+
+def split_names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -149,7 +162,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not strategies or not seeds:
         raise LifelongError("--strategies and --seeds must each name at least one value")
     out = Path(args.out or Path(args.store) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    bar = Progress(f"{len(strategies) * len(seeds)} runs", args.quiet)
+    n_runs = len(strategies) * len(seeds)
+    bar = Progress(f"{n_runs} runs", args.quiet or not sys.stderr.isatty())
+    finished = []
 
     def progress(state: dict[str, tuple[int, int]]) -> None:
         done = sum(s for s, _ in state.values())
@@ -157,13 +172,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         known = sum(1 for _, t in state.values() if t)
         bar.step(done, max(total, int(total * len(state) / max(known, 1))))
 
+    def on_result(r: dict[str, Any]) -> None:
+        finished.append(r)
+        what = (f"error: {r['error']}" if "error" in r else
+                f"final accuracy {100 * r['final_accuracy']:.1f}%, {r['train_seconds']:.1f} s")
+        line = f"[{len(finished)}/{n_runs}] {r['strategy']} seed {r['seed']}: {what}"
+        bar.message(line) if bar.bar is not None else (None if args.quiet else print(line, file=sys.stderr))
+
     print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
           f"({args.workers} worker process{'es' if args.workers > 1 else ''}) -> {out}", file=sys.stderr)
     try:
-        output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress)
+        output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
+                                loggers=split_names(args.log), on_result=on_result)
     finally:
         bar.close()
     print(runner.format_table(output["summary"]))
+    if not args.no_report:
+        from lifelong.report.html import write_comparison_report
+
+        print(f"report: {write_comparison_report(out)}")
     failed = [r for r in output["results"] if "error" in r]
     for r in failed:
         print(f"error: {r['strategy']} seed {r['seed']}: {r['error']}", file=sys.stderr)
@@ -233,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+        if p.prog.split()[-1] in ("run", "compare"):
+            p.add_argument("--log", metavar="NAMES", help="extra metric logs in the run directory, comma-separated: "
+                           "csv, jsonl, tensorboard, mlflow")
         p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -251,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
     p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
     common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -266,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     from lifelong.schedules.cli import add_schedule_parser
 
     add_schedule_parser(sub).set_defaults(func=lambda a: a.handler(a))
+
+    from lifelong.report.cli import add_report_parser
+
+    add_report_parser(sub)
+
+    from lifelong.lm.cli import add_lm_experiment_parser, add_lm_parser
+
+    add_lm_parser(sub)
+    add_lm_experiment_parser(sub)
+
+    from lifelong.experiments.schedules import add_reproduce_parser
+
+    add_reproduce_parser(sub)
 
     p = sub.add_parser("runs", help="list stored runs")
     p.add_argument("roots", nargs="*", help="directories to search [--store]")

@@ -50,17 +50,38 @@ def test_ewc_penalty_is_fisher_weighted_squared_distance(digits_cfg):
     engine = Engine(digits_cfg(strategy="ewc", hparams={"ewc_lambda": 3.0}))
     s = engine.strategy
     params = dict(engine.model.named_parameters())
-    anchor = {k: v.detach() + 0.1 for k, v in params.items()}
-    fisher = {k: torch.rand_like(v) for k, v in params.items()}
-    s.anchors, s.importances = [anchor], [fisher]
-    expected = 0.5 * 3.0 * sum((fisher[k] * (params[k] - anchor[k]) ** 2).sum() for k in params)
+    anchors = [{k: v.detach() + 0.1 * t for k, v in params.items()} for t in (1, -2, 3)]
+    fishers = [{k: torch.rand_like(v) * (t > 0) for k, v in params.items()} for t in (1, 0, 2)]  # one all-zero
+    s.anchors, s.importances = anchors, fishers
+    s.consolidate()
+    pairs = list(zip(anchors, fishers, strict=True))
+    direct = 0.5 * 3.0 * sum((f[k] * (params[k] - a[k]) ** 2).sum() for a, f in pairs for k in params)
     got = s.penalty(None, torch.zeros(1))
-    assert torch.allclose(got, expected)
+    assert torch.allclose(got, direct, rtol=1e-4)
+    # ...and its gradient is the gradient of the direct sum
+    g_got = torch.autograd.grad(got, list(params.values()))
+    g_direct = torch.autograd.grad(direct, list(params.values()))
+    for a, b in zip(g_got, g_direct, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
-def test_fisher_diagonal_matches_per_sample_loop():
+class TinyConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 2, 3)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.conv(x.unsqueeze(1))).flatten(1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)),  # outer-product path
+    TinyConv,  # torch.func per-sample-gradient path
+])
+def test_fisher_diagonal_matches_per_sample_loop(make):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    model = make()
     x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
     got = fisher_diagonal(model, x, y, chunk=3)
     expected = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
@@ -112,7 +133,7 @@ def test_reservoir_buffer_holds_uniform_sample():
     n, capacity, trials = 200, 20, 400
     counts = torch.zeros(n)
     for t in range(trials):
-        buf = ReservoirBuffer(capacity, torch.Generator().manual_seed(t))
+        buf = ReservoirBuffer(capacity, seed=t)
         for start in range(0, n, 32):  # offered in batches, like the engine does
             ids = torch.arange(start, min(start + 32, n))
             buf.add(raw=ids.float().unsqueeze(1), y=ids)
@@ -127,7 +148,7 @@ def test_reservoir_buffer_holds_uniform_sample():
 
 
 def test_class_balanced_buffer_balances_an_imbalanced_stream():
-    buf = ClassBalancedBuffer(30, torch.Generator().manual_seed(0))
+    buf = ClassBalancedBuffer(30, seed=0)
     labels = torch.cat([torch.zeros(300), torch.ones(40), torch.full((30,), 2)]).long()
     for s in range(0, len(labels), 32):
         y = labels[s:s + 32]

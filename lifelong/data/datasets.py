@@ -55,11 +55,11 @@ class ArrayDataset:
         return tuple(self.train_x.shape[1:])
 
     def prepare(self, x: Tensor) -> Tensor:
-        """Stored inputs -> normalised float32 inputs for the model."""
-        x = x.float()
+        """Stored inputs -> normalised float32 inputs for the model: (x * scale - mean) / std, in place."""
+        out = x.to(torch.float32, copy=True)
         if self.scale != 1.0 or self.mean != 0.0 or self.std != 1.0:
-            x = (x * self.scale - self.mean) / self.std
-        return x
+            out.mul_(self.scale / self.std).sub_(self.mean / self.std)
+        return out
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """Move all tensors to `device` (data stays where the compute is)."""

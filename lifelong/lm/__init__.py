@@ -1,0 +1,18 @@
+"""Continual pre-training of causal language models: corpora, replay, budget-free schedules, forgetting per
+domain.
+
+Python API::
+
+    from lifelong.lm import LMConfig, run_lm
+    result = run_lm(LMConfig(corpora=["fortunes-en", "fortunes-de"], replay=0.05, schedule="infinite"))
+"""
+
+__all__ = ["LMConfig", "run_lm"]
+
+
+def __getattr__(name: str):  # lazy: keep `lifelong --help` free of torch/transformers imports
+    if name in __all__:
+        from lifelong.lm import train
+
+        return getattr(train, name)
+    raise AttributeError(name)

@@ -31,5 +31,7 @@ def decay(shape: str, u: float, high: float, low: float) -> float:
     if shape == "exp":
         return high * (low / high) ** u
     if shape == "inverse":
-        return high / (1.0 + (high / low - 1.0) * u)
+        if u == 0.0:  # high/low may overflow for a tiny floor; inf * 0 would be NaN
+            return high
+        return max(low, high / (1.0 + (high / low - 1.0) * u))
     raise ValueError(f"unknown decay shape {shape!r}")

@@ -1,12 +1,14 @@
 """Replay buffers holding samples in their compact stored form (uint8 images stay uint8).
 
-ReservoirBuffer keeps a uniform sample of everything offered (Vitter's algorithm R), vectorised over a
-batch; ClassBalancedBuffer keeps classes equally represented (CBRS, Chrysakis & Moens 2020).
-Optional per-sample extras (e.g. DER++'s logits) are stored beside the inputs.
+ReservoirBuffer keeps a uniform sample of everything offered (Vitter's algorithm R); ClassBalancedBuffer
+keeps classes equally represented (CBRS, Chrysakis & Moens 2020). Optional per-sample extras (DER++'s
+logits) are stored beside the inputs. Decisions use a seeded Python RNG: per-sample choices on small
+batches cost far less as plain arithmetic than as tensor operations, and its state is checkpointed.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -18,11 +20,11 @@ from lifelong.errors import LifelongError
 class ReservoirBuffer:
     """A fixed-capacity uniform sample of a stream of (raw input, label, extras...)."""
 
-    def __init__(self, capacity: int, generator: torch.Generator) -> None:
+    def __init__(self, capacity: int, seed: int) -> None:
         if capacity < 1:
             raise LifelongError(f"buffer_size={capacity} is out of range: allowed [1, inf]")
         self.capacity = capacity
-        self.generator = generator
+        self.rng = random.Random(seed)
         self.seen = 0
         self.size = 0
         self.store: dict[str, Tensor] = {}
@@ -30,62 +32,64 @@ class ReservoirBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def allocate(self, items: dict[str, Tensor]) -> None:
-        self.store = {k: v.new_zeros((self.capacity, *v.shape[1:])) for k, v in items.items()}
-
-    def slots_for(self, n: int, labels: Tensor) -> Tensor:
-        """Slot per offered sample (-1: not kept), with algorithm R's sequential semantics."""
-        count = self.seen + torch.arange(n)
-        draw = (torch.rand(n, generator=self.generator) * (count + 1)).long()
-        slots = torch.where(count < self.capacity, count, draw)
-        return torch.where(slots < self.capacity, slots, torch.full_like(slots, -1))
+    def slots_for(self, labels: list[int]) -> list[int]:
+        """Slot per offered sample (-1: not kept), offered one by one (algorithm R)."""
+        slots = []
+        for i in range(len(labels)):
+            count = self.seen + i
+            slot = count if count < self.capacity else self.rng.randrange(count + 1)
+            slots.append(slot if slot < self.capacity else -1)
+        return slots
 
     def add(self, **items: Tensor) -> None:
-        """Offer a batch of samples; all tensors share the first dimension."""
-        n = len(next(iter(items.values())))
+        """Offer a batch of samples; all tensors share the first dimension; `y` holds the labels."""
+        n = len(items["y"])
         if not self.store:
-            self.allocate(items)
-        slots = self.slots_for(n, items["y"])
-        # When two samples of one batch draw the same slot, the later one wins, as if offered one by one.
-        later = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
-        overwritten = ((slots[:, None] == slots[None, :]) & later).any(1)
-        keep = (slots >= 0) & ~overwritten
-        dest = slots[keep].to(next(iter(self.store.values())).device)
-        src = keep.to(dest.device)
-        for k, v in items.items():
-            self.store[k][dest] = v[src]
+            self.store = {k: v.new_zeros((self.capacity, *v.shape[1:])) for k, v in items.items()}
+        chosen: dict[int, int] = {}
+        for i, slot in enumerate(self.slots_for(items["y"].tolist())):
+            if slot >= 0:
+                chosen[slot] = i  # a later sample drawing the same slot overwrites, as if offered one by one
         self.seen += n
-        self.size = min(self.capacity, self.seen)
+        self.size = min(self.capacity, self.size + sum(1 for s in chosen if s >= self.size))
+        if chosen:
+            device = items["y"].device
+            dest = torch.tensor(list(chosen), device=device)
+            src = torch.tensor(list(chosen.values()), device=device)
+            for k, v in items.items():
+                self.store[k][dest] = v[src]
 
     def sample(self, k: int) -> dict[str, Tensor]:
         """k stored samples drawn uniformly without replacement (fewer if the buffer holds fewer)."""
-        pick = torch.randperm(self.size, generator=self.generator)[:k]
-        pick = pick.to(next(iter(self.store.values())).device)
+        pick = torch.tensor(self.rng.sample(range(self.size), min(k, self.size)),
+                            device=self.store["y"].device)
         return {name: v[pick] for name, v in self.store.items()}
 
     def nbytes(self) -> int:
         return sum(v.element_size() * v.nelement() for v in self.store.values())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "size": self.size, "store": self.store}
+        return {"seen": self.seen, "size": self.size, "store": self.store, "rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen, self.size, self.store = state["seen"], state["size"], state["store"]
+        self.rng.setstate(state["rng"])
 
 
 class ClassBalancedBuffer(ReservoirBuffer):
-    """Class-balanced reservoir (CBRS): when full, a new sample of a non-largest class evicts a random
-    sample of the currently largest class; a sample of a largest class replaces one of its own class
+    """Class-balanced reservoir (CBRS): when full, a sample of a class that is not among the largest evicts
+    a random sample of a largest class; a sample of a largest class replaces a random one of its own class
     with probability (stored of that class) / (seen of that class)."""
 
-    def __init__(self, capacity: int, generator: torch.Generator) -> None:
-        super().__init__(capacity, generator)
+    def __init__(self, capacity: int, seed: int) -> None:
+        super().__init__(capacity, seed)
         self.class_seen: dict[int, int] = {}
+        self.slot_class: list[int] = []
 
-    def slots_for(self, n: int, labels: Tensor) -> Tensor:
-        stored = self.store["y"][: self.size].tolist() if self.size else []
+    def slots_for(self, labels: list[int]) -> list[int]:
+        stored = self.slot_class
         slots = []
-        for c in labels.tolist():
+        for c in labels:
             self.class_seen[c] = self.class_seen.get(c, 0) + 1
             if len(stored) < self.capacity:
                 slots.append(len(stored))
@@ -96,33 +100,28 @@ class ClassBalancedBuffer(ReservoirBuffer):
                 counts[s] = counts.get(s, 0) + 1
             largest = max(counts.values())
             if counts.get(c, 0) < largest:
-                big = [k for k, v in counts.items() if v == largest]
-                victim_class = big[int(torch.randint(len(big), (1,), generator=self.generator))]
-                where = [i for i, s in enumerate(stored) if s == victim_class]
+                victim = self.rng.choice(sorted(k for k, v in counts.items() if v == largest))
+            elif self.rng.random() < counts[c] / self.class_seen[c]:
+                victim = c
             else:
-                if torch.rand(1, generator=self.generator).item() >= counts[c] / self.class_seen[c]:
-                    slots.append(-1)
-                    continue
-                where = [i for i, s in enumerate(stored) if s == c]
-            slot = where[int(torch.randint(len(where), (1,), generator=self.generator))]
+                slots.append(-1)
+                continue
+            slot = self.rng.choice([i for i, s in enumerate(stored) if s == victim])
             stored[slot] = c
             slots.append(slot)
-        return torch.tensor(slots, dtype=torch.long)
-
-    def add(self, **items: Tensor) -> None:
-        super().add(**items)
-        self.size = min(self.capacity, self.seen)
+        return slots
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "class_seen": dict(self.class_seen)}
+        return {**super().state_dict(), "class_seen": dict(self.class_seen), "slot_class": list(self.slot_class)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.class_seen = dict(state["class_seen"])
+        self.slot_class = list(state["slot_class"])
 
 
 BUFFERS = {"reservoir": ReservoirBuffer, "class-balanced": ClassBalancedBuffer}
 
 
-def make_buffer(kind: str, capacity: int, generator: torch.Generator) -> ReservoirBuffer:
-    return BUFFERS[kind](capacity, generator)
+def make_buffer(kind: str, capacity: int, seed: int) -> ReservoirBuffer:
+    return BUFFERS[kind](capacity, seed)

@@ -41,9 +41,9 @@ class DERpp(ReplayBase):
         a = self.drawn[0]
         b = self.drawn[1]
         loss = self.hp["alpha"] * F.mse_loss(first, a["logits"])
-        return loss + self.hp["beta"] * self.ctx.cross_entropy(second, b["y"], b["task"])
+        return loss + self.hp["beta"] * self.ctx.cross_entropy(second, b["y"], b.get("task"))
 
     def after_step(self, batch: Batch, logits: Tensor) -> None:
         n = batch.n_new
-        task = batch.task[:n] if batch.task is not None else torch.zeros_like(batch.y[:n])
-        self.memory.add(raw=batch.raw, y=batch.y[:n], task=task, logits=logits[:n].detach())
+        extra = {} if batch.task is None else {"task": batch.task[:n]}
+        self.memory.add(raw=batch.raw, y=batch.y[:n], logits=logits[:n].detach(), **extra)

@@ -20,27 +20,71 @@ from lifelong.strategies.base import Batch, Strategy, register
 
 def fisher_diagonal(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None = None,
                     chunk: int = 256) -> dict[str, Tensor]:
-    """Mean over samples of the squared per-sample gradient of -log p(y|x) for every parameter."""
+    """Mean over samples of the squared per-sample gradient of -log p(y|x) for every parameter.
+
+    Networks whose parameters all sit in nn.Linear layers take an exact shortcut: the per-sample gradient
+    of W is the outer product of the output gradient d and the input a, so the sum over samples of its square
+    is (d^2)^T (a^2), one matrix product per chunk. Other networks use per-sample gradients from torch.func.
+    """
+    was_training = model.training
+    model.eval()
+    linear_only = all(isinstance(m, torch.nn.Linear) for m in model.modules() if next(m.parameters(False), None)
+                      is not None)
+    total = linear_fisher_sum(model, x, y, task_mask, chunk) if linear_only else vmap_fisher_sum(
+        model, x, y, task_mask, min(chunk, 64))
+    model.train(was_training)
+    return {k: v / len(x) for k, v in total.items()}
+
+
+def masked_nll_sum(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+
+
+def linear_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None,
+                      chunk: int) -> dict[str, Tensor]:
+    names = {m: n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    total = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    inputs: dict[torch.nn.Module, Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: inputs.__setitem__(mod, inp[0].detach()))
+             for m in names]
+    outputs: dict[torch.nn.Module, Tensor] = {}
+    hooks += [m.register_full_backward_hook(lambda mod, gin, gout: outputs.__setitem__(mod, gout[0].detach()))
+              for m in names]
+    try:
+        for s in range(0, len(x), chunk):
+            xs = x[s:s + chunk].detach().requires_grad_(True)  # so every layer's backward hook fires
+            mask = None if task_mask is None else task_mask[s:s + chunk]
+            loss = masked_nll_sum(model(xs), y[s:s + chunk], mask)
+            torch.autograd.grad(loss, xs)
+            for m, prefix in names.items():
+                d2, a2 = outputs[m].pow(2), inputs[m].pow(2)
+                total[f"{prefix}.weight" if prefix else "weight"] += d2.T @ a2
+                if m.bias is not None:
+                    total[f"{prefix}.bias" if prefix else "bias"] += d2.sum(0)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def vmap_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None,
+                    chunk: int) -> dict[str, Tensor]:
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def nll(p: dict[str, Tensor], xi: Tensor, yi: Tensor, mi: Tensor | None) -> Tensor:
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        if mi is not None:
-            logits = logits.masked_fill(~mi, float("-inf"))
-        return torch.nn.functional.cross_entropy(logits, yi.unsqueeze(0))
+        return masked_nll_sum(logits, yi.unsqueeze(0), None if mi is None else mi.unsqueeze(0))
 
-    was_training = model.training
-    model.eval()
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     per_sample = vmap(grad(nll), in_dims=(None, 0, 0, None if task_mask is None else 0))
     for s in range(0, len(x), chunk):
         m = None if task_mask is None else task_mask[s:s + chunk]
-        grads = per_sample(params, x[s:s + chunk], y[s:s + chunk], m)
-        for k, g in grads.items():
+        for k, g in per_sample(params, x[s:s + chunk], y[s:s + chunk], m).items():
             total[k] += g.pow(2).sum(0)
-    model.train(was_training)
-    return {k: v / len(x) for k, v in total.items()}
+    return total
 
 
 class QuadraticAnchor(Strategy):
@@ -52,18 +96,33 @@ class QuadraticAnchor(Strategy):
         super().__init__(**hp)
         self.anchors: list[dict[str, Tensor]] = []
         self.importances: list[dict[str, Tensor]] = []
+        self.merged: dict[str, tuple[Tensor, Tensor]] = {}
+        self.offset = 0.0
 
     @property
     def strength(self) -> float:
         return self.hp["ewc_lambda"]
 
+    def consolidate(self) -> None:
+        """Fold all quadratic terms into one per parameter, so each step costs the same however many
+        experiences have passed:  sum_t F_t (p - a_t)^2 = F (p - m)^2 + c,  F = sum_t F_t,
+        m = sum_t F_t a_t / F (where F > 0), c = sum_t F_t a_t^2 - F m^2."""
+        self.merged, self.offset = {}, 0.0
+        for name in self.anchors[0] if self.anchors else ():
+            F = sum(imp[name] for imp in self.importances)
+            Fa = sum(imp[name] * a[name] for imp, a in zip(self.importances, self.anchors, strict=True))
+            m = torch.where(F > 0, Fa / F.clamp_min(torch.finfo(F.dtype).tiny), self.anchors[-1][name])
+            Faa = sum(imp[name] * a[name].pow(2) for imp, a in zip(self.importances, self.anchors, strict=True))
+            self.offset += float((Faa - F * m.pow(2)).sum())
+            self.merged[name] = (F, m)
+
     def penalty(self, batch: Batch, logits: Tensor) -> Tensor | None:
-        if not self.anchors or self.strength == 0.0:
+        if not self.merged or self.strength == 0.0:
             return None
-        total = logits.new_zeros(())
+        total = logits.new_tensor(self.offset)
         for name, p in self.ctx.model.named_parameters():
-            for anchor, imp in zip(self.anchors, self.importances, strict=True):
-                total = total + (imp[name] * (p - anchor[name]).pow(2)).sum()
+            F, m = self.merged[name]
+            total = total + (F * (p - m).pow(2)).sum()
         return 0.5 * self.strength * total
 
     def snapshot(self) -> dict[str, Tensor]:
@@ -86,6 +145,7 @@ class QuadraticAnchor(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchors, self.importances = state["anchors"], state["importances"]
+        self.consolidate()
 
 
 @register
@@ -104,6 +164,7 @@ class EWC(QuadraticAnchor):
             return
         self.importances.append(self.importance(exp))
         self.anchors.append(self.snapshot())
+        self.consolidate()
 
 
 @register
@@ -127,6 +188,7 @@ class OnlineEWC(QuadraticAnchor):
             new = {k: self.hp["gamma"] * old[k] + v for k, v in new.items()}
         self.importances = [new]
         self.anchors = [self.snapshot()]
+        self.consolidate()
 
 
 @register
@@ -142,3 +204,4 @@ class L2(QuadraticAnchor):
             return
         self.anchors = [self.snapshot()]
         self.importances = [{k: torch.ones_like(v) for k, v in self.anchors[0].items()}]
+        self.consolidate()

@@ -26,7 +26,8 @@ class ReplayBase(Strategy):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.memory = make_buffer(self.hp["buffer"], self.hp["buffer_size"], ctx.generator)
+        seed = int(torch.randint(2**62, (1,), generator=ctx.generator))
+        self.memory = make_buffer(self.hp["buffer"], self.hp["buffer_size"], seed)
 
     def replay(self) -> dict[str, Tensor] | None:
         if len(self.memory) == 0:
@@ -56,5 +57,7 @@ class ER(ReplayBase):
 
     def after_step(self, batch: Batch, logits: Tensor) -> None:
         n = batch.n_new
-        task = batch.task[:n] if batch.task is not None else torch.zeros_like(batch.y[:n])
-        self.memory.add(raw=batch.raw, y=batch.y[:n], task=task)
+        if batch.task is None:
+            self.memory.add(raw=batch.raw, y=batch.y[:n])
+        else:
+            self.memory.add(raw=batch.raw, y=batch.y[:n], task=batch.task[:n])

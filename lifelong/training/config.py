@@ -9,6 +9,13 @@ from typing import Any
 
 from lifelong.errors import LifelongError, unknown_name
 from lifelong.params import Param
+from lifelong.schedules.base import Schedule
+from lifelong.schedules.catalog import SCHEDULES, make_schedule
+from lifelong.schedules.infinite import Infinite
+from lifelong.schedules.shapes import NEEDS_POSITIVE_FLOOR, SHAPES
+from lifelong.schedules.stream import MODES
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "sgd-schedulefree", "adamw-schedulefree")
 
 SETTINGS: dict[str, Param] = {
     "scenario": Param("split-fashion-mnist", "scenario name: <kind>-<dataset> (see `lifelong list`)"),
@@ -19,7 +26,7 @@ SETTINGS: dict[str, Param] = {
     "shuffle_classes": Param(False, "shuffle the class order with the seed"),
     "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
     "hidden": Param("256,256", "hidden layer sizes of the MLP"),
-    "optimizer": Param("sgd", "optimizer", choices=("sgd", "adam", "adamw")),
+    "optimizer": Param("sgd", "optimizer (schedule-free ones need the 'schedulefree' extra)", choices=OPTIMIZERS),
     "lr": Param(0.01, "learning rate", low=0.0, low_open=True),
     "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
     "weight_decay": Param(0.0, "weight decay", low=0.0),
@@ -30,7 +37,18 @@ SETTINGS: dict[str, Param] = {
     "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
     "eval_every": Param(0, "continual evaluation every K steps (0: off)", low=0),
     "eval_subsample": Param(500, "test samples per experience used by continual evaluation", low=1),
+    "eval_background": Param(True, "run continual evaluation on a background thread (same numbers)"),
     "data_dir": Param("", "directory to look for dataset files first"),
+    "schedule": Param("", "learning-rate schedule name ('': constant --lr); see `lifelong schedule --help`"),
+    "schedule_mode": Param("continue", "schedule across experiences: restart (re-warm each), continue (one "
+                           "schedule over the stream), infinite (constant phase carries over)", choices=MODES),
+    "schedule_params": Param("", "schedule parameters as key=value,key=value (peak defaults to --lr; "
+                             "run-length fields left at 0 take the stream or experience length)"),
+    "branch_every_experience": Param(False, "at each experience end, train a decayed branch off a copy of "
+                                     "the state, evaluate and store it; the main run is unaffected"),
+    "branch_steps": Param(0, "steps of each decay branch (0: a tenth of the experience's steps)", low=0),
+    "branch_shape": Param("linear", "decay shape of the branches", choices=SHAPES),
+    "branch_min_lr": Param(0.0, "learning rate the branches decay to", low=0.0),
 }
 
 
@@ -57,7 +75,15 @@ class RunConfig:
     checkpoint_every: int = 500
     eval_every: int = 0
     eval_subsample: int = 500
+    eval_background: bool = True
     data_dir: str = ""
+    schedule: str = ""
+    schedule_mode: str = "continue"
+    schedule_params: str = ""
+    branch_every_experience: bool = False
+    branch_steps: int = 0
+    branch_shape: str = "linear"
+    branch_min_lr: float = 0.0
     hparams: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +98,7 @@ class RunConfig:
         cfg = cls(**checked, hparams=hparams)
         cfg.class_order_list()
         cfg.hidden_sizes()
+        cfg.check_schedule()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +123,48 @@ class RunConfig:
         if any(h < 1 for h in sizes):
             raise LifelongError(f"hidden={self.hidden!r}: every layer needs at least 1 unit")
         return sizes
+
+    @property
+    def schedulefree(self) -> bool:
+        return self.optimizer.endswith("-schedulefree")
+
+    def schedule_values(self) -> dict[str, str]:
+        """`schedule_params` as a dict; a piece without '=' continues the previous value (pit_stops=1,2,3)."""
+        values: dict[str, str] = {}
+        key = None
+        for piece in str(self.schedule_params).split(","):
+            if "=" in piece:
+                key, value = (part.strip() for part in piece.split("=", 1))
+                if not key:
+                    raise LifelongError(f"schedule_params={self.schedule_params!r}: a piece has no name before '='")
+                values[key.replace("-", "_")] = value
+            elif piece.strip():
+                if key is None:
+                    raise LifelongError(f"schedule_params={self.schedule_params!r} must be key=value,key=value")
+                values[key.replace("-", "_")] += "," + piece.strip()
+        return values
+
+    def build_schedule(self) -> Schedule:
+        """The schedule named by `schedule` ('' = constant at `lr`), its peak defaulting to `lr`; unbound."""
+        name = self.schedule or "constant"
+        values = self.schedule_values()
+        if self.schedule == "" and values:
+            raise LifelongError("schedule_params is set but schedule is empty: name a schedule (--schedule)")
+        if "peak" in SCHEDULES.get(name).params and "peak" not in values:
+            values["peak"] = str(self.lr)
+        return make_schedule(name, **values)
+
+    def check_schedule(self) -> None:
+        """Schedule name, parameters, mode and branch settings fit together (one-line errors)."""
+        schedule = self.build_schedule()
+        if self.schedule_mode == "infinite" and not isinstance(schedule, Infinite):
+            raise LifelongError(f"schedule_mode='infinite' needs schedule='infinite', not {self.schedule!r}")
+        if self.schedulefree and self.schedule not in ("", "constant"):
+            raise LifelongError(f"optimizer={self.optimizer!r} replaces the schedule: use schedule='' or "
+                                f"'constant' (its warmup becomes the optimizer's warmup), not {self.schedule!r}")
+        if self.branch_shape in NEEDS_POSITIVE_FLOOR and self.branch_min_lr <= 0:
+            raise LifelongError(f"branch_min_lr={self.branch_min_lr:g} must be > 0 with "
+                                f"branch_shape={self.branch_shape} (it decays geometrically)")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

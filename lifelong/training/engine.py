@@ -10,13 +10,18 @@ Data stays as tensors on the device; a batch is an index slice. Checkpoints are 
 experience end and every `checkpoint_every` steps; resuming from one gives the same numbers as a run that
 was never interrupted (data order is a function of (seed, experience, epoch); strategy randomness comes
 from one generator whose state is checkpointed).
+
+Learning-rate schedules (`schedule`, `schedule_mode`) are pure functions of the position: an experience's rates
+are computed once when it starts and each step sets one float, so a resumed run rebuilds them from its config.
+Schedule-free optimizers are switched to eval mode (their averaged weights) for every evaluation, checkpoint
+and experience-end hook. Decay branches (`branch_every_experience`) are described in `Engine.branch`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
-import resource
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,8 +38,14 @@ from lifelong.data.scenarios import make_stream, parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
+from lifelong.evaluation.probe import ContinualProbe
 from lifelong.models.backbones import MODELS, make_model
+from lifelong.schedules.basic import Constant
+from lifelong.schedules.schedulefree_support import eval_mode, has_modes, make_schedulefree
+from lifelong.schedules.stream import StreamSchedule
+from lifelong.schedules.wsd import decay_branch
 from lifelong.strategies import Batch, Context, Strategy, make_strategy
+from lifelong.tracking.resources import peak_rss_mb
 from lifelong.tracking.store import RunStore
 from lifelong.training.checkpoint import load_checkpoint, save_atomic
 from lifelong.training.config import RunConfig
@@ -53,12 +64,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LifelongError(f"device={name!r} requested but CUDA is not available on this machine")
     return device
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if platform.system() != "Darwin" else kb / 2**20
 
 
 def git_commit() -> str | None:
@@ -102,6 +107,7 @@ class Engine:
         kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
         self.model: nn.Module = make_model(cfg.model, in_features, self.stream.num_classes, **kwargs).to(self.device)
         self.optimizer = self.make_optimizer()
+        self.lr_schedule = self.make_lr_schedule()
         self.class_task = self.class_to_task()
         self.task_mask = self.stream.task_class_mask().to(self.device) if self.stream.task_aware else None
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -116,7 +122,9 @@ class Engine:
         self.curve_steps: list[int] = []
         self.curve: list[list[float | None]] = []
         self.latest_accuracy: float | None = None
-        self.probe = self.continual_probe() if cfg.eval_every else None
+        self.branches: list[dict[str, Any]] = []
+        self.probe = ContinualProbe(self.stream, self.prepare, self.task_mask, cfg.eval_subsample, cfg.seed,
+                                    self.model, cfg.eval_background) if cfg.eval_every else None
 
     @staticmethod
     def validate(cfg: RunConfig) -> None:
@@ -137,10 +145,27 @@ class Engine:
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.model.parameters()
+        if cfg.schedulefree:
+            name = cfg.optimizer.removesuffix("-schedulefree")
+            extra = {"momentum": cfg.momentum} if name == "sgd" else {}
+            constant = cfg.build_schedule()  # '' or 'constant' (checked by the config): its peak and warmup
+            return make_schedulefree(params, name, lr=constant.peak, warmup_steps=constant.warmup,
+                                     weight_decay=cfg.weight_decay, **extra)
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def experience_steps(self) -> list[int]:
+        """Optimizer steps of every training experience."""
+        B, E = self.cfg.batch_size, self.cfg.epochs
+        return [E * math.ceil(e.num_train / B) for e in self.train_stream]
+
+    def make_lr_schedule(self) -> StreamSchedule | None:
+        """The stream's learning-rate schedule; None for today's constant --lr and for schedule-free optimizers."""
+        if not self.cfg.schedule or self.cfg.schedulefree:
+            return None
+        return StreamSchedule(self.cfg.build_schedule(), self.experience_steps(), self.cfg.schedule_mode)
 
     def class_to_task(self) -> Tensor | None:
         if not self.stream.task_aware:
@@ -174,45 +199,25 @@ class Engine:
             correct += (logits.argmax(1) == exp.labels(part, "test")).sum().item()
         return correct / len(idx)
 
-    def continual_probe(self) -> list[tuple[Tensor, Tensor, int]]:
-        """Fixed, seeded test subsamples per experience, prepared once: (inputs, labels, task id)."""
-        n = self.cfg.eval_subsample
-        smallest = min(len(e.test_idx) for e in self.stream)
-        if n > smallest:
-            raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
-                                f"{smallest} test samples")
-        g = torch.Generator().manual_seed(self.cfg.seed + 12345)
-        probe = []
-        for e in self.stream:
-            pick = e.test_idx[torch.randperm(len(e.test_idx), generator=g)[:n].to(e.test_idx.device)]
-            probe.append((self.prepare(e.raw(pick, "test")), e.labels(pick, "test"), e.task_id))
-        return probe
-
-    @torch.no_grad()
     def continual_evaluation(self, seen: int) -> None:
-        """Accuracy of experiences 0..seen-1 on their probes, in eval mode, as one forward pass."""
-        was = self.model.training
-        self.model.eval()
-        x = torch.cat([p[0] for p in self.probe[:seen]])
-        logits = self.model(x)
-        self.model.train(was)
-        row: list[float | None] = []
-        start = 0
-        for j, (px, py, task) in enumerate(self.probe):
-            if j >= seen:
-                row.append(None)
-                continue
-            part = logits[start:start + len(px)]
-            if self.task_mask is not None:
-                part = part.masked_fill(~self.task_mask[task], float("-inf"))
-            row.append((part.argmax(1) == py).float().mean().item())
-            start += len(px)
-        self.curve_steps.append(self.position["global_step"])
-        self.curve.append(row)
-        seen_acc = [a for a in row if a is not None]
-        self.latest_accuracy = sum(seen_acc) / len(seen_acc)
-        if self.store is not None:
-            self.store.log_curve(self.curve_steps[-1], {j: a for j, a in enumerate(row) if a is not None})
+        """Queue an evaluation of experiences 0..seen-1 at the current step; record those that finished."""
+        with eval_mode(self.optimizer):  # the probe snapshots the weights now
+            self.probe.submit(self.position["global_step"], seen, self.model)
+        self.record_curve(self.probe.collect())
+
+    def record_curve(self, rows: list[tuple[int, list[float | None]]]) -> None:
+        for step, row in rows:
+            self.curve_steps.append(step)
+            self.curve.append(row)
+            seen_acc = [a for a in row if a is not None]
+            self.latest_accuracy = sum(seen_acc) / len(seen_acc)
+            if self.store is not None:
+                self.store.log_curve(step, {j: a for j, a in enumerate(row) if a is not None})
+
+    def drain_probe(self) -> None:
+        """Wait for continual evaluations still in flight (before checkpoints and at the end)."""
+        if self.probe is not None:
+            self.record_curve(self.probe.collect(wait=True))
 
     def seen_experiences(self, train_index: int) -> int:
         """How many experiences of the original stream training experience `train_index` has shown."""
@@ -224,22 +229,25 @@ class Engine:
         """Accuracy on the test data of every experience of the (original) stream."""
         was = self.model.training
         self.model.eval()
-        accs = [self.accuracy(e) for e in self.stream]
+        with eval_mode(self.optimizer):
+            accs = [self.accuracy(e) for e in self.stream]
         self.model.train(was)
         return accs
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
+        self.drain_probe()
         if self.store is None:
             return
         self.flush_losses()
-        save_atomic({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "strategy": self.strategy.state_dict(), "generator": self.generator.get_state(),
-            "position": dict(self.position), "rows": self.rows, "initial": self.initial,
-            "train_seconds": self.train_seconds, "boundaries": self.boundaries,
-            "curve_steps": self.curve_steps, "curve": self.curve,
-        }, self.store.dir / CHECKPOINT)
+        with eval_mode(self.optimizer):
+            save_atomic({
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "strategy": self.strategy.state_dict(), "generator": self.generator.get_state(),
+                "position": dict(self.position), "rows": self.rows, "initial": self.initial,
+                "train_seconds": self.train_seconds, "boundaries": self.boundaries,
+                "curve_steps": self.curve_steps, "curve": self.curve, "branches": self.branches,
+            }, self.store.dir / CHECKPOINT)
 
     def restore(self) -> bool:
         """Load the run's checkpoint if there is one; True if training continues from it."""
@@ -255,6 +263,9 @@ class Engine:
         self.position, self.rows, self.initial = state["position"], state["rows"], state["initial"]
         self.train_seconds = state["train_seconds"]
         self.boundaries, self.curve_steps, self.curve = state["boundaries"], state["curve_steps"], state["curve"]
+        self.branches = state.get("branches", [])
+        if has_modes(self.optimizer):
+            self.optimizer.train()  # the checkpoint holds eval-mode weights; training continues in train mode
         return True
 
     def flush_losses(self) -> None:
@@ -264,8 +275,7 @@ class Engine:
 
     # --- training ----------------------------------------------------------------------------------------
     def total_steps(self) -> int:
-        B, E = self.cfg.batch_size, self.cfg.epochs
-        return sum(E * math.ceil(e.num_train / B) for e in self.train_stream)
+        return sum(self.experience_steps())
 
     def run(self) -> dict[str, Any]:
         """Train over the whole stream (or what remains of it after a checkpoint) and return the result."""
@@ -287,6 +297,8 @@ class Engine:
             self.position = {"experience": i + 1, "step": 0, "global_step": self.position["global_step"]}
             self.train_seconds = base_seconds + time.perf_counter() - start
             self.checkpoint()
+        if self.probe is not None:
+            self.probe.close()
         return self.result()
 
     def train_experience(self, exp: Experience, base_seconds: float, start: float) -> None:
@@ -297,30 +309,22 @@ class Engine:
         order = exp.train_idx[data_order(exp.num_train, cfg.seed, exp.index, cfg.epochs).to(exp.train_idx.device)]
         if self.position["step"] == 0 and self.stream.boundaries_visible:
             strategy.begin_experience(exp)
-        train_x, train_y = exp.data.train_x, exp.data.train_y
         grand_total = self.total_steps()
         eval_every = cfg.eval_every
         seen = self.seen_experiences(exp.index)
+        rates = None
+        if self.lr_schedule is not None:
+            k0, g0 = self.position["experience"], self.position["global_step"] - self.position["step"]
+            rates = [self.lr_schedule.lr_for(k0, s, g0 + s) for s in range(total)]
+        groups = opt.param_groups
         model.train()
         for s in range(self.position["step"], total):
             epoch, k = divmod(s, steps_per_epoch)
             idx = order[epoch * exp.num_train + k * B: epoch * exp.num_train + min((k + 1) * B, exp.num_train)]
-            raw = train_x[idx]
-            if exp.input_map is not None:
-                raw = exp.input_map(raw)
-            y = train_y[idx]
-            task = self.class_task[y] if self.class_task is not None else None
-            batch = strategy.training_batch(Batch(self.prepare(raw), y, raw, task, exp.index, len(y)))
-            logits = model(batch.x)
-            loss = self.cross_entropy(logits[: len(batch.y)], batch.y)
-            extra = strategy.penalty(batch, logits)
-            if extra is not None:
-                loss = loss + extra
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            strategy.after_step(batch, logits)
-            value = loss.item()
+            if rates is not None:
+                for group in groups:
+                    group["lr"] = rates[s]
+            value = self.train_step(exp, idx).item()
             g = self.position["global_step"] = self.position["global_step"] + 1
             self.position["step"] = s + 1
             if not math.isfinite(value):
@@ -335,8 +339,82 @@ class Engine:
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()
+        if cfg.branch_every_experience:
+            self.branch(exp)
         if self.stream.boundaries_visible:
-            strategy.end_experience(exp)
+            with eval_mode(opt):
+                strategy.end_experience(exp)
+
+    def train_step(self, exp: Experience, idx: Tensor) -> Tensor:
+        """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss."""
+        strategy, opt = self.strategy, self.optimizer
+        raw = exp.data.train_x[idx]
+        if exp.input_map is not None:
+            raw = exp.input_map(raw)
+        y = exp.data.train_y[idx]
+        task = self.class_task[y] if self.class_task is not None else None
+        batch = strategy.training_batch(Batch(self.prepare(raw), y, raw, task, exp.index, len(y)))
+        logits = self.model(batch.x)
+        loss = self.cross_entropy(logits[: len(batch.y)], batch.y)
+        extra = strategy.penalty(batch, logits)
+        if extra is not None:
+            loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        strategy.after_step(batch, logits)
+        return loss
+
+    def branch(self, exp: Experience) -> None:
+        """A decayed checkpoint at the end of `exp`; the main branch continues exactly as without it.
+
+        From the state after the experience's last step (before `end_experience`), train `branch_steps` more
+        steps on the same experience's training data (the data already seen: nothing from the future), in a
+        fresh order from a generator of its own, with the rate decaying from the current one to
+        `branch_min_lr`. Strategies keep working (replay, penalties) because the branch runs on the live
+        model, optimizer and strategy from an exact snapshot of their state dicts, the generator and torch's
+        RNG, and all of it is put back afterwards: the same state dicts that make resume exact. The branch is
+        evaluated on every experience, its weights (eval-mode for schedule-free) saved as the artifact
+        `branch_exp<k>`, and its row added to `self.branches` (also in the store's meta and the result).
+        """
+        cfg, k, g = self.cfg, self.position["experience"], self.position["global_step"]
+        started = time.perf_counter()
+        length = self.experience_steps()[k]
+        steps = cfg.branch_steps or max(1, round(0.1 * length))
+        high = self.optimizer.param_groups[0]["lr"]
+        rates = decay_branch(Constant(peak=high), 0, steps, cfg.branch_shape, cfg.branch_min_lr)
+        snapshot = copy.deepcopy((self.model.state_dict(), self.optimizer.state_dict(), self.strategy.state_dict()))
+        generator_state = self.generator.get_state()
+        B = cfg.batch_size
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + exp.index * 7919 + 99_991)
+        needed = math.ceil(steps * B / exp.num_train)
+        order = torch.cat([torch.randperm(exp.num_train, generator=gen) for _ in range(needed)])
+        order = exp.train_idx[order.to(exp.train_idx.device)]
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self.model.train()
+            for i, rate in enumerate(rates):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = rate
+                loss = self.train_step(exp, order[i * B:(i + 1) * B]).item()
+            accuracy = self.evaluate()
+            name = f"branch_exp{k}"
+            if self.store is not None:
+                with eval_mode(self.optimizer):
+                    save_atomic(self.model.state_dict(), self.store.dir / f"{name}.pt")
+                self.store.add_artifact(name, self.store.dir / f"{name}.pt", "model")
+        self.model.load_state_dict(snapshot[0])
+        self.optimizer.load_state_dict(snapshot[1])
+        self.strategy.load_state_dict(snapshot[2])
+        self.generator.set_state(generator_state)
+        seen = self.seen_experiences(k)
+        self.branches.append({"after_experience": k, "step": g, "steps": steps, "start_lr": high,
+                              "shape": cfg.branch_shape, "accuracy": accuracy,
+                              "final_accuracy": sum(accuracy[:seen]) / seen, "final_loss": loss,
+                              "artifact": name if self.store is not None else None,
+                              "seconds": time.perf_counter() - started})
+        if self.store is not None:
+            self.store.set_meta(branches=self.branches)
 
     def result(self) -> dict[str, Any]:
         seconds = self.train_seconds
@@ -352,4 +430,5 @@ class Engine:
             "peak_rss_mb": peak_rss_mb(),
             "hparams": dict(self.strategy.hp),
             **({"curve": {"steps": self.curve_steps, "accuracy": self.curve}} if self.cfg.eval_every else {}),
+            **({"branches": self.branches} if self.cfg.branch_every_experience else {}),
         }

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
+from lifelong.evaluation.continual import curve_metrics
+from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
+from lifelong.tracking.resources import reset_peak_rss
 from lifelong.tracking.store import RunStore
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import Engine, StepCallback, environment
@@ -55,6 +58,8 @@ def execute(engine: Engine, store: RunStore) -> dict[str, Any]:
         engine.flush_losses()
         store.set_meta(status="interrupted")
         raise
+    if "curve" in result:
+        result.update(curve_metrics(result["curve"], engine.boundaries))
     result["scenario"] = engine.cfg.scenario
     result["run_dir"] = str(store.dir)
     store.set_meta(status="finished", result=result, finished=time.time())
@@ -63,16 +68,35 @@ def execute(engine: Engine, store: RunStore) -> dict[str, Any]:
     return result
 
 
+def with_loggers(on_step: StepCallback | None, loggers: list[Logger]) -> StepCallback | None:
+    """One step callback feeding both the caller's callback and the loggers."""
+    if not loggers:
+        return on_step
+    to_loggers = step_callback(loggers)
+
+    def both(step: int, total: int, loss: float, accuracy: float | None) -> None:
+        if on_step is not None:
+            on_step(step, total, loss, accuracy)
+        to_loggers(step, total, loss, accuracy)
+
+    return both
+
+
 def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepCallback | None = None,
-        **engine_kwargs: Any) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (a new directory under ./runs by default) and return its result dict."""
+        loggers: Sequence[str] = (), **engine_kwargs: Any) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (a new directory under ./runs by default) and return its result dict.
+
+    `loggers` names extra metric sinks written into the run directory: csv, jsonl, tensorboard, mlflow."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    reset_peak_rss()
     engine = Engine(cfg, None, on_step, **engine_kwargs)  # validates everything before touching the disk
     store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
-    engine.store = store
+    sinks = make_loggers(list(loggers), run_dir, params=cfg.to_dict()) if loggers else []
+    engine.store, engine.on_step = store, with_loggers(on_step, sinks)
     try:
         return execute(engine, store)
     finally:
+        close_all(sinks)
         store.close()
 
 
@@ -96,7 +120,7 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None) -> d
 # --- comparisons in worker processes ---------------------------------------------------------------------
 
 
-def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any) -> dict[str, Any]:
+def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = ()) -> dict[str, Any]:
     """Entry point of a worker process: one run, progress sent through `queue` every few steps."""
     name = Path(run_dir).name
 
@@ -105,7 +129,7 @@ def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any) -> dict[str, 
             queue.put((name, step, total))
 
     try:
-        return run(RunConfig.from_dict(cfg_dict), run_dir, report if queue is not None else None)
+        return run(RunConfig.from_dict(cfg_dict), run_dir, report if queue is not None else None, loggers)
     except LifelongError as err:
         return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
@@ -132,8 +156,11 @@ def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
 
 def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
-            strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}."""
+            strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+
+    `progress` gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands."""
     out_dir = Path(out_dir)
     configs = []
     for strategy in strategies:
@@ -155,7 +182,8 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
     with ctx.Manager() as manager:
         queue = manager.Queue()
         with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-            futures = {pool.submit(worker_run, cfg.to_dict(), str(d), queue): i for i, (cfg, d) in enumerate(configs)}
+            futures = {pool.submit(worker_run, cfg.to_dict(), str(d), queue, tuple(loggers)): i
+                       for i, (cfg, d) in enumerate(configs)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -164,6 +192,8 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
                     state[name] = (step, total)
                 for f in done:
                     results[futures[f]] = f.result()
+                    if on_result is not None:
+                        on_result(results[futures[f]])
                 if progress is not None:
                     progress(state)
     output = {"scenario": base.scenario, "config": base.to_dict(), "results": results,

@@ -1,0 +1,1 @@
+"""Experiments shipped as commands (`lifelong reproduce TARGET`)."""

@@ -1,0 +1,515 @@
+"""Continual pre-training of a causal LM over a sequence of corpora (phases): the readable training loop.
+
+One function, :func:`run_lm`, in the spirit of nanoGPT: build tokenizer, corpora, model, optimizer and
+schedule,
+then for each phase draw mixture batches (current corpus + a replay fraction of earlier corpora), take AdamW
+updates with the scheduled LR, evaluate held-out loss on every corpus every ``eval_every`` updates and at each
+phase end, and save the phase's deployable checkpoint (after a decayed branch for WSD / infinite).
+
+Data parallel: launched under ``torchrun --nproc_per_node=N`` (WORLD_SIZE > 1) the same call trains with DDP
+(gloo on CPU, NCCL on GPU). All ranks compute the same global batch plan and each reads only its own rows,
+so a
+run with global batch B on N processes follows the single-process run with batch B (up to float reduction
+order).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lifelong.errors import LifelongError
+from lifelong.lm import corpora as C
+from lifelong.lm.evaluate import ProbeSet, _autocast, domain_loss, eval_windows
+from lifelong.lm.models import build_model, count_parameters
+from lifelong.lm.replay import MixtureSampler, check_replay
+from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
+from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
+from lifelong.params import Param
+
+
+@dataclass
+class LMConfig:
+    """Everything a run needs; the defaults are the CPU demo (two phases of a ~0.5M-parameter Llama)."""
+
+    corpora: list[str] = field(
+        default_factory=lambda: ["fortunes-en", "fortunes-de"]
+    )  # phases; "a+b" = union
+    model: str = "tiny-llama"
+    tokenizer: str = "byte"
+    steps_per_phase: int = 400
+    batch_size: int = 16  # global, over all ranks
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_frac: float = 0.05
+    schedule: str = "cosine"
+    const_lr_ratio: float = 0.5
+    cooldown_frac: float = 0.15
+    branch_frac: float = 0.1
+    decay_shape: str = "linear"
+    replay: float = 0.0
+    eval_every: int = 50
+    eval_windows: int = 48
+    probes: int = 0
+    probe_step: int | None = None
+    probe_len: int = 64
+    probe_corpus: str | None = None
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    val_fraction: float = 0.05
+    eval_corpora: list[str] | None = None
+    out_dir: str | None = None
+    json_path: str | None = None
+    cache_dir: str | None = None
+    threads: int | None = None
+    device: str = "auto"
+    save_checkpoints: bool = True
+    plot: bool = True
+    progress: bool = True
+    log_every: int = 10
+
+
+PARAMS = {
+    "steps_per_phase": Param(400, "updates per phase", low=1),
+    "batch_size": Param(16, "global batch (sequences)", low=1),
+    "seq_len": Param(128, "tokens per sequence", low=2),
+    "lr": Param(3e-3, "peak learning rate", low=0, low_open=True),
+    "min_lr_ratio": Param(0.1, "floor / peak", low=0, high=1),
+    "warmup_frac": Param(0.05, "warmup as a fraction of a phase", low=0, high=1),
+    "schedule": Param("cosine", "LR schedule", choices=SCHEDULES),
+    "const_lr_ratio": Param(0.5, "infinite: constant LR / peak", low=0, high=1, low_open=True),
+    "cooldown_frac": Param(0.15, "infinite: end of cooldown in phase 1", low=0, high=1),
+    "branch_frac": Param(0.1, "decay branch length / phase", low=0, high=1, low_open=True),
+    "decay_shape": Param("linear", "WSD decay shape", choices=DECAY_SHAPES),
+    "eval_every": Param(50, "updates between evaluations", low=1),
+    "eval_windows": Param(48, "held-out windows per corpus", low=1),
+    "probes": Param(0, "retention probes (0: none)", low=0),
+    "probe_len": Param(64, "tokens per probe", low=4),
+    "weight_decay": Param(0.1, "AdamW weight decay", low=0),
+    "grad_clip": Param(1.0, "gradient-norm clip (0: off)", low=0),
+    "val_fraction": Param(0.05, "held-out fraction of documents", low=0, high=0.5, low_open=True),
+    "log_every": Param(10, "updates between train-loss records", low=1),
+}
+
+
+def validate(cfg: LMConfig) -> LMConfig:
+    """Coerce and range-check every declared field (one clear LifelongError line on a bad value)."""
+    values = {k: p.coerce(k.replace("_", "-"), getattr(cfg, k)) for k, p in PARAMS.items()}
+    cfg = dataclasses.replace(cfg, **values)
+    cfg.replay = check_replay(cfg.replay)
+    if isinstance(cfg.corpora, str):
+        cfg.corpora = [c for c in cfg.corpora.split(",") if c.strip()]
+    if not cfg.corpora:
+        raise LifelongError("no corpora given: pass --corpora NAME[,NAME...] (one phase per name)")
+    if cfg.probe_step is not None and not (1 <= cfg.probe_step <= cfg.steps_per_phase * len(cfg.corpora)):
+        raise LifelongError(
+            f"probe step {cfg.probe_step} is outside the run (1..{cfg.steps_per_phase * len(cfg.corpora)})"
+        )
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- distributed
+def _dist_env() -> tuple[int, int, int]:
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+# ------------------------------------------------------------------------------------------- setup helpers
+def _phases(cfg: LMConfig) -> list[list[str]]:
+    return [[s.strip() for s in p.split("+") if s.strip()] for p in cfg.corpora]
+
+
+def _make_tokenizer(cfg: LMConfig, sources: dict[str, C.CorpusSource], cache: Path, rank: int, world: int):
+    spec = cfg.tokenizer
+    if spec == "byte":
+        return ByteTokenizer()
+    if spec.startswith("bpe:"):
+        try:
+            size = int(spec[4:])
+        except ValueError:
+            raise LifelongError(f"tokenizer '{spec}' must be bpe:<vocabulary size>, e.g. bpe:2048") from None
+        key = "-".join(f"{s.name}.{s.fingerprint}" for s in sources.values())
+        import hashlib
+
+        d = cache / f"bpe{size}-{hashlib.sha1(f'{key}|{cfg.val_fraction}'.encode()).hexdigest()[:16]}"
+        if rank == 0 and not (d / "tokenizer.json").is_file():
+            texts = []
+            for s in sources.values():
+                texts.extend(C.split_documents(s.read(), cfg.val_fraction)["train"])
+            if not texts:
+                raise LifelongError("cannot train a BPE tokenizer: the corpora have no training documents")
+            train_bpe(texts, size, d)
+        _barrier(world)
+        return load_tokenizer_dir(d)
+    if os.sep in spec or Path(spec).exists():
+        return load_tokenizer_dir(spec)
+    raise LifelongError(
+        f"unknown tokenizer '{spec}': use 'byte', 'bpe:<vocabulary size>' or a tokenizer directory"
+    )
+
+
+def _decay_mask_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(module, path: Path, meta: dict) -> None:
+    import shutil
+
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one progress bar (ours) is enough
+    try:
+        module.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
+    (tmp / "lifelong_lm.json").write_text(json.dumps(meta, indent=1))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+_TORCH_THREADS = torch.get_num_threads()  # torch's own default, before anyone changes it
+
+
+def auto_threads(world: int = 1) -> int:
+    """CPU threads per process when none are given: the cores left idle by other jobs (1-minute load average),
+    shared among the local processes. Oversubscribed OpenMP threads make a step many times slower."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return max(1, min(_TORCH_THREADS, (cores - busy) // max(1, local)))
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / time.strftime("lm-%Y%m%d-%H%M%S")
+
+
+# ----------------------------------------------------------------------------------------------- the run
+def run_lm(cfg: LMConfig) -> dict:
+    """Continually pre-train over ``cfg.corpora`` and return the result dict (also written as JSON)."""
+    cfg = validate(cfg)
+    rank, world, local_rank = _dist_env()
+    torch.set_num_threads(cfg.threads or auto_threads(world))
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    own_group = world > 1 and not torch.distributed.is_initialized()
+    if own_group:
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise LifelongError(f"global batch {cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.probes and cfg.probes % world:
+        raise LifelongError(f"{cfg.probes} probes cannot be split evenly over {world} processes")
+    wall0 = time.perf_counter()
+    main_proc = rank == 0
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir()
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else C.default_cache_dir()
+
+    # corpora and tokenizer (rank 0 tokenizes into the cache; the others then memory-map it)
+    phases = _phases(cfg)
+    names = list(dict.fromkeys([c for p in phases for c in p] + list(cfg.eval_corpora or [])))
+    sources = {n: C.resolve_corpus(n) for n in names}
+    tok = _make_tokenizer(cfg, sources, cache, rank, world)
+    corp: dict[str, C.TokenizedCorpus] = {}
+    for turn in [0, 1] if world > 1 else [0]:
+        if (rank == 0) == (turn == 0):
+            for n in names:
+                corp[n] = C.tokenize_corpus(sources[n], tok, cache, cfg.val_fraction)
+        _barrier(world)
+    need = cfg.batch_size * (cfg.seq_len + 1)
+    for k, p in enumerate(phases):
+        have = sum(corp[n].n_train for n in p)
+        if have < need:
+            raise LifelongError(
+                f"phase {k + 1} ({'+'.join(p)}) has {have} training tokens, fewer than one batch "
+                f"({cfg.batch_size} x {cfg.seq_len + 1} = {need})"
+            )
+    windows = {n: eval_windows(corp[n].val, cfg.seq_len, cfg.eval_windows) for n in names}
+
+    # model, optimizer, schedule
+    model = build_model(cfg.model, tok.vocab_size, cfg.seq_len, seed=cfg.seed).to(device)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    n_params = count_parameters(model)
+    module = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(
+        _decay_mask_groups(module, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+    )
+    params = [p for g in opt.param_groups for p in g["params"]]
+    sched = make_phase_schedule(
+        cfg.schedule,
+        [cfg.steps_per_phase] * len(phases),
+        cfg.lr,
+        cfg.min_lr_ratio,
+        cfg.warmup_frac,
+        cfg.const_lr_ratio,
+        cfg.cooldown_frac,
+        cfg.branch_frac,
+        cfg.decay_shape,
+    )
+    b_local = cfg.batch_size // world
+    rows = slice(rank * b_local, (rank + 1) * b_local)
+
+    # retention probes
+    probe_set, probe_step = None, None
+    if cfg.probes:
+        probe_step = cfg.probe_step or max(1, cfg.steps_per_phase // 2)
+        pc = cfg.probe_corpus or phases[min(len(phases) - 1, (probe_step - 1) // cfg.steps_per_phase)][0]
+        if pc not in corp:
+            raise LifelongError(f"probe corpus '{pc}' is not one of the run's corpora: {', '.join(names)}")
+        probe_set = ProbeSet.from_tokens(
+            corp[pc].probe, cfg.probes, min(cfg.probe_len, cfg.seq_len + 1), cfg.seed, pc
+        )
+    probe_checks = set()
+    if probe_step is not None:
+        probe_checks = {probe_step + (2**i if i >= 0 else 0) for i in range(-1, 20)}
+
+    result: dict = {
+        "config": dataclasses.asdict(cfg),
+        "model": {"spec": cfg.model, "parameters": n_params, "vocab_size": vocab},
+        "tokenizer": {"spec": cfg.tokenizer, "vocab_size": tok.vocab_size},
+        "corpora": {
+            n: {"train_tokens": corp[n].n_train, "val_tokens": int(corp[n].val.shape[0])} for n in names
+        },
+        "phases": [
+            {"phase": k, "corpora": p, "start_step": s, "steps": n}
+            for k, (p, s, n) in enumerate(zip(phases, sched.starts, sched.phase_steps, strict=True))
+        ],
+        "eval": [],
+        "phase_end": [],
+        "train": [],
+        "probes": [],
+        "world_size": world,
+        "device": str(device),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+
+    def evaluate_all() -> dict[str, float]:
+        module.eval()
+        out = {n: domain_loss(module, windows[n], 32, rank, world) for n in names}
+        module.train()
+        return out
+
+    def probe_record(step: int) -> None:
+        module.eval()
+        rec = probe_set.evaluate(module)
+        module.train()
+        result["probes"].append(
+            {"step": step, "since_exposure": step - probe_step, "corpus": probe_set.corpus, **rec}
+        )
+
+    use_amp = device.type == "cuda"
+
+    def update(x: torch.Tensor, lr: float) -> torch.Tensor:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = x.to(device, non_blocking=True)
+        with _autocast(device) if use_amp else _null():
+            logits = model(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    pbar = None
+    total_updates = sum(sched.phase_steps) + sum(b for b, _ in sched.branches)
+    if cfg.progress and main_proc:
+        from tqdm import tqdm
+
+        pbar = tqdm(total=total_updates, desc="lm", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    module.train()
+    result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
+    train_seconds, train_tokens, t = 0.0, 0, 0
+    loss_sum, loss_n = torch.zeros((), device=device), 0
+    for k, phase in enumerate(phases):
+        current = [corp[n].train for n in phase]
+        past_names = [n for p in phases[:k] for n in p if n not in phase]
+        past = [corp[n].train for n in dict.fromkeys(past_names)]
+        sampler = MixtureSampler(current, past, cfg.replay, cfg.batch_size, cfg.seq_len, cfg.seed, k)
+        n_steps = sched.phase_steps[k]
+        t0 = time.perf_counter()
+        for i in range(n_steps):
+            t += 1
+            if probe_set is not None and t == probe_step:
+                sync()
+                train_seconds += time.perf_counter() - t0
+                probe_record(t - 1)  # just before the exposure
+                probe_set.baseline = probe_set.last
+                x = torch.cat([probe_set.probes[rank::world]])
+                loss = update(x, sched.main(t))
+                probe_record(t)
+                t0 = time.perf_counter()
+            else:
+                loss = update(sampler.batch(i, rows), sched.main(t))
+                train_tokens += cfg.batch_size * cfg.seq_len
+            loss_sum += loss
+            loss_n += 1
+            if pbar is not None:
+                pbar.update(1)
+            if t % cfg.log_every == 0 or i == n_steps - 1:
+                avg = float(loss_sum) / loss_n
+                if world > 1:
+                    avg_t = torch.tensor([avg], device=device)
+                    torch.distributed.all_reduce(avg_t)
+                    avg = float(avg_t) / world
+                result["train"].append({"step": t, "phase": k, "loss": avg, "lr": sched.main(t)})
+                if pbar is not None:
+                    pbar.set_postfix(phase=k + 1, loss=f"{avg:.3f}")
+                loss_sum, loss_n = torch.zeros((), device=device), 0
+            at_end = i == n_steps - 1
+            probe_due = probe_set is not None and t in probe_checks and t != probe_step
+            if t % cfg.eval_every == 0 or at_end or probe_due:
+                sync()
+                train_seconds += time.perf_counter() - t0
+                if t % cfg.eval_every == 0 or at_end:
+                    result["eval"].append({"step": t, "phase": k, "loss": evaluate_all()})
+                if probe_set is not None and t > probe_step:
+                    probe_record(t)
+                t0 = time.perf_counter()
+
+        # the deployable checkpoint of this phase: a decayed branch off the main branch, or the main branch
+        branch = sched.branch(k)
+        kind = "main"
+        if branch is not None:
+            n_branch, lr_branch = branch
+            saved = (
+                {n: v.detach().clone() for n, v in module.state_dict().items()},
+                copy.deepcopy(opt.state_dict()),
+            )
+            t0 = time.perf_counter()
+            for j in range(n_branch):
+                update(sampler.batch(n_steps + j, rows), lr_branch(j + 1))
+                train_tokens += cfg.batch_size * cfg.seq_len
+                if pbar is not None:
+                    pbar.update(1)
+            sync()
+            train_seconds += time.perf_counter() - t0
+            kind = "decayed"
+        deploy = evaluate_all()
+        entry = {
+            "phase": k,
+            "step": t,
+            "deployable": kind,
+            "loss": deploy,
+            "perplexity": {n: math.exp(min(v, 50.0)) for n, v in deploy.items()},
+        }
+        if probe_set is not None and t >= probe_step:
+            module.eval()
+            entry["probes"] = probe_set.evaluate(module)
+            module.train()
+        if cfg.save_checkpoints and main_proc:
+            ck = out_dir / "checkpoints" / f"phase{k + 1}-{'+'.join(phase)}"
+            _save_checkpoint(
+                module,
+                ck,
+                {
+                    "phase": k,
+                    "step": t,
+                    "deployable": kind,
+                    "tokenizer": cfg.tokenizer,
+                    "corpora": phase,
+                    "loss": deploy,
+                },
+            )
+            entry["checkpoint"] = str(ck)
+        result["phase_end"].append(entry)
+        if branch is not None:  # continue from the pre-decay state (the main branch)
+            module.load_state_dict(saved[0])
+            opt.load_state_dict(saved[1])
+    if pbar is not None:
+        pbar.close()
+
+    result["summary"] = summarize(result, phases)
+    result["train_tokens"] = train_tokens
+    result["train_seconds"] = train_seconds
+    result["tokens_per_second"] = train_tokens / train_seconds if train_seconds > 0 else float("nan")
+    result["wall_seconds"] = time.perf_counter() - wall0
+    if main_proc:
+        _atomic_write_json(out_dir / "result.json", result)
+        if cfg.json_path:
+            _atomic_write_json(Path(cfg.json_path), result)
+        if cfg.plot:
+            from lifelong.lm.plots import plot_run
+
+            plot_run(result, out_dir / "loss.png")
+    result["out_dir"] = str(out_dir)
+    if own_group:
+        torch.distributed.destroy_process_group()
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def summarize(result: dict, phases: list[list[str]]) -> dict:
+    """Per domain: loss of the deployable checkpoint after the last phase that trained on it, final loss, and
+    forgetting = final - after-own-phase (positive: forgotten)."""
+    ends = result["phase_end"]
+    final = ends[-1]["loss"]
+    own: dict[str, float] = {}
+    for k, p in enumerate(phases):
+        for n in p:
+            own[n] = ends[k]["loss"][n]
+    return {
+        "final_loss": final,
+        "loss_after_own_phase": own,
+        "forgetting": {n: final[n] - own[n] for n in own},
+        "mean_final_loss": float(np.mean(list(final.values()))),
+    }

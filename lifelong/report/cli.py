@@ -1,0 +1,45 @@
+"""`lifelong report RUN_OR_COMPARISON`: write the static HTML report of a run or a comparison.
+
+Wiring (lifelong/cli.py): `add_report_parser(subparsers)` once, then `return run_report_command(args)` when
+`args.command == "report"` (the parser also sets `func=run_report_command`). LifelongError propagates so the
+main CLI prints it as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lifelong.report.html import DEFAULT_ROOTS, REPORT_NAME, report_target, target_kind, write_report
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report", help="write a static HTML report (tables and plots) of a run or a comparison",
+        description="Write one self-contained HTML page (tables, plots embedded) that opens offline in any browser. "
+                    "It shows what the run recorded and says what is missing.")
+    p.add_argument("target", metavar="RUN_OR_COMPARISON",
+                   help="a run directory, a comparison directory (holding compare.json), or a run id: the name "
+                        "(or unique prefix) of a run directory under --runs-root")
+    p.add_argument("-o", "--output", metavar="FILE", default=None,
+                   help=f"HTML file to write (default: RUN_OR_COMPARISON/{REPORT_NAME}; plots go to plots/ beside it)")
+    p.add_argument("--runs-root", metavar="DIR", action="append", default=None,
+                   help=f"where run ids are looked up (repeatable; default: {' and '.join(DEFAULT_ROOTS)})")
+    p.add_argument("--json", action="store_true", help="print {kind, target, report, notes} as JSON")
+    p.set_defaults(func=run_report_command)
+    return p
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    roots = args.runs_root or DEFAULT_ROOTS
+    target = report_target(args.target, roots)
+    notes: list[str] = []
+    path = write_report(target, args.output, roots, notes)
+    if getattr(args, "json", False):
+        print(json.dumps({"kind": target_kind(target), "target": str(target), "report": str(path), "notes": notes}))
+    else:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {path}")
+    return 0

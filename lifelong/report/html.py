@@ -1,0 +1,494 @@
+"""Static HTML reports: one self-contained page per run or per comparison.
+
+The page holds its tables and its figures (PNG, embedded as base64 data URIs) and a little CSS, no script and
+no external resource, so it opens offline in any browser and can be mailed or archived as one file. The PNGs are
+also left beside it in `plots/`. A report renders whatever the run recorded and says on the page what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import LifelongError
+from lifelong.evaluation.continual import curve_from_rows, curve_metrics, mean_seen_accuracy
+from lifelong.evaluation.metrics import summarize
+from lifelong.report import plots
+from lifelong.tracking.store import DB_NAME, RunStore, find_runs
+
+REPORT_NAME = "report.html"
+COMPARE_NAME = "compare.json"
+PLOTS_DIR = "plots"
+DEFAULT_ROOTS = ("runs", ".")
+
+MATRIX_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting")
+CURVE_METRICS = ("min_acc", "wc_acc", "wf10", "wf100", "wp10", "wp100", "lca")
+COST_METRICS = ("train_seconds", "samples_per_second", "peak_rss_mb")
+METRIC_ORDER = MATRIX_METRICS + CURVE_METRICS + COST_METRICS
+LABELS = {
+    "final_accuracy": "final accuracy", "average_incremental_accuracy": "average incremental accuracy",
+    "bwt": "backward transfer (BWT)", "fwt": "forward transfer (FWT)", "forgetting": "average forgetting",
+    "min_acc": "min-ACC", "wc_acc": "WC-ACC", "wf10": "WF(10)", "wf100": "WF(100)", "wp10": "WP(10)",
+    "wp100": "WP(100)", "lca": "LCA(10)", "train_seconds": "training time (s)",
+    "samples_per_second": "samples / s", "peak_rss_mb": "peak memory (MiB)",
+}
+COST_LABELS = {LABELS[k] for k in COST_METRICS}
+NO_CURVE = "No continual-evaluation curve recorded (run with --eval-every K to evaluate every K steps)."
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+     padding:0 1rem;color:#1d2330;line-height:1.45}
+h1{font-size:1.55rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d8dce5;
+     padding-bottom:.25rem} .sub{color:#5a6275;margin-top:0}
+table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
+th,td{border:1px solid #d8dce5;padding:.28rem .6rem;text-align:right}
+th{background:#f1f3f8} td.k,th.k{text-align:left} td.na{color:#9aa1b1}
+.missing{background:#fff6e0;border-left:4px solid #e0a800;padding:.5rem .8rem;margin:.6rem 0}
+.status{display:inline-block;padding:.1rem .5rem;border-radius:.6rem;font-size:.85rem;background:#e6f4ea}
+.status.failed{background:#fde8e8} .status.running{background:#fff6e0}
+figure{margin:1rem 0} figure img{max-width:100%;height:auto;border:1px solid #eceef3}
+figcaption{color:#5a6275;font-size:.85rem} footer{margin-top:3rem;color:#8a91a3;font-size:.8rem}
+"""
+
+
+# --- finding what to report on ---------------------------------------------------------------------------
+def target_kind(path: Path) -> str | None:
+    """"run", "comparison" or None for a directory."""
+    if (path / COMPARE_NAME).is_file():
+        return "comparison"
+    if (path / DB_NAME).is_file():
+        return "run"
+    return None
+
+
+def report_target(path_or_id: str | os.PathLike, roots: Iterable[str | os.PathLike] = DEFAULT_ROOTS) -> Path:
+    """The run or comparison directory meant by a path (directory, its run.sqlite / compare.json / result.json)
+    or by a run id: the name (or a unique prefix of the name) of a run or comparison directory under `roots`.
+
+    Raises LifelongError, in one line, when nothing matches or an id is ambiguous."""
+    raw = str(path_or_id)
+    path = Path(raw)
+    if path.is_file() and path.name in (DB_NAME, COMPARE_NAME, "result.json"):
+        path = path.parent
+    if path.is_dir():
+        if target_kind(path) is None:
+            raise LifelongError(f"{path} holds neither a run ({DB_NAME}) nor a comparison ({COMPARE_NAME})")
+        return path
+    if path.exists():
+        raise LifelongError(f"{path} is not a run or comparison directory")
+    roots = [Path(r) for r in roots]
+    candidates = set(find_runs(roots))
+    for root in roots:
+        if root.is_dir():
+            candidates.update(p.parent for level in ("*", "*/*") for p in root.glob(f"{level}/{COMPARE_NAME}"))
+    exact = sorted({c.resolve() for c in candidates if c.name == raw})
+    prefix = sorted({c.resolve() for c in candidates if c.name.startswith(raw)})
+    found = exact or prefix
+    if len(found) == 1:
+        return found[0]
+    where = ", ".join(str(r) for r in roots)
+    if not found:
+        raise LifelongError(f"unknown run '{raw}': no such path, and no run or comparison named so under {where}; "
+                            "'lifelong runs' lists stored runs")
+    names = ", ".join(str(p) for p in found[:5]) + (" ..." if len(found) > 5 else "")
+    raise LifelongError(f"run id '{raw}' is ambiguous ({len(found)} matches: {names}); give the directory path")
+
+
+def write_report(path_or_id: str | os.PathLike, out: str | os.PathLike | None = None,
+                 roots: Iterable[str | os.PathLike] = DEFAULT_ROOTS, notes: list[str] | None = None) -> Path:
+    """Resolve a run / comparison (see `report_target`) and write its report; returns the HTML path."""
+    target = report_target(path_or_id, roots)
+    if target_kind(target) == "comparison":
+        return write_comparison_report(target, out, notes)
+    return write_run_report(target, out, notes)
+
+
+# --- HTML helpers --------------------------------------------------------------------------------------------
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any, key: str = "") -> str:
+    """A number for a table cell: accuracies with 4 decimals, seconds and rates with 1; '—' for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value) if not isinstance(value, (dict, list)) else json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if key in COST_METRICS or key in COST_LABELS or abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.4f}"
+
+
+def cell(value: Any, key: str = "") -> str:
+    text = fmt(value, key)
+    return f'<td class="na">{text}</td>' if text == "—" else f"<td>{esc(text)}</td>"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "", cls: str = "") -> str:
+    """`rows` hold ready-made <td>/<th> cells."""
+    head = "".join(f'<th class="k">{esc(h)}</th>' if i == 0 else f"<th>{esc(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    return f'<table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def kv_table(items: Iterable[tuple[str, Any]], cls: str = "kv", header: Sequence[str] = ("key", "value")) -> str:
+    rows = [[f'<td class="k">{esc(k)}</td>', cell(v, k)] for k, v in items]
+    return table(header, rows, cls=cls)
+
+
+def missing(text: str) -> str:
+    """A visible note on the page about something the run did not record."""
+    return f'<p class="missing">{esc(text)}</p>'
+
+
+def _noting(notes: list[str] | None):
+    def note(text: str) -> str:
+        if notes is not None:
+            notes.append(text)
+        return missing(text)
+    return note
+
+
+def figure(png: Path, alt: str, caption: str = "") -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def page(title: str, subtitle: str, sections: Sequence[str]) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{esc(title)}</h1><p class=\"sub\">{subtitle}</p>" + "\n".join(sections)
+            + f"<footer>Written by lifelong report on {stamp}.</footer></body></html>\n")
+
+
+def _write(text: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+# --- reading a run -------------------------------------------------------------------------------------------
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Everything a report shows about one run, as plain data (missing parts are None or empty)."""
+    store = RunStore.open(run_dir)
+    try:
+        meta = store.meta()
+        rows = store.accuracy_rows()
+        curve_rows = store.curve()
+        loss = store.scalars("loss")
+        events = store.events()
+    finally:
+        store.close()
+    result = meta.get("result") or {}
+    if not result and (Path(run_dir) / "result.json").is_file():
+        try:
+            result = json.loads((Path(run_dir) / "result.json").read_text())
+        except (OSError, ValueError):
+            result = {}
+    config = meta.get("config") or {}
+    trained = [rows[i] for i in sorted(rows) if i >= 0]
+    width = max((len(r) for r in rows.values()), default=0)
+    curve = curve_from_rows(curve_rows, width or None) if curve_rows else None
+    boundaries = list(meta.get("boundaries") or [])
+    metrics: dict[str, Any] = {}
+    if trained:
+        metrics.update(summarize(trained, rows.get(-1)))
+    if curve:
+        metrics.update(curve_metrics(curve, boundaries))
+    for key in COST_METRICS:
+        metrics[key] = result.get(key)
+    return {"dir": Path(run_dir), "meta": meta, "config": config, "status": meta.get("status", "unknown"),
+            "result": result, "initial": rows.get(-1), "matrix": trained, "curve": curve,
+            "boundaries": boundaries, "loss": loss if loss[0] else None, "events": events, "metrics": metrics,
+            "strategy": config.get("strategy", result.get("strategy", "?")),
+            "seed": config.get("seed", result.get("seed")), "scenario": config.get("scenario", "?")}
+
+
+def matrix_table(matrix: Sequence[Sequence[float]], initial: Sequence[float] | None) -> str:
+    width = max(len(r) for r in matrix)
+    header = ["after", *(f"E{j}" for j in range(width))]
+    rows = []
+    if initial is not None:
+        rows.append(['<th class="k">before training</th>', *(cell(v) for v in initial)])
+    for i, r in enumerate(matrix):
+        rows.append([f'<th class="k">E{i}</th>', *(cell(v) for v in r)])
+    return table(header, rows, caption="R[i][j]: accuracy on experience j after training experience i",
+                 cls="matrix")
+
+
+def gaps_table(gaps: Sequence[Mapping[str, Any]]) -> str:
+    keys = ("experience", "switch_step", "before", "min", "min_step", "end", "size", "duration", "recovery")
+    header = ["into experience", "at step", "before", "min", "min at step", "end", "gap size", "duration (steps)",
+              "recovery"]
+    rows = [[f'<td class="k">E{g["experience"]}</td>', *(cell(g[k]) for k in keys[1:])] for g in gaps]
+    return table(header, rows, caption="Stability gap per task switch, on the mean accuracy over the old experiences",
+                 cls="gaps")
+
+
+def run_sections(run: Mapping[str, Any], plot_dir: Path, notes: list[str] | None = None) -> list[str]:
+    missing = _noting(notes)
+    sections = []
+    status = run["status"]
+    if status != "finished":
+        sections.append(missing(f"This run's status is '{status}': the report shows what was recorded so far."))
+    m = run["metrics"]
+    present = [(LABELS.get(k, k), m.get(k)) for k in METRIC_ORDER if k in m]
+    sections.append("<h2>Results</h2>" + (kv_table(present, "results", ("metric", "value")) if present else
+                                          missing("No results recorded yet (no experience finished).")))
+
+    sections.append("<h2>Accuracy matrix</h2>")
+    if run["matrix"]:
+        png = plots.plot_accuracy_matrix(run["matrix"], plot_dir / "accuracy_matrix.png")
+        sections.append(matrix_table(run["matrix"], run["initial"]) + figure(png, "accuracy matrix heatmap"))
+    else:
+        sections.append(missing("No accuracy matrix recorded (the run did not finish its first experience)."))
+
+    sections.append("<h2>Continual evaluation</h2>")
+    curve = run["curve"]
+    if curve:
+        png = plots.plot_accuracy_curves(curve["steps"], curve["accuracy"], run["boundaries"],
+                                         plot_dir / "accuracy_curves.png", mean=mean_seen_accuracy(curve))
+        sections.append(figure(png, "accuracy against training step per experience",
+                               "Accuracy on every seen experience against the global step; dashed lines mark "
+                               "task switches. A dip right after a switch is the stability gap."))
+        sections.append(kv_table([(LABELS[k], m.get(k)) for k in CURVE_METRICS] +
+                                 [("evaluations", m.get("evaluations"))], "continual", ("metric", "value")))
+        if not run["boundaries"]:
+            sections.append(missing("No task boundaries recorded: metrics about previous tasks are unavailable."))
+        if m.get("stability_gaps"):
+            sections.append(gaps_table(m["stability_gaps"]))
+    else:
+        sections.append(missing(NO_CURVE))
+
+    sections.append("<h2>Training loss</h2>")
+    if run["loss"]:
+        png = plots.plot_loss({run["strategy"]: run["loss"]}, plot_dir / "loss.png", run["boundaries"])
+        sections.append(figure(png, "training loss against step"))
+    else:
+        sections.append(missing("No training loss recorded."))
+
+    sections.append("<h2>Configuration</h2>")
+    if run["config"]:
+        sections.append(kv_table(sorted(run["config"].items())))
+    else:
+        sections.append(missing("No configuration recorded."))
+    hp = run["result"].get("hparams")
+    if hp:
+        sections.append("<h3>Strategy hyperparameters</h3>" + kv_table(sorted(hp.items())))
+    env = run["meta"].get("env")
+    if env:
+        sections.append("<h3>Environment</h3>" + kv_table(sorted(env.items())))
+    if run["events"]:
+        rows = [[f'<td class="k">{esc(e["kind"])}</td>',
+                 f"<td>{esc(dt.datetime.fromtimestamp(e['time'], dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))}"
+                 "</td>",
+                 f'<td class="k">{esc(json.dumps({k: v for k, v in e.items() if k not in ("kind", "time")}))}</td>']
+                for e in run["events"][-50:]]
+        sections.append("<h3>Events</h3>" + table(["event", "time (UTC)", "details"], rows, cls="events"))
+    return sections
+
+
+def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                     notes: list[str] | None = None) -> Path:
+    """Write the report of one run (default `run_dir/report.html`, PNGs in `run_dir/plots/`); returns its path.
+
+    What the run lacks (no curve, no loss, ...) is said on the page and appended to `notes` if given."""
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    out = Path(out) if out is not None else run_dir / REPORT_NAME
+    sections = run_sections(run, out.parent / PLOTS_DIR, notes)
+    seed = f", seed {run['seed']}" if run["seed"] is not None else ""
+    subtitle = (f"Run <code>{esc(run_dir)}</code> &middot; status "
+                f"<span class=\"status {esc(run['status'])}\">{esc(run['status'])}</span>")
+    return _write(page(f"{run['strategy']} on {run['scenario']}{seed}", subtitle, sections), out)
+
+
+# --- comparisons ---------------------------------------------------------------------------------------------
+def read_comparison(compare_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(compare_dir) / COMPARE_NAME
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise LifelongError(f"cannot read {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise LifelongError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
+        raise LifelongError(f"{path} is not a comparison file (expected an object with 'results')")
+    return data
+
+
+def _runs_by_key(compare_dir: Path) -> dict[tuple[str, Any], tuple[Path, dict[str, Any]]]:
+    """(strategy, seed) -> (run directory, its meta), for the runs stored under a comparison directory."""
+    found = {}
+    for d in find_runs([compare_dir]):
+        try:
+            store = RunStore.open(d)
+            try:
+                meta = store.meta()
+            finally:
+                store.close()
+        except LifelongError:
+            continue
+        cfg = meta.get("config") or {}
+        found.setdefault((str(cfg.get("strategy")), cfg.get("seed")), (d, meta))
+    return found
+
+
+def _mean_lists(lists: Sequence[Sequence[float | None]]) -> list[float | None]:
+    out = []
+    for vals in zip(*lists, strict=True):
+        xs = [v for v in vals if v is not None]
+        out.append(sum(xs) / len(xs) if len(xs) == len(vals) else None)
+    return out
+
+
+def _summarise(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std per strategy, for comparison files written without a summary."""
+    rows = []
+    for name, rs in _group(results).items():
+        row: dict[str, Any] = {"strategy": name}
+        for k in METRIC_ORDER:
+            xs = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+            row[f"{k}_mean"] = statistics.fmean(xs) if xs else None
+            row[f"{k}_std"] = statistics.pstdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+        rows.append(row)
+    return rows
+
+
+def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Path,
+                        notes: list[str] | None = None) -> list[str]:
+    missing = _noting(notes)
+    results = data.get("results") or []
+    summary = data.get("summary") or _summarise(results)
+    sections = []
+    if not results:
+        sections.append(missing("This comparison holds no results."))
+
+    metrics = [k for k in METRIC_ORDER if any(row.get(f"{k}_mean") is not None for row in summary)]
+    extra = sorted({k[:-5] for row in summary for k in row if k.endswith("_mean")} - set(metrics) - set(METRIC_ORDER))
+    metrics += [k for k in extra if any(isinstance(row.get(f"{k}_mean"), (int, float)) for row in summary)]
+    sections.append("<h2>Summary (mean &plusmn; std over seeds)</h2>")
+    if summary and metrics:
+        rows = []
+        for row in summary:
+            cells = [f'<td class="k">{esc(row.get("strategy"))}</td>']
+            for k in metrics:
+                mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
+                text = fmt(mean, k) + (f" ± {fmt(std, k)}" if mean is not None and std is not None else "")
+                cells.append(f"<td>{esc(text)}</td>" if mean is not None else '<td class="na">—</td>')
+            rows.append(cells)
+        sections.append(table(["strategy", *(LABELS.get(k, k) for k in metrics)], rows, cls="summary"))
+        bar_metrics = plots.comparison_metrics(summary)
+        if bar_metrics:
+            png = plots.plot_comparison(summary, plot_dir / "comparison.png", bar_metrics)
+            sections.append(figure(png, "comparison chart across strategies"))
+    else:
+        sections.append(missing("No summary metrics recorded."))
+
+    sections.append("<h2>All results</h2>")
+    if results:
+        keys = [k for k in METRIC_ORDER if any(r.get(k) is not None for r in results)]
+        rows = [[f'<td class="k">{esc(r.get("strategy"))}</td>', cell(r.get("seed")),
+                 *(cell(r.get(k), k) for k in keys)] for r in results]
+        sections.append(table(["strategy", "seed", *(LABELS.get(k, k) for k in keys)], rows, cls="results"))
+
+    runs = _runs_by_key(compare_dir)
+    first_run: dict[str, Path] = {}
+    boundaries: list[int] | None = None  # the longest list: a joint-training reference has a single experience
+    for (name, _), (d, meta) in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        first_run.setdefault(name, d)
+        b = meta.get("boundaries") or []
+        if len(b) > len(boundaries or []):
+            boundaries = b
+
+    sections.append("<h2>Continual evaluation</h2>")
+    curves: dict[str, tuple[list[int], list[float | None]]] = {}
+    by_strategy: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        if r.get("curve") and r["curve"].get("steps"):
+            by_strategy.setdefault(str(r.get("strategy")), []).append(r["curve"])
+    for name, cs in by_strategy.items():
+        same = [c for c in cs if c["steps"] == cs[0]["steps"]]
+        curves[name] = (cs[0]["steps"], _mean_lists([mean_seen_accuracy(c) for c in same]))
+    if curves:
+        png = plots.plot_mean_accuracy_curves(curves, plot_dir / "mean_accuracy_curves.png", boundaries)
+        sections.append(figure(png, "mean accuracy against step per strategy",
+                               "Mean accuracy over the experiences seen so far, averaged over seeds; dashed lines "
+                               "mark task switches."))
+    else:
+        sections.append(missing(NO_CURVE))
+
+    sections.append("<h2>Training loss</h2>")
+    losses = {}
+    for name, d in first_run.items():
+        store = RunStore.open(d)
+        try:
+            steps, values = store.scalars("loss")
+        finally:
+            store.close()
+        if steps:
+            losses[name] = (steps, values)
+    if losses:
+        order = [str(row.get("strategy")) for row in summary] + sorted(losses)  # same colours as the bar chart
+        losses = {k: losses[k] for k in dict.fromkeys(order) if k in losses}
+        png = plots.plot_loss(losses, plot_dir / "loss.png", boundaries)
+        sections.append(figure(png, "training loss per strategy", "First seed of each strategy."))
+    else:
+        sections.append(missing(f"No training loss found (no run directories with a loss record under {compare_dir})."))
+
+    sections.append("<h2>Accuracy matrices (mean over seeds)</h2>")
+    shown = False
+    for i, (name, rs) in enumerate(_group(results).items()):
+        mats = [r["accuracy_matrix"] for r in rs if r.get("accuracy_matrix")]
+        mats = [m for m in mats if [len(x) for x in m] == [len(x) for x in mats[0]]] if mats else []
+        if not mats:
+            continue
+        mean = [_mean_lists([m[i] for m in mats]) for i in range(len(mats[0]))]
+        png = plots.plot_accuracy_matrix(mean, plot_dir / f"accuracy_matrix_{i}.png", title=name)
+        sections.append(f"<h3>{esc(name)}</h3>" + figure(png, f"accuracy matrix heatmap of {name}"))
+        shown = True
+    if not shown:
+        sections.append(missing("No accuracy matrices recorded."))
+    if runs:
+        rows = [[f'<td class="k">{esc(k[0])}</td>', cell(k[1]),
+                 f'<td class="k">{esc(os.path.relpath(d, compare_dir))}</td>']
+                for k, (d, _) in sorted(runs.items(), key=lambda kv: str(kv[0]))]
+        sections.append("<h2>Run directories</h2>" + table(["strategy", "seed", "directory"], rows, cls="runs"))
+    return sections
+
+
+def _group(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        by.setdefault(str(r.get("strategy")), []).append(r)
+    return by
+
+
+def write_comparison_report(compare_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                            notes: list[str] | None = None) -> Path:
+    """Write the report of a comparison directory (holding compare.json; default `compare_dir/report.html`);
+    returns the HTML path. What is missing is said on the page and appended to `notes` if given."""
+    compare_dir = Path(compare_dir)
+    data = read_comparison(compare_dir)
+    out = Path(out) if out is not None else compare_dir / REPORT_NAME
+    sections = comparison_sections(data, compare_dir, out.parent / PLOTS_DIR, notes)
+    n = len(data.get("results") or [])
+    strategies = ", ".join(_group(data.get("results") or []))
+    subtitle = f"Comparison <code>{esc(compare_dir)}</code> &middot; {n} results &middot; {esc(strategies)}"
+    return _write(page(f"Comparison on {data.get('scenario', '?')}", subtitle, sections), out)

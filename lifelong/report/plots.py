@@ -1,0 +1,193 @@
+"""Report figures as PNG files, from plain data (lists, dicts), with no display needed.
+
+Figures are built with `matplotlib.figure.Figure` and its Agg canvas directly, never through pyplot, so they
+leave no global state behind and work in threads and on headless machines.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+COMPARISON_METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "min_acc", "wc_acc", "wf10")
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def _nan(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _mark_boundaries(ax: Any, boundaries: Sequence[int] | None, label_experiences: bool = True) -> None:
+    """Dashed vertical lines at the task switches, each experience's span labelled at the top."""
+    if not boundaries:
+        return
+    starts = [0, *boundaries[:-1]]
+    for i, (a, b) in enumerate(zip(starts, boundaries, strict=True)):
+        if i % 2:
+            ax.axvspan(a, b, color="0.93", zorder=0)
+        if label_experiences and len(boundaries) <= 20:
+            ax.text((a + b) / 2, 1.0, f"E{i}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=8, color="0.35")
+    for b in boundaries[:-1]:
+        ax.axvline(b, color="0.45", linestyle="--", linewidth=0.9, zorder=1)
+
+
+def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | os.PathLike,
+                         title: str = "Accuracy matrix") -> Path:
+    """Heatmap of R[i][j] (accuracy on experience j after training experience i), values written in the cells."""
+    rows, cols = len(matrix), max((len(r) for r in matrix), default=0)
+    data = [[math.nan] * cols for _ in range(rows)]
+    for i, r in enumerate(matrix):
+        data[i][: len(r)] = _nan(r)
+    fig = _figure(max(3.5, 0.55 * cols + 2.2), max(2.8, 0.45 * rows + 1.6))
+    ax = fig.add_subplot()
+    im = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set_xlabel("evaluated on experience j")
+    ax.set_ylabel("after training experience i")
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    ax.set_title(title)
+    if rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                v = data[i][j]
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.6 else "white")
+    return _save(fig, path)
+
+
+def plot_accuracy_curves(steps: Sequence[int], accuracy: Sequence[Sequence[float | None]],
+                         boundaries: Sequence[int] | None, path: str | os.PathLike,
+                         title: str = "Accuracy during training (continual evaluation)",
+                         mean: Sequence[float | None] | None = None) -> Path:
+    """Accuracy on each experience against the global step, task switches marked: the stability-gap picture.
+
+    `accuracy[i][j]` is the accuracy on experience j at evaluation i (None before it was seen); `mean`, if given,
+    is drawn as a thick black line (e.g. the mean over the experiences seen so far)."""
+    width = max((len(r) for r in accuracy), default=0)
+    fig = _figure(8.0, 4.2)
+    ax = fig.add_subplot()
+    _mark_boundaries(ax, boundaries)
+    for j in range(width):
+        ys = _nan([r[j] if j < len(r) else None for r in accuracy])
+        ax.plot(steps, ys, linewidth=1.2, marker="." if len(steps) <= 60 else None, label=f"E{j}")
+    if mean is not None:
+        ax.plot(steps, _nan(mean), color="black", linewidth=2.0, label="mean (seen)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("global training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, pad=14)
+    if width <= 12:
+        ax.legend(fontsize=8, loc="lower left", ncols=min(width + 1, 6))
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: str | os.PathLike,
+              boundaries: Sequence[int] | None = None, title: str = "Training loss",
+              smooth: int | None = None) -> Path:
+    """Loss against the global step, one line per label; long curves also get a moving average
+    (`smooth` steps, by default 1/50 of the longest curve) drawn over the faint raw values."""
+    fig = _figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    _mark_boundaries(ax, boundaries)
+    longest = max((len(s) for s, _ in curves.values()), default=0)
+    window = smooth if smooth is not None else max(1, longest // 50)
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    for color, (label, (steps, values)) in zip(colors, curves.items(), strict=True):
+        if window > 1:
+            ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, _smooth(list(values), window), color=color, linewidth=1.5, label=label)
+        else:
+            ax.plot(steps, values, color=color, linewidth=1.2, label=label)
+    if all(v > 0 for _, vals in curves.values() for v in vals) and longest:
+        ax.set_yscale("log")
+    ax.set_xlabel("global training step")
+    ax.set_ylabel("loss" + (f" (moving average of {window})" if window > 1 else ""))
+    ax.set_title(title, pad=14)
+    if curves:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_mean_accuracy_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float | None]]],
+                              path: str | os.PathLike, boundaries: Sequence[int] | None = None,
+                              title: str = "Mean accuracy over seen experiences") -> Path:
+    """One accuracy-vs-step line per label (e.g. per strategy in a comparison)."""
+    fig = _figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    _mark_boundaries(ax, boundaries)
+    for label, (steps, values) in curves.items():
+        ax.plot(steps, _nan(values), linewidth=1.4, label=label)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("global training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, pad=14)
+    if curves:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def comparison_metrics(summary: Sequence[Mapping[str, Any]], wanted: Sequence[str] = COMPARISON_METRICS) -> list[str]:
+    """The metrics of `wanted` that at least one summary row has a mean for."""
+    return [m for m in wanted if any(row.get(f"{m}_mean") is not None for row in summary)]
+
+
+def plot_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                    metrics: Sequence[str] | None = None, title: str = "Comparison across strategies") -> Path:
+    """Grouped bars: one group per metric, one bar per strategy, mean with a +-std error bar over seeds.
+
+    `summary` rows look like {"strategy": "ewc", "final_accuracy_mean": 0.8, "final_accuracy_std": 0.01, ...}."""
+    metrics = list(metrics) if metrics is not None else comparison_metrics(summary)
+    n = max(len(summary), 1)
+    fig = _figure(max(6.0, 1.1 * len(metrics) * (0.5 + 0.25 * n)), 4.2)
+    ax = fig.add_subplot()
+    width = 0.8 / n
+    for i, row in enumerate(summary):
+        means = [row.get(f"{m}_mean") for m in metrics]
+        stds = [row.get(f"{m}_std") or 0.0 for m in metrics]
+        xs = [k + (i - (n - 1) / 2) * width for k in range(len(metrics))]
+        ax.bar(xs, _nan(means), width=width * 0.95, yerr=stds, capsize=2, label=str(row.get("strategy", i)),
+               color=f"C{i % 10}")
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels(metrics, rotation=15, fontsize=8)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.set_ylabel("value (mean +- std over seeds)")
+    ax.set_title(title)
+    if summary:
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
