@@ -1,0 +1,204 @@
+"""Frozen feature pipeline: any nn.Module as extractor, features computed once and cached on disk.
+
+The cache key is a hash of the extractor (class + every parameter/buffer) and of the data, so a sweep over
+analytic methods or hyperparameters re-uses features, and a changed backbone never gets stale ones.
+`train_base_phase` trains a backbone with backprop on the base experience(s) and freezes it, as ACIL does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lifelong.errors import LifelongError
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "features"
+
+
+def tensor_hash(t: torch.Tensor) -> str:
+    t = t.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    h = hashlib.sha256(b"texts|")
+    for s in texts:
+        h.update(s.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def module_hash(module: nn.Module) -> str:
+    """Hash of a module's class and every tensor of its state dict (weights and buffers)."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}|".encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_hash(t).encode())
+    return h.hexdigest()
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """torch.save to a temporary file, then os.replace: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class FeatureCache:
+    """Directory of `<key>.pt` feature tensors; `hits`/`misses` count lookups of this instance."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
+        p = self.path(key)
+        if p.exists():
+            try:
+                out = torch.load(p, weights_only=True)
+                self.hits += 1
+                return out
+            except Exception:  # corrupt file: recompute below
+                pass
+        self.misses += 1
+        out = compute()
+        try:
+            save_atomic(out, p)
+        except OSError:  # read-only cache dir: still return the features
+            pass
+        return out
+
+
+@torch.no_grad()
+def _run(extractor: nn.Module | Callable, data: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
+    if isinstance(extractor, nn.Module):
+        was = extractor.training
+        extractor.eval()
+    outs = []
+    for s in range(0, len(data), batch_size):
+        xb = data[s : s + batch_size].to(device)
+        if xb.dtype == torch.uint8:
+            xb = xb.float() / 255.0
+        outs.append(extractor(xb).reshape(len(xb), -1).float().cpu())
+    if isinstance(extractor, nn.Module):
+        extractor.train(was)
+    return torch.cat(outs) if outs else torch.zeros(0, 0)
+
+
+def extract_features(
+    extractor: nn.Module,
+    data: torch.Tensor,
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 512,
+    device: str = "cpu",
+    extractor_key: str | None = None,
+) -> torch.Tensor:
+    """Features of `data` (uint8 scaled to [0, 1]) from the frozen `extractor`, cached by content."""
+    if not isinstance(data, torch.Tensor):
+        data = torch.as_tensor(np.asarray(data))
+    if cache is None:
+        return _run(extractor, data, batch_size, device)
+    ek = extractor_key or module_hash(extractor)
+    key = hashlib.sha256(f"{ek}|{tensor_hash(data)}".encode()).hexdigest()[:32]
+    return cache.get_or_compute(key, lambda: _run(extractor, data, batch_size, device))
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def train_base_phase(
+    backbone: nn.Module,
+    feature_dim: int,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 3,
+    lr: float = 0.05,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.05,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    cache: FeatureCache | None = None,
+) -> nn.Module:
+    """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it.
+
+    With a `cache`, the trained weights are stored under a key of (initial weights, data, hyperparameters),
+    so a sweep trains the base phase once.
+    """
+    if cache is not None:
+        hp = (feature_dim, epochs, lr, batch_size, momentum, weight_decay, label_smoothing, seed)
+        key = hashlib.sha256(
+            f"base|{module_hash(backbone)}|{tensor_hash(inputs)}|{tensor_hash(torch.as_tensor(labels))}|{hp}".encode()
+        ).hexdigest()[:32]
+
+        def compute() -> dict:
+            trained = train_base_phase(backbone, feature_dim, inputs, labels, epochs=epochs, lr=lr,
+                                       batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                                       label_smoothing=label_smoothing, seed=seed, log=log)  # fmt: skip
+            return trained.state_dict()
+
+        backbone.load_state_dict(cache.get_or_compute(key, compute))
+        if log and cache.hits:
+            log("base phase: trained backbone loaded from the cache")
+        return freeze(backbone)
+    if epochs < 0 or lr <= 0 or batch_size < 1:
+        raise LifelongError(f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    classes = torch.unique(labels)
+    remap = torch.full((int(classes.max()) + 1,), -1, dtype=torch.int64)
+    remap[classes] = torch.arange(len(classes))
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = nn.Linear(feature_dim, len(classes))
+    params = list(backbone.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps = max(1, epochs * ((len(labels) + batch_size - 1) // batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    backbone.train()
+    for ep in range(epochs):
+        order = torch.randperm(len(labels), generator=g)
+        total, correct = 0.0, 0
+        for s in range(0, len(labels), batch_size):
+            idx = order[s : s + batch_size]
+            xb = inputs[idx]
+            if xb.dtype == torch.uint8:
+                xb = xb.float() / 255.0
+            z = head(backbone(xb).reshape(len(idx), -1))
+            yb = remap[labels[idx]]
+            loss = nn.functional.cross_entropy(z, yb, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            correct += int((z.argmax(1) == yb).sum())
+        if log:
+            log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
+    return freeze(backbone)

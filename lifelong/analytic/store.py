@@ -1,0 +1,183 @@
+"""Versioned analytic models in a run directory: `model_v{N}.pt` files plus a `requests.jsonl` log.
+
+Writes are atomic (temporary file, then a no-clobber link), so a failed or refused request never changes a
+stored model; every unlearning request, done or refused, is appended to `requests.jsonl`. When the directory
+is also a run of the run store (`run.sqlite`), each version is recorded there as an artifact
+(`model_v{N}`, kind `analytic-model`) and each request as an `unlearn` event.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lifelong.analytic.acil import ACIL, GACIL
+from lifelong.analytic.dsal import DSAL
+from lifelong.analytic.nmc import NMC
+from lifelong.errors import LifelongError
+
+MODEL_KINDS: dict[str, type] = {"acil": ACIL, "g-acil": GACIL, "ds-al": DSAL, "nmc": NMC}
+_VERSION = re.compile(r"^model_v(\d+)\.pt$")
+REQUESTS = "requests.jsonl"
+TRAIN_FEATURES = "train_features.pt"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_run_dir(run: str | Path) -> Path:
+    """A run directory given as a path, or as a name under $LIFELONG_RUNS (default ./runs)."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    q = Path(os.environ.get("LIFELONG_RUNS", "runs")) / str(run)
+    if q.is_dir():
+        return q
+    raise LifelongError(f"run '{run}' not found (neither a directory nor {q})")
+
+
+def model_versions(run_dir: str | Path) -> list[int]:
+    d = Path(run_dir)
+    return sorted(int(m.group(1)) for p in d.iterdir() if (m := _VERSION.match(p.name))) if d.is_dir() else []
+
+
+def save_model_version(run_dir: str | Path, model: Any, meta: dict | None = None) -> tuple[int, Path]:
+    """Store `model.state_dict()` as the next `model_v{N}.pt`; returns (N, path). Never overwrites."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    payload = {"state": model.state_dict(), "meta": dict(meta or {}), "created": _now()}
+    tmp = d / f".model.tmp{os.getpid()}"
+    try:
+        for _ in range(100):
+            n = (model_versions(d) or [0])[-1] + 1
+            payload["version"] = n
+            torch.save(payload, tmp)
+            final = d / f"model_v{n}.pt"
+            try:
+                os.link(tmp, final)  # fails if another writer took this version
+            except FileExistsError:
+                continue
+            _record(d, lambda rs, n=n, final=final: rs.add_artifact(f"model_v{n}", final, "analytic-model"))
+            return n, final
+        raise LifelongError(f"could not allocate a new model version in {d}")  # pragma: no cover
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_model_version(run_dir: str | Path, version: int | None = None) -> tuple[Any, int, dict]:
+    """(model or raw state for non-analytic kinds, version, payload) of `version` (default: the latest)."""
+    d = Path(run_dir)
+    versions = model_versions(d)
+    if not versions:
+        raise LifelongError(f"no stored model (model_v*.pt) in {d}")
+    v = versions[-1] if version is None else int(version)
+    if v not in versions:
+        raise LifelongError(f"run {d} has no model version {v} (has {', '.join(map(str, versions))})")
+    payload = torch.load(d / f"model_v{v}.pt", weights_only=True)
+    state = payload["state"]
+    cls = MODEL_KINDS.get(state.get("kind"))
+    return (cls.from_state_dict(state) if cls else state), v, payload
+
+
+def _record(run_dir: Path, write) -> None:
+    """Apply `write(RunStore)` when `run_dir` is a run of the run store; the model files stay authoritative."""
+    if not (run_dir / "run.sqlite").is_file():
+        return
+    from lifelong.tracking.store import RunStore
+
+    rs = RunStore.open(run_dir)
+    try:
+        write(rs)
+    finally:
+        rs.close()
+
+
+def append_request(run_dir: str | Path, record: dict) -> None:
+    rec = {"time": _now(), **record}
+    with open(Path(run_dir) / REQUESTS, "a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _record(Path(run_dir), lambda rs: rs.add_event("unlearn", rec))
+
+
+def read_requests(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / REQUESTS
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+def save_samples(path: str | Path, features: torch.Tensor, labels: torch.Tensor, ids: Any = None) -> None:
+    """A samples file for `lifelong unlearn --samples` (or the run's training features for --classes)."""
+    from lifelong.analytic.features import save_atomic
+
+    obj = {"features": torch.as_tensor(features), "labels": torch.as_tensor(labels)}
+    if ids is not None:
+        obj["ids"] = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+    save_atomic(obj, Path(path))
+
+
+def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+    """(features, labels, ids or None) from a .pt (dict) or .npz file with keys features, labels[, ids]."""
+    p = Path(path)
+    if not p.is_file():
+        raise LifelongError(f"samples file not found: {p}")
+    try:
+        if p.suffix == ".npz":
+            import numpy as np
+
+            with np.load(p, allow_pickle=False) as z:
+                obj = {k: z[k] for k in z.files}
+        else:
+            obj = torch.load(p, weights_only=True)
+    except Exception as e:
+        raise LifelongError(f"cannot read samples file {p}: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict) or "features" not in obj or "labels" not in obj:
+        raise LifelongError(f"samples file {p} must hold 'features' and 'labels' (and optionally 'ids')")
+    ids = obj.get("ids")
+    if ids is not None:
+        ids = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+    return torch.as_tensor(obj["features"]), torch.as_tensor(obj["labels"]), ids
+
+
+def load_id_list(path: str | Path) -> list:
+    """Sample ids from a .json list or a .txt file (one id per line or comma-separated); digits become ints."""
+    p = Path(path)
+    if not p.is_file():
+        raise LifelongError(f"samples file not found: {p}")
+    text = p.read_text()
+    if p.suffix == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LifelongError(f"{p} is not valid JSON: {e}") from None
+        if not isinstance(raw, list):
+            raise LifelongError(f"{p} must hold a JSON list of sample ids")
+    else:
+        raw = [t.strip() for line in text.splitlines() for t in line.split(",") if t.strip()]
+    ids = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in raw]
+    if not ids:
+        raise LifelongError(f"{p} lists no sample id")
+    return ids
+
+
+def select_ids(samples: tuple, wanted: list, source: Path) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The rows of a (features, labels, ids) samples file whose ids are `wanted`; all must be present."""
+    x, y, ids = samples
+    if ids is None:
+        raise LifelongError(f"{source} holds no sample ids; give the samples themselves with --samples FILE.pt")
+    pos = {k: i for i, k in enumerate(ids)}
+    missing = [k for k in wanted if k not in pos]
+    if missing:
+        raise LifelongError(
+            f"{len(missing)} of the {len(wanted)} sample ids are not in {source} (first: {missing[0]!r})"
+        )
+    rows = torch.tensor([pos[k] for k in wanted], dtype=torch.int64)
+    return x[rows], y[rows], list(wanted)
