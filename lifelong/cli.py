@@ -302,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from lifelong.analytic.cli import (
+        add_analytic_demo_parser,
+        add_unlearn_parser,
+        run_analytic_demo,
+        run_unlearn_command,
+    )
+
+    add_unlearn_parser(sub).set_defaults(func=run_unlearn_command)
+    add_analytic_demo_parser(sub).set_defaults(func=run_analytic_demo)
+
     from lifelong.lm.cli import add_lm_experiment_parser, add_lm_parser
 
     add_lm_parser(sub)

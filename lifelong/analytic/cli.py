@@ -103,11 +103,13 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
         "analytic-demo",
         help="class-incremental demo of NMC / ACIL / DS-AL vs replay and joint training on frozen features",
     )
-    p.add_argument("--dataset", required=True, choices=["fortunes", "fashion-mnist"])
+    p.add_argument("--dataset", required=True, choices=["fortunes", "fashion-mnist"],
+                   help="fortunes: topic classes of English fortunes embedded by MiniLM; fashion-mnist: CNN base phase")
     p.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)},g-acil (default: all)")
-    p.add_argument("--experiences", type=int, default=5)
-    p.add_argument("--class-order", choices=["natural", "random"], default="natural")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--experiences", type=int, default=5, help="class-incremental experiences (default 5)")
+    p.add_argument("--class-order", choices=["natural", "random"], default="natural",
+                   help="class order: natural, or shuffled with --seed (default natural)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--buffer-size", type=int, default=2048, help="ACIL / DS-AL buffer width")
     p.add_argument("--gamma", type=float, default=1.0, help="ACIL / DS-AL ridge regulariser")
     p.add_argument(
@@ -125,14 +127,14 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--slca-lr", type=float, default=0.1, help="SLCA head LR (backbone: x bcb_lrscale 0.01)")
     p.add_argument("--run-dir", default=None, help="save results, the ACIL model (model_v1.pt) and features here")
     p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/lifelong/features)")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-cache", action="store_true", help="recompute features instead of using the cache")
     p.add_argument("--fortunes-dir", default=None, help="fortune files (default /usr/share/games/fortunes)")
     p.add_argument("--topics", default=None, help="comma list of fortune files used as classes")
-    p.add_argument("--max-per-class", type=int, default=200)
+    p.add_argument("--max-per-class", type=int, default=200, help="fortunes per topic at most (default 200)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX .gz files")
     p.add_argument("--train-subset", type=int, default=0, help="use this many Fashion-MNIST training images")
     p.add_argument("--base-experiences", type=int, default=1, help="experiences used to train the CNN backbone")
-    p.add_argument("--base-epochs", type=int, default=3)
+    p.add_argument("--base-epochs", type=int, default=3, help="epochs of the base-phase backbone training (default 3)")
     return p
 
 
