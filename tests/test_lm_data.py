@@ -6,16 +6,11 @@ import random
 import numpy as np
 import pytest
 
+from lifelong.errors import LifelongError
 from lifelong.lm import corpora as C
 from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.replay import MixtureSampler, replay_rows
-from lifelong.lm.schedules import (
-    decay_branch,
-    exp_anneal,
-    infinite,
-    make_phase_schedule,
-    warmup_decay,
-)
+from lifelong.lm.schedules import make_phase_schedule
 from lifelong.lm.tokenizers import ByteTokenizer
 
 requires_fortunes = pytest.mark.skipif(
@@ -87,29 +82,48 @@ def test_replay_rank_slices_compose_the_global_batch():
     assert np.array_equal(np.concatenate([s.batch(5, slice(0, 4)), s.batch(5, slice(4, 8))]), full)
 
 
-def test_schedule_boundaries():
-    f = warmup_decay(1.0, 0.1, 10, 100, "cosine")
-    assert f(0) == 0 and f(5) == pytest.approx(0.5) and f(10) == 1.0 and f(100) == pytest.approx(0.1)
-    assert f(55) == pytest.approx(0.55)  # cosine midpoint = mean of peak and floor
-    g = warmup_decay(1.0, 0.0, 10, 110, "linear")
-    assert g(60) == pytest.approx(0.5)
-    inf = infinite(1.0, 0.5, 10, 30)
-    assert inf(10) == 1.0 and inf(30) == 0.5 and inf(10_000) == 0.5 and inf(20) == pytest.approx(0.75)
-    b = decay_branch(1.0, 0.1, 20, "linear")
-    assert b(0) == 1.0 and b(20) == pytest.approx(0.1) and b(10) == pytest.approx(0.55)
-    a = exp_anneal(0.5, 0.05, 10)
-    assert a(0) == 0.5 and a(10) == pytest.approx(0.05) and a(5) == pytest.approx(math.sqrt(0.5 * 0.05))
-
-
-def test_phase_schedules():
+def test_restart_schedules_rewarm_and_decay_every_phase():
+    # Cosine restarted per phase: warmup 10 (0 at step 0, peak at step 10), floor 0.1 just after the phase
     cos = make_phase_schedule("cosine", [100, 100], 1.0, 0.1, 0.1)
-    assert cos.main(100) == pytest.approx(0.1) and cos.main(110) == pytest.approx(1.0)  # re-warmed
+    assert cos.main(0) == 0.0 and cos.main(5) == pytest.approx(0.5) and cos.main(10) == 1.0
+    assert cos.main(55) == pytest.approx(0.55)  # cosine midpoint u = 45/90: mean of peak and floor
+    last = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90))
+    assert cos.main(99) == pytest.approx(last) and cos.main(199) == pytest.approx(last)
+    assert cos.main(100) == 0.0 and cos.main(110) == 1.0  # re-warmed from 0
     assert cos.main(200) == pytest.approx(0.1) and cos.branch(0) is None
-    inf = make_phase_schedule("infinite", [100, 100], 1.0, 0.1, 0.05, const_ratio=0.5, cooldown_frac=0.2)
-    assert max(inf.main(t) for t in range(101, 201)) == 0.5  # no re-warming in later phases
-    n, lr = inf.branch(1)
-    assert n == 10 and lr(0) == 0.5 and lr(n) == pytest.approx(0.1)
+    assert cos.starts == (0, 100) and cos.phase_steps == (100, 100)
+    lin = make_phase_schedule("linear", [100], 1.0, 0.0, 0.0)  # no warmup
+    assert lin.main(0) == 1.0 and lin.main(50) == pytest.approx(0.5) and lin.main(99) == pytest.approx(0.01)
+
+
+def test_infinite_schedule_and_anneal_branches():
+    # warmup 5, cosine cooldown to 0.5 by step 25, then constant; branches of 10 updates anneal 0.5 -> 0.1
+    inf = make_phase_schedule("infinite", [100, 100], 1.0, 0.1, 0.05, const_ratio=0.5, cooldown_frac=0.25)
+    assert inf.main(0) == 0.0 and inf.main(1) == pytest.approx(0.2) and inf.main(5) == 1.0
+    assert inf.main(15) == pytest.approx(0.75)  # cooldown midpoint u = 10/20
+    assert all(inf.main(t) == pytest.approx(0.5) for t in range(25, 201))  # no re-warming in later phases
+    for k in (0, 1):
+        rates = inf.branch(k)
+        assert len(rates) == 10 and rates[0] == 0.5
+        assert rates[5] == pytest.approx(math.sqrt(0.5 * 0.1))  # geometric: halfway in log space
+        assert rates[9] == pytest.approx(0.5 * 0.2**0.9)  # the floor 0.1 is reached just after the branch
+
+
+def test_wsd_and_constant_schedules():
     wsd = make_phase_schedule("wsd", [100, 100], 1.0, 0.1, 0.05, branch_frac=0.2)
+    assert wsd.main(0) == 0.0 and wsd.main(1) == pytest.approx(0.2)
     assert all(wsd.main(t) == 1.0 for t in range(5, 201))
-    n, lr = wsd.branch(0)
-    assert n == 20 and lr(n) == pytest.approx(0.1)
+    rates = wsd.branch(0)
+    assert len(rates) == 20 and rates[0] == 1.0 and rates[10] == pytest.approx(0.55)
+    assert rates[19] == pytest.approx(1.0 - 0.9 * 19 / 20)
+    cosine_branch = make_phase_schedule("wsd", [100], 1.0, 0.1, 0.05, branch_frac=0.2, decay_shape="cosine")
+    assert cosine_branch.branch(0)[10] == pytest.approx(0.55)
+    const = make_phase_schedule("constant", [50, 50], 2.0, warmup_frac=0.1)
+    assert const.main(0) == 0.0 and const.main(5) == 2.0 and const.main(99) == 2.0 and const.branch(1) is None
+
+
+def test_phase_schedule_errors():
+    with pytest.raises(LifelongError, match="schedule"):
+        make_phase_schedule("exponential", [10], 1.0)
+    with pytest.raises(LifelongError, match="min_lr"):
+        make_phase_schedule("infinite", [10], 1.0, min_ratio=0.0)  # the anneal is geometric

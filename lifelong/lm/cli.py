@@ -71,7 +71,12 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
         default=0.1,
         help="wsd/infinite: decay-branch length as a fraction of a phase (default: 0.1)",
     )
-    p.add_argument("--decay-shape", default="linear", choices=DECAY_SHAPES, help="wsd decay shape")
+    p.add_argument(
+        "--decay-shape",
+        default="linear",
+        choices=DECAY_SHAPES,
+        help="wsd: shape of the decay branches (exp and inverse need --min-lr-ratio > 0)",
+    )
     p.add_argument("--eval-every", type=int, default=50, help="updates between evaluations (default: 50)")
     p.add_argument("--eval-windows", type=int, default=48, help="held-out sequences per corpus (default: 48)")
     p.add_argument("--seed", type=int, default=0)

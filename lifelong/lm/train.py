@@ -363,7 +363,7 @@ def run_lm(cfg: LMConfig) -> dict:
             torch.cuda.synchronize(device)
 
     pbar = None
-    total_updates = sum(sched.phase_steps) + sum(b for b, _ in sched.branches)
+    total_updates = sum(sched.phase_steps) + sum(len(b) for b in sched.branches)
     if cfg.progress and main_proc:
         from tqdm import tqdm
 
@@ -381,6 +381,7 @@ def run_lm(cfg: LMConfig) -> dict:
         n_steps = sched.phase_steps[k]
         t0 = time.perf_counter()
         for i in range(n_steps):
+            lr = sched.main(t)  # t updates done so far: this is the update at global step t
             t += 1
             if probe_set is not None and t == probe_step:
                 sync()
@@ -388,11 +389,11 @@ def run_lm(cfg: LMConfig) -> dict:
                 probe_record(t - 1)  # just before the exposure
                 probe_set.baseline = probe_set.last
                 x = torch.cat([probe_set.probes[rank::world]])
-                loss = update(x, sched.main(t))
+                loss = update(x, lr)
                 probe_record(t)
                 t0 = time.perf_counter()
             else:
-                loss = update(sampler.batch(i, rows), sched.main(t))
+                loss = update(sampler.batch(i, rows), lr)
                 train_tokens += cfg.batch_size * cfg.seq_len
             loss_sum += loss
             loss_n += 1
@@ -404,7 +405,7 @@ def run_lm(cfg: LMConfig) -> dict:
                     avg_t = torch.tensor([avg], device=device)
                     torch.distributed.all_reduce(avg_t)
                     avg = float(avg_t) / world
-                result["train"].append({"step": t, "phase": k, "loss": avg, "lr": sched.main(t)})
+                result["train"].append({"step": t, "phase": k, "loss": avg, "lr": lr})
                 if pbar is not None:
                     pbar.set_postfix(phase=k + 1, loss=f"{avg:.3f}")
                 loss_sum, loss_n = torch.zeros((), device=device), 0
@@ -423,14 +424,13 @@ def run_lm(cfg: LMConfig) -> dict:
         branch = sched.branch(k)
         kind = "main"
         if branch is not None:
-            n_branch, lr_branch = branch
             saved = (
                 {n: v.detach().clone() for n, v in module.state_dict().items()},
                 copy.deepcopy(opt.state_dict()),
             )
             t0 = time.perf_counter()
-            for j in range(n_branch):
-                update(sampler.batch(n_steps + j, rows), lr_branch(j + 1))
+            for j, lr_branch in enumerate(branch):
+                update(sampler.batch(n_steps + j, rows), lr_branch)
                 train_tokens += cfg.batch_size * cfg.seq_len
                 if pbar is not None:
                     pbar.update(1)
