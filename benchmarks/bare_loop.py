@@ -17,7 +17,8 @@ def normalised(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bare_run(data: ArrayDataset, x_all: torch.Tensor, test_x: torch.Tensor, replay: bool, seed: int = 0,
              buffer_size: int = 500, batch: int = 32) -> float:
-    """Train 5 experiences x 2 classes, 1 epoch each; evaluate on all test data after each; return final acc."""
+    """Train 5 experiences x 2 classes, 1 epoch each; evaluate on all test data before training and after each
+    experience (the same evaluations lifelong makes for its metrics); return the final accuracy."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -25,6 +26,8 @@ def bare_run(data: ArrayDataset, x_all: torch.Tensor, test_x: torch.Tensor, repl
     mem_x = torch.zeros(buffer_size, 784)
     mem_y = torch.zeros(buffer_size, dtype=torch.long)
     seen = 0
+    with torch.no_grad():  # accuracy of the untrained model, needed for forward transfer (lifelong does this too)
+        (model(test_x).argmax(1) == data.test_y).float().mean().item()
     for task in range(5):
         idx = torch.isin(data.train_y, torch.tensor([2 * task, 2 * task + 1])).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
