@@ -121,3 +121,30 @@ def test_hf_adapter_on_local_dataset():
 def test_mnist1d_generates_offline():
     d = D.load_dataset("mnist1d")
     assert d.train_x.shape[1] == 40 and d.num_classes == 10
+
+
+class TorchvisionLike(torch.utils.data.Dataset):
+    """The interface of torchvision's MNIST-family datasets: uint8 `.data`, `.targets`, `transform`."""
+
+    def __init__(self, n):
+        self.data = torch.randint(0, 255, (n, 28, 28), dtype=torch.uint8)
+        self.targets = torch.arange(n) % 10
+        self.transform = None
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.data[i], int(self.targets[i])
+
+
+def test_torchvision_style_dataset_is_read_without_per_sample_calls():
+    train, test = TorchvisionLike(50), TorchvisionLike(20)
+    d = D.from_torch_dataset("tv", train, test, scale=1 / 255)
+    assert d.train_x.dtype == torch.uint8 and torch.equal(d.train_x, train.data)
+    with_transform = TorchvisionLike(5)
+    with_transform.transform = lambda x: x  # a transform forces the per-sample path
+    x, y = D.stack_torch_dataset(with_transform)
+    assert torch.equal(x, with_transform.data) and y.tolist() == [0, 1, 2, 3, 4]
+    s = make_stream("split-digits", dataset=d)
+    assert len(s) == 5 and s[0].classes == [0, 1]
