@@ -17,6 +17,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from lifelong.data.datasets import ArrayDataset, load_dataset
+from lifelong.data.scenarios import parse_scenario
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
@@ -120,6 +122,17 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None) -> d
 # --- comparisons in worker processes ---------------------------------------------------------------------
 
 
+WORKER_DATASETS: dict[tuple[str, str], ArrayDataset] = {}
+
+
+def worker_dataset(cfg: RunConfig) -> ArrayDataset:
+    """The scenario's dataset, read once per worker process and shared by the runs it trains (read-only)."""
+    key = (parse_scenario(cfg.scenario)[1], cfg.data_dir)
+    if key not in WORKER_DATASETS:
+        WORKER_DATASETS[key] = load_dataset(key[0], root=cfg.data_dir or None)
+    return WORKER_DATASETS[key]
+
+
 def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = ()) -> dict[str, Any]:
     """Entry point of a worker process: one run, progress sent through `queue` every few steps."""
     name = Path(run_dir).name
@@ -129,7 +142,8 @@ def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequ
             queue.put((name, step, total))
 
     try:
-        return run(RunConfig.from_dict(cfg_dict), run_dir, report if queue is not None else None, loggers)
+        cfg = RunConfig.from_dict(cfg_dict)
+        return run(cfg, run_dir, report if queue is not None else None, loggers, dataset=worker_dataset(cfg))
     except LifelongError as err:
         return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
