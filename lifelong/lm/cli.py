@@ -172,8 +172,7 @@ def add_lm_experiment_parser(subparsers) -> argparse.ArgumentParser:
         "lm-experiment",
         help="reproduce Ibrahim et al. 2024 at small scale (replay x schedule, en -> de)",
         description="Small-scale reproduction of 'Simple and Scalable Strategies to Continually Pre-train "
-        "LLMs' "
-        "on fortunes en -> de: replay 0 / 5%% / 25%% with re-warm + re-decay, infinite and WSD "
+        "LLMs' on fortunes en -> de: replay 0 / 5 / 25 percent with re-warm + re-decay, infinite and WSD "
         "schedules, and re-training on the union as the reference. Writes a table and plots.",
     )
     p.add_argument("--corpora", default="fortunes-en,fortunes-de", help="the two (or more) phases")
