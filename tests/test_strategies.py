@@ -192,3 +192,13 @@ def test_strategy_state_round_trip(digits_cfg):
     other.strategy.load_state_dict(state)
     for k, v in engine.strategy.memory.store.items():
         assert torch.equal(other.strategy.memory.store[k], v)
+
+
+def test_non_finite_fisher_is_one_clear_error(digits_cfg):
+    from lifelong.errors import LifelongError
+
+    engine = Engine(digits_cfg(strategy="ewc"))
+    with torch.no_grad():
+        engine.model[-1].weight.fill_(1e38)  # eval-mode outputs overflow
+    with pytest.raises(LifelongError, match="Fisher information .* is not finite"):
+        engine.strategy.end_experience(engine.stream[0])

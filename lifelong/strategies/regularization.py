@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from lifelong.data.stream import Experience
+from lifelong.errors import LifelongError
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Strategy, register
 
@@ -138,7 +139,12 @@ class QuadraticAnchor(Strategy):
         mask = None
         if ctx.stream.task_aware:
             mask = ctx.stream.task_class_mask().to(ctx.device)[torch.full_like(y, exp.task_id)]
-        return fisher_diagonal(ctx.model, x, y, mask)
+        fisher = fisher_diagonal(ctx.model, x, y, mask)
+        if not all(torch.isfinite(v).all() for v in fisher.values()):
+            raise LifelongError(f"{self.name}: the Fisher information after experience {exp.index} is not finite "
+                                "(the model's eval-mode outputs overflow; with BatchNorm this means its running "
+                                "statistics are not settled yet: train longer, or use a model without BatchNorm)")
+        return fisher
 
     def state_dict(self) -> dict[str, Any]:
         return {"anchors": self.anchors, "importances": self.importances}
