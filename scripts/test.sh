@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LIFELONG_EXTRA_APT="chromium" bash scripts/setup.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
