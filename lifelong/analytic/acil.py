@@ -95,10 +95,7 @@ class ACIL(AnalyticModel):
     PARAMS = ACIL_PARAMS
 
     def __init__(self, in_features: int, **params: Any) -> None:
-        self.params = resolve(self.PARAMS, params, self.kind)
-        if int(in_features) < 1:
-            raise LifelongError(f"in_features must be >= 1, got {in_features}")
-        self.in_features = int(in_features)
+        self.configure(in_features, params)
         d = self.params["buffer_size"]
         check_square_state_fits("buffer_size", d, self._state_matrices)
         self.buffer = RandomBuffer(self.in_features, d, self.params["seed"])
@@ -164,10 +161,7 @@ class ACIL(AnalyticModel):
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict:
         return {
-            "kind": self.kind,
-            "format": 1,
-            "in_features": self.in_features,
-            "params": dict(self.params),
+            **self.state_header(),
             "buffer_weight": self.buffer.weight,
             "R": self.ridge.R,
             "W": self.ridge.W,

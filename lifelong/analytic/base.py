@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lifelong.errors import LifelongError
+from lifelong.params import resolve
 
 DTYPE = torch.float64
 
@@ -199,9 +200,21 @@ class AnalyticModel:
 
     kind = "analytic"
     supports_unlearning = True
+    PARAMS: dict = {}
 
     in_features: int
     ledger: SampleLedger
+
+    def configure(self, in_features: int, params: dict[str, Any]) -> None:
+        """Check and store the hyperparameters and the feature dimension (shared by every constructor)."""
+        self.params = resolve(self.PARAMS, params, self.kind)
+        if int(in_features) < 1:
+            raise LifelongError(f"in_features must be >= 1, got {in_features}")
+        self.in_features = int(in_features)
+
+    def state_header(self) -> dict[str, Any]:
+        """The fields every saved analytic model starts with."""
+        return {"kind": self.kind, "format": 1, "in_features": self.in_features, "params": dict(self.params)}
 
     @property
     def classes_(self) -> list[int]:

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 
 from lifelong.analytic.base import DTYPE, AnalyticModel, SampleLedger, as_features, as_labels
-from lifelong.errors import LifelongError
-from lifelong.params import Param, resolve
+from lifelong.params import Param
 
 NMC_PARAMS = {"normalize": Param(True, "L2-normalise features before averaging and at prediction")}
 
@@ -23,10 +22,7 @@ class NMC(AnalyticModel):
     PARAMS = NMC_PARAMS
 
     def __init__(self, in_features: int, **params: Any) -> None:
-        self.params = resolve(self.PARAMS, params, self.kind)
-        if int(in_features) < 1:
-            raise LifelongError(f"in_features must be >= 1, got {in_features}")
-        self.in_features = int(in_features)
+        self.configure(in_features, params)
         self.sums = torch.zeros(0, self.in_features, dtype=DTYPE)
         self.counts = torch.zeros(0, dtype=DTYPE)
         self.ledger = SampleLedger()
@@ -92,10 +88,7 @@ class NMC(AnalyticModel):
 
     def state_dict(self) -> dict:
         return {
-            "kind": self.kind,
-            "format": 1,
-            "in_features": self.in_features,
-            "params": dict(self.params),
+            **self.state_header(),
             "sums": self.sums,
             "counts": self.counts,
             "ledger": self.ledger.state_dict(),
