@@ -202,3 +202,15 @@ def test_non_finite_fisher_is_one_clear_error(digits_cfg):
         engine.model[-1].weight.fill_(1e38)  # eval-mode outputs overflow
     with pytest.raises(LifelongError, match="Fisher information .* is not finite"):
         engine.strategy.end_experience(engine.stream[0])
+
+
+def test_task_aware_loss_and_prediction_ignore_other_tasks(digits_cfg):
+    engine = Engine(digits_cfg(scenario="task-split-digits", strategy="er"))
+    y = torch.tensor([2, 3])  # task 1 = classes 2, 3
+    logits = torch.zeros(2, 10)
+    logits[:, [0, 1, 4, 5, 6, 7, 8, 9]] = 100.0  # other tasks' classes dominate the head
+    expected = torch.nn.functional.cross_entropy(torch.zeros(2, 2), torch.tensor([0, 1]))
+    assert torch.allclose(engine.cross_entropy(logits, y), expected)
+    assert engine.task_of(y).tolist() == [1, 1]
+    result = engine.run()
+    assert result["final_accuracy"] > 0.8  # task-incremental: predictions within the task's two classes

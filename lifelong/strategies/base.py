@@ -28,7 +28,7 @@ class Batch:
     x: Tensor
     y: Tensor
     raw: Tensor
-    task: Tensor | None
+    task: Tensor | None  # task id per labelled row (task-aware streams), else None
     experience: int
     n_new: int
 
@@ -42,7 +42,8 @@ class Context:
     device: torch.device
     generator: torch.Generator
     prepare: Callable[[Tensor], Tensor]
-    cross_entropy: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    cross_entropy: Callable[[Tensor, Tensor], Tensor]
+    task_of: Callable[[Tensor], Tensor | None]
     batch_size: int
 
     def forward(self, x: Tensor) -> Tensor:

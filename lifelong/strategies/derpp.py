@@ -41,9 +41,8 @@ class DERpp(ReplayBase):
         a = self.drawn[0]
         b = self.drawn[1]
         loss = self.hp["alpha"] * F.mse_loss(first, a["logits"])
-        return loss + self.hp["beta"] * self.ctx.cross_entropy(second, b["y"], b.get("task"))
+        return loss + self.hp["beta"] * self.ctx.cross_entropy(second, b["y"])
 
     def after_step(self, batch: Batch, logits: Tensor) -> None:
         n = batch.n_new
-        extra = {} if batch.task is None else {"task": batch.task[:n]}
-        self.memory.add(raw=batch.raw, y=batch.y[:n], logits=logits[:n].detach(), **extra)
+        self.memory.add(raw=batch.raw, y=batch.y[:n], logits=logits[:n].detach())

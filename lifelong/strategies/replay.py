@@ -52,12 +52,7 @@ class ER(ReplayBase):
             return batch
         x = torch.cat([batch.x, self.ctx.prepare(old["raw"])])
         y = torch.cat([batch.y, old["y"]])
-        task = None if batch.task is None else torch.cat([batch.task, old["task"]])
-        return Batch(x, y, batch.raw, task, batch.experience, batch.n_new)
+        return Batch(x, y, batch.raw, self.ctx.task_of(y), batch.experience, batch.n_new)
 
     def after_step(self, batch: Batch, logits: Tensor) -> None:
-        n = batch.n_new
-        if batch.task is None:
-            self.memory.add(raw=batch.raw, y=batch.y[:n])
-        else:
-            self.memory.add(raw=batch.raw, y=batch.y[:n], task=batch.task[:n])
+        self.memory.add(raw=batch.raw, y=batch.y[: batch.n_new])

@@ -112,7 +112,7 @@ class Engine:
         self.task_mask = self.stream.task_class_mask().to(self.device) if self.stream.task_aware else None
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.strategy.setup(Context(self.model, self.stream, self.device, self.generator, self.prepare,
-                                    self.cross_entropy, cfg.batch_size))
+                                    self.cross_entropy, self.task_of, cfg.batch_size))
         self.position = {"experience": 0, "step": 0, "global_step": 0}
         self.rows: list[list[float]] = []
         self.initial: list[float] = []
@@ -178,7 +178,11 @@ class Engine:
     def prepare(self, raw: Tensor) -> Tensor:
         return self.data.prepare(raw)
 
-    def cross_entropy(self, logits: Tensor, y: Tensor, task: Tensor | None = None) -> Tensor:
+    def task_of(self, y: Tensor) -> Tensor | None:
+        """Task id of each label (task-aware streams), None otherwise."""
+        return self.class_task[y] if self.class_task is not None else None
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
         """Cross-entropy over the head; task-aware streams score only the sample's task classes."""
         if self.task_mask is not None:
             logits = logits.masked_fill(~self.task_mask[self.class_task[y]], float("-inf"))
@@ -352,8 +356,7 @@ class Engine:
         if exp.input_map is not None:
             raw = exp.input_map(raw)
         y = exp.data.train_y[idx]
-        task = self.class_task[y] if self.class_task is not None else None
-        batch = strategy.training_batch(Batch(self.prepare(raw), y, raw, task, exp.index, len(y)))
+        batch = strategy.training_batch(Batch(self.prepare(raw), y, raw, self.task_of(y), exp.index, len(y)))
         logits = self.model(batch.x)
         loss = self.cross_entropy(logits[: len(batch.y)], batch.y)
         extra = strategy.penalty(batch, logits)
