@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -51,47 +52,6 @@ def gather_config(args: argparse.Namespace, skip: Sequence[str] = ()):
     return RunConfig.from_dict({**values, "hparams": hparams})
 
 
-class Progress:
-    """A tqdm bar on stderr when it is a terminal; otherwise a line at most every 5 seconds."""
-
-    def __init__(self, label: str, quiet: bool = False) -> None:
-        self.label, self.quiet, self.bar, self.last = label, quiet, None, 0.0
-
-    def step(self, step: int, total: int, loss: float | None = None, accuracy: float | None = None) -> None:
-        if self.quiet:
-            return
-        info = {}
-        if loss is not None:
-            info["loss"] = f"{loss:.3f}"
-        if accuracy is not None:
-            info["acc"] = f"{100 * accuracy:.1f}%"
-        if sys.stderr.isatty():
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=self.label, unit="step", dynamic_ncols=True, leave=False)
-            if step - self.bar.n >= 10 or step == total:
-                self.bar.total = total
-                self.bar.update(step - self.bar.n)
-                self.bar.set_postfix(info, refresh=False)
-        elif time.monotonic() - self.last > 5 or step == total:
-            self.last = time.monotonic()
-            extra = " ".join(f"{k} {v}" for k, v in info.items())
-            print(f"{self.label}: step {step}/{total} {extra}", file=sys.stderr, flush=True)
-
-    def message(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         from lifelong.training.runner import write_json_atomic
@@ -119,15 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lifelong.training import runner
 
     cfg = gather_config(args)
-    progress = Progress(f"{cfg.strategy} s{cfg.seed}", args.quiet)
     run_dir = args.run_dir or runner.default_run_dir(cfg, args.store)
     try:
-        result = runner.run(cfg, run_dir, progress.step, loggers=split_names(args.log))
+        result = runner.run(cfg, run_dir, loggers=with_progress(args, split_names(args.log)))
     except KeyboardInterrupt:
-        progress.close()
         raise LifelongError(f"interrupted; resume with: lifelong resume {run_dir}") from None
-    finally:
-        progress.close()
     print_result(result)
     write_json(args.json, {"scenario": cfg.scenario, "results": [result]})
     return 0
@@ -137,20 +93,22 @@ def split_names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
+def with_progress(args: argparse.Namespace, loggers: list[str]) -> list[str]:
+    """The progress logger (a bar on a terminal, periodic lines otherwise) unless --quiet."""
+    return loggers if args.quiet else ["progress", *loggers]
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from lifelong.training import runner
 
-    progress = Progress(f"resume {Path(args.run).name}", args.quiet)
-    try:
-        result = runner.resume(args.run, progress.step)
-    finally:
-        progress.close()
+    result = runner.resume(args.run, loggers=with_progress(args, split_names(args.log)))
     print_result(result)
     write_json(args.json, {"scenario": result["scenario"], "results": [result]})
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lifelong.tracking.loggers import ProgressLogger
     from lifelong.training import runner
 
     cfg = gather_config(args, skip=("strategy", "seed"))
@@ -163,21 +121,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise LifelongError("--strategies and --seeds must each name at least one value")
     out = Path(args.out or Path(args.store) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     n_runs = len(strategies) * len(seeds)
-    bar = Progress(f"{n_runs} runs", args.quiet or not sys.stderr.isatty())
+    # a bar over the steps of all runs on a terminal; elsewhere only a line per finished run
+    bar = ProgressLogger(desc=f"{n_runs} runs", disable=True if args.quiet else None, plain_interval=math.inf)
     finished = []
 
     def progress(state: dict[str, tuple[int, int]]) -> None:
         done = sum(s for s, _ in state.values())
         total = sum(t for _, t in state.values()) or 1
         known = sum(1 for _, t in state.values() if t)
-        bar.step(done, max(total, int(total * len(state) / max(known, 1))))
+        bar.set_total(max(total, int(total * len(state) / max(known, 1))))
+        bar.log(done, {})
 
     def on_result(r: dict[str, Any]) -> None:
         finished.append(r)
         what = (f"error: {r['error']}" if "error" in r else
                 f"final accuracy {100 * r['final_accuracy']:.1f}%, {r['train_seconds']:.1f} s")
-        line = f"[{len(finished)}/{n_runs}] {r['strategy']} seed {r['seed']}: {what}"
-        bar.message(line) if bar.bar is not None else (None if args.quiet else print(line, file=sys.stderr))
+        bar.write(f"[{len(finished)}/{n_runs}] {r['strategy']} seed {r['seed']}: {what}")
 
     print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
           f"({args.workers} worker process{'es' if args.workers > 1 else ''}) -> {out}", file=sys.stderr)
@@ -260,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
-        if p.prog.split()[-1] in ("run", "compare"):
+        if p.prog.split()[-1] in ("run", "compare", "resume"):
             p.add_argument("--log", metavar="NAMES", help="extra metric logs in the run directory, comma-separated: "
                            "csv, jsonl, tensorboard, mlflow")
         p.add_argument("--store", default="runs", help="directory that holds runs [runs]")

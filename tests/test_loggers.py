@@ -116,3 +116,20 @@ def test_mlflow_local_store_read_back(tmp_path):
     assert run.info.run_name == "run"
     history = sorted((m.step, m.value) for m in client.get_metric_history(log.run_id, "loss"))
     assert history == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+
+
+def test_progress_without_a_terminal_prints_periodic_lines_and_messages():
+    out = io.StringIO()  # not a terminal
+    bar = ProgressLogger(total=100, desc="er s0", file=out, plain_interval=3600)
+    for step in range(1, 101):
+        bar.log(step, {"loss": 1.0 / step})
+    bar.write("a message")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines == ["er s0: step 1/100 loss 1", "a message", "er s0: step 100/100 loss 0.01"]
+    quiet = io.StringIO()
+    silent = ProgressLogger(total=5, file=quiet, disable=True)
+    silent.log(5, {"loss": 1.0})
+    silent.write("hidden")
+    silent.close()
+    assert quiet.getvalue() == ""

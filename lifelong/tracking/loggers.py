@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,32 +51,60 @@ def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
 
 # --- console -------------------------------------------------------------------------------------------------
 class ProgressLogger:
-    """A tqdm progress bar over global steps showing the latest loss, accuracy and any other logged number.
+    """Progress over global steps showing the latest loss, accuracy and any other logged number.
 
-    `disable=None` (the default) shows the bar only on a terminal; values keep their last logged value, so an
-    accuracy logged every K steps stays visible between evaluations."""
+    On a terminal (or `disable=False`) a tqdm bar; elsewhere (`disable=None` with a log file or CI output) a plain
+    line at most every `plain_interval` seconds and at the end (None: only `write` messages); nothing with
+    `disable=True`. Values keep their last logged value, so an accuracy logged every K steps stays visible
+    between evaluations."""
 
     def __init__(self, total: int | None = None, desc: str = "training", file: IO[str] | None = None,
-                 disable: bool | None = None, mininterval: float = 0.5) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="step", file=file, disable=disable, mininterval=mininterval,
-                        dynamic_ncols=True)
+                 disable: bool | None = None, mininterval: float = 0.5, plain_interval: float | None = 5.0) -> None:
+        self.file = file if file is not None else sys.stderr
+        self.desc, self.total, self.step, self.silent = desc, total, 0, disable is True
+        self.plain_interval, self.printed, self.printed_step = plain_interval or 0.0, -math.inf, 0
         self.last: dict[str, float] = {}
+        self.bar = None
+        if disable is False or (disable is None and self.file.isatty()):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=self.file, mininterval=mininterval,
+                            dynamic_ncols=True)
+        self.plain = self.bar is None and not self.silent and plain_interval is not None  # periodic lines
 
     def set_total(self, total: int) -> None:
-        if self.bar.total != total:
+        self.total = total
+        if self.bar is not None and self.bar.total != total:
             self.bar.total = total
             self.bar.refresh()
 
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         self.last.update(_numeric(values))
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in self.last.items()}, refresh=False)
-        if step > self.bar.n:
-            self.bar.update(step - self.bar.n)
+        self.step = max(self.step, step)
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in self.last.items()}, refresh=False)
+            if step > self.bar.n:
+                self.bar.update(step - self.bar.n)
+        elif self.plain and time.monotonic() - self.printed >= self.plain_interval:
+            self.print_line()
+
+    def print_line(self) -> None:
+        self.printed, self.printed_step = time.monotonic(), self.step
+        values = " ".join(f"{k} {v:.4g}" for k, v in self.last.items())
+        print(f"{self.desc}: step {self.step}/{self.total or '?'} {values}".rstrip(), file=self.file, flush=True)
+
+    def write(self, text: str) -> None:
+        """A message that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.file)
+        elif not self.silent:
+            print(text, file=self.file, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        elif self.plain and self.step != self.printed_step:
+            self.print_line()
 
 
 # --- files ---------------------------------------------------------------------------------------------------
@@ -211,10 +240,11 @@ LOGGERS = ("progress", "csv", "jsonl", "tensorboard", "mlflow")
 
 
 def make_loggers(names: Sequence[str] | str, run_dir: str | os.PathLike, *, total: int | None = None,
-                 params: Mapping[str, Any] | None = None, run_name: str | None = None) -> list[Logger]:
+                 params: Mapping[str, Any] | None = None, run_name: str | None = None,
+                 desc: str = "training") -> list[Logger]:
     """Loggers by name ("progress", "csv", "jsonl", "tensorboard", "mlflow"; a comma-separated string works too),
-    writing under `run_dir`: metrics.csv, metrics.jsonl, tensorboard/, mlflow.db. `total` is the number of steps
-    for the progress bar; `params` (e.g. the run config) and `run_name` go to MLflow.
+    writing under `run_dir`: metrics.csv, metrics.jsonl, tensorboard/, mlflow.db. `total` and `desc` are the progress
+    bar's number of steps and label; `params` (e.g. the run config) and `run_name` go to MLflow.
 
     An unknown name, or an optional extra that is not installed, raises LifelongError before anything is made."""
     if isinstance(names, str):
@@ -228,7 +258,7 @@ def make_loggers(names: Sequence[str] | str, run_dir: str | os.PathLike, *, tota
     try:
         for n in wanted:
             if n == "progress":
-                made.append(ProgressLogger(total))
+                made.append(ProgressLogger(total, desc=desc))
             elif n == "csv":
                 made.append(CSVLogger(run_dir / CSV_NAME))
             elif n == "jsonl":

@@ -93,7 +93,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepC
     reset_peak_rss()
     engine = Engine(cfg, None, on_step, **engine_kwargs)  # validates everything before touching the disk
     store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
-    sinks = make_loggers(list(loggers), run_dir, params=cfg.to_dict()) if loggers else []
+    sinks = make_loggers(list(loggers), run_dir, params=cfg.to_dict(), desc=f"{cfg.strategy} s{cfg.seed}")
     engine.store, engine.on_step = store, with_loggers(on_step, sinks)
     try:
         return execute(engine, store)
@@ -102,8 +102,11 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepC
         store.close()
 
 
-def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None) -> dict[str, Any]:
-    """Finish an interrupted run from its last checkpoint; the result equals an uninterrupted run's."""
+def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
+           loggers: Sequence[str] = ()) -> dict[str, Any]:
+    """Finish an interrupted run from its last checkpoint; the result equals an uninterrupted run's.
+
+    `loggers` as for `run`; file loggers append to what the interrupted run wrote."""
     store = RunStore.open(run_dir)
     try:
         meta = store.meta()
@@ -111,10 +114,16 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None) -> d
             done = Path(run_dir) / "result.json"
             raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: {done})")
         cfg = RunConfig.from_dict(meta["config"])
-        engine = Engine(cfg, store, on_step)
+        reset_peak_rss()
+        engine = Engine(cfg, store)
+        sinks = make_loggers(list(loggers), store.dir, params=cfg.to_dict(), desc=f"resume {store.dir.name}")
+        engine.on_step = with_loggers(on_step, sinks)
         store.set_meta(status="running")
         store.add_event("resume", {"from_checkpoint": (store.dir / "checkpoint.pt").exists()})
-        return execute(engine, store)
+        try:
+            return execute(engine, store)
+        finally:
+            close_all(sinks)
     finally:
         store.close()
 
