@@ -54,7 +54,7 @@ def gather_config(args: argparse.Namespace, skip: Sequence[str] = ()):
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
-        from lifelong.training.runner import write_json_atomic
+        from lifelong.tracking.files import write_json_atomic
 
         try:
             write_json_atomic(payload, path)

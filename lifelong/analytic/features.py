@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import save_torch_atomic
 
 
 def default_cache_dir() -> Path:
@@ -48,19 +49,6 @@ def module_hash(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary file, then os.replace: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class FeatureCache:
     """Directory of `<key>.pt` feature tensors; `hits`/`misses` count lookups of this instance."""
 
@@ -84,7 +72,7 @@ class FeatureCache:
         self.misses += 1
         out = compute()
         try:
-            save_atomic(out, p)
+            save_torch_atomic(out, p)
         except OSError:  # read-only cache dir: still return the features
             pass
         return out

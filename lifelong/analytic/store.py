@@ -21,6 +21,7 @@ from lifelong.analytic.acil import ACIL, GACIL
 from lifelong.analytic.dsal import DSAL
 from lifelong.analytic.nmc import NMC
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import save_torch_atomic
 
 MODEL_KINDS: dict[str, type] = {"acil": ACIL, "g-acil": GACIL, "ds-al": DSAL, "nmc": NMC}
 _VERSION = re.compile(r"^model_v(\d+)\.pt$")
@@ -116,12 +117,10 @@ def read_requests(run_dir: str | Path) -> list[dict]:
 
 def save_samples(path: str | Path, features: torch.Tensor, labels: torch.Tensor, ids: Any = None) -> None:
     """A samples file for `lifelong unlearn --samples` (or the run's training features for --classes)."""
-    from lifelong.analytic.features import save_atomic
-
     obj = {"features": torch.as_tensor(features), "labels": torch.as_tensor(labels)}
     if ids is not None:
         obj["ids"] = list(ids.tolist() if hasattr(ids, "tolist") else ids)
-    save_atomic(obj, Path(path))
+    save_torch_atomic(obj, Path(path))
 
 
 def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list | None]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.training import runner
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import Engine
@@ -115,8 +116,8 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
     table = format_markdown(rows, base["scenario"], seeds, lengths)
     output = {"scenario": base["scenario"], "seeds": list(seeds), "experience_steps": lengths,
               "variants": settings, "summary": rows, "runs": runs, "table": table, "failed": len(failed)}
-    runner.write_json_atomic(output, out / "schedules.json")
-    (out / "schedules.md").write_text(table + "\n")
+    write_json_atomic(output, out / "schedules.json")
+    write_text_atomic(table + "\n", out / "schedules.md")
     plot(rows, settings, probe, lengths, out / "schedules.png")
     return output
 
@@ -256,4 +257,4 @@ def plot(rows: Sequence[dict[str, Any]], settings: dict[str, dict[str, Any]], pr
         ax.set(xlabel="experiences seen", ylabel="avg accuracy on seen experiences (%)", title=strategy, xticks=x)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)

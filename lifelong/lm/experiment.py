@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 from lifelong.lm.cli import config_from_args
+from lifelong.tracking.files import save_figure_atomic, write_text_atomic
 
 
 def _runs(corpora: list[str], replays: list[float]) -> list[tuple[str, dict]]:
@@ -114,9 +114,7 @@ def _plot(results: dict[str, dict], corpora: list[str], path: Path) -> None:
         for p in any_res["phases"][1:]:
             ax.axvline(p["start_step"], color="gray", ls="--", lw=0.8)
     axes[0][0].legend(fontsize=7)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -153,8 +151,6 @@ def run_experiment(args: argparse.Namespace) -> str:
             ),
         ),
     ):
-        tmp = out / (fname + f".tmp{os.getpid()}")
-        tmp.write_text(content)
-        os.replace(tmp, out / fname)
+        write_text_atomic(content, out / fname)
     _plot(results, corpora, out / "curves.png")
     return text + f"\n\nwritten to {out}"

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lifelong.tracking.files import save_figure_atomic
+
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_run(result: dict, path: str | os.PathLike, title: str | None = None) -> None:

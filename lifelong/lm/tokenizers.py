@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import atomic_path
 
 
 class ByteTokenizer:
@@ -79,10 +80,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike)
     )
     tok.train_from_iterator(texts, trainer=trainer)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tokenizer.json.tmp"
-    tok.save(str(tmp))
-    os.replace(tmp, out / "tokenizer.json")
+    with atomic_path(out / "tokenizer.json") as tmp:
+        tok.save(str(tmp))
     return _from_tokenizer_json(out / "tokenizer.json", f"bpe{vocab_size}")
 
 

@@ -38,6 +38,7 @@ from lifelong.lm.replay import MixtureSampler, check_replay
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
 from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
+from lifelong.tracking.files import write_json_atomic
 
 
 @dataclass
@@ -176,13 +177,6 @@ def _decay_mask_groups(model: torch.nn.Module, weight_decay: float):
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _save_checkpoint(module, path: Path, meta: dict) -> None:
@@ -477,9 +471,9 @@ def run_lm(cfg: LMConfig) -> dict:
     result["tokens_per_second"] = train_tokens / train_seconds if train_seconds > 0 else float("nan")
     result["wall_seconds"] = time.perf_counter() - wall0
     if main_proc:
-        _atomic_write_json(out_dir / "result.json", result)
+        write_json_atomic(result, out_dir / "result.json", indent=1)
         if cfg.json_path:
-            _atomic_write_json(Path(cfg.json_path), result)
+            write_json_atomic(result, Path(cfg.json_path), indent=1)
         if cfg.plot:
             from lifelong.lm.plots import plot_run
 

@@ -22,6 +22,7 @@ from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_from_rows, curve_metrics, mean_seen_accuracy
 from lifelong.evaluation.metrics import summarize
 from lifelong.report import plots
+from lifelong.tracking.files import write_text_atomic
 from lifelong.tracking.store import DB_NAME, RunStore, find_runs
 
 REPORT_NAME = "report.html"
@@ -176,11 +177,7 @@ def page(title: str, subtitle: str, sections: Sequence[str]) -> str:
 
 
 def _write(text: str, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text_atomic(text, out)
 
 
 # --- reading a run -------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lifelong.tracking.files import save_figure_atomic
+
 DPI = 100
 COMPARISON_METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "min_acc", "wc_acc", "wf10")
 
@@ -26,10 +28,7 @@ def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
-    return path
+    return save_figure_atomic(fig, path, metadata={"Software": None})
 
 
 def _nan(values: Sequence[float | None]) -> list[float]:

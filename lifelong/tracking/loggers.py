@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
 from lifelong.errors import LifelongError, unknown_name
+from lifelong.tracking.files import atomic_path
 
 CSV_NAME = "metrics.csv"
 JSONL_NAME = "metrics.jsonl"
@@ -131,12 +132,10 @@ class CSVLogger:
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         self.fields += [n for n in names if n not in self.fields]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, self.fields)
             w.writeheader()
             w.writerows(rows)
-        tmp.replace(self.path)
         self.file = self.path.open("a", newline="", buffering=1)
         self.writer = csv.DictWriter(self.file, self.fields)
 

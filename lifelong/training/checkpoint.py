@@ -1,4 +1,4 @@
-"""Atomic checkpoints: written to a temporary file, flushed, then renamed, so a crash (even kill -9)
+"""Checkpoints: written atomically and fsync'ed (see lifelong.tracking.files), so a crash or a power cut
 leaves either the previous checkpoint or the new one, never a torn file."""
 
 from __future__ import annotations
@@ -10,16 +10,11 @@ from typing import Any
 import torch
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import save_torch_atomic
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    save_torch_atomic(obj, path, fsync=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:

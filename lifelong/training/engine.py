@@ -45,9 +45,10 @@ from lifelong.schedules.schedulefree_support import eval_mode, has_modes, make_s
 from lifelong.schedules.stream import StreamSchedule
 from lifelong.schedules.wsd import decay_branch
 from lifelong.strategies import Batch, Context, Strategy, make_strategy
+from lifelong.tracking.files import save_torch_atomic
 from lifelong.tracking.resources import peak_rss_mb
 from lifelong.tracking.store import RunStore
-from lifelong.training.checkpoint import load_checkpoint, save_atomic
+from lifelong.training.checkpoint import load_checkpoint, save_checkpoint
 from lifelong.training.config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -245,7 +246,7 @@ class Engine:
             return
         self.flush_losses()
         with eval_mode(self.optimizer):
-            save_atomic({
+            save_checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "strategy": self.strategy.state_dict(), "generator": self.generator.get_state(),
                 "position": dict(self.position), "rows": self.rows, "initial": self.initial,
@@ -404,7 +405,7 @@ class Engine:
             name = f"branch_exp{k}"
             if self.store is not None:
                 with eval_mode(self.optimizer):
-                    save_atomic(self.model.state_dict(), self.store.dir / f"{name}.pt")
+                    save_torch_atomic(self.model.state_dict(), self.store.dir / f"{name}.pt")
                 self.store.add_artifact(name, self.store.dir / f"{name}.pt", "model")
         self.model.load_state_dict(snapshot[0])
         self.optimizer.load_state_dict(snapshot[1])

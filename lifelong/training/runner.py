@@ -6,7 +6,6 @@ trains strategies x seeds in parallel worker processes (one pinned thread each) 
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -21,6 +20,7 @@ from lifelong.data.datasets import ArrayDataset, load_dataset
 from lifelong.data.scenarios import parse_scenario
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
+from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
 from lifelong.tracking.resources import reset_peak_rss
 from lifelong.tracking.store import RunStore
@@ -38,14 +38,6 @@ def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
     while path.exists():
         path, k = Path(f"{base}-{k}"), k + 1
     return path
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def execute(engine: Engine, store: RunStore) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Atomic file writes: write a temporary file beside the target, then rename it over the target, so neither a
+reader nor a crash (even kill -9) ever sees a half-written file: there is the old version or the new one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
+    return write_text_atomic(json.dumps(obj, indent=indent), path)
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike, fsync: bool = False) -> Path:
+    """torch.save atomically; `fsync` also survives a power cut, not only a crash of the process."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
+    """matplotlib's savefig, atomically (the format comes from the target's suffix, default PNG)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig)
+    return Path(path)
