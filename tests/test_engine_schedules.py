@@ -6,10 +6,11 @@ import torch
 from lifelong import cli
 from lifelong.errors import LifelongError
 from lifelong.schedules import StreamSchedule, eval_mode
+from lifelong.tracking.resources import environment
 from lifelong.tracking.store import RunStore
 from lifelong.training import runner
 from lifelong.training.config import RunConfig
-from lifelong.training.engine import CHECKPOINT, Engine, environment
+from lifelong.training.engine import CHECKPOINT, Engine
 
 SCHEDULED = {"schedule": "cosine", "schedule_mode": "restart", "schedule_params": "warmup=4,min_lr=0.001"}
 WSD_MAIN = {"schedule": "wsd", "schedule_params": "warmup=5,decay_start=1000000,decay_steps=0"}

@@ -20,6 +20,13 @@ from lifelong.data.stream import Stream
 from lifelong.errors import LifelongError
 
 
+def count_correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> int:
+    """Correct arg-max predictions; `allowed` (a class mask) restricts them to a task's classes."""
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return int((logits.argmax(1) == labels).sum())
+
+
 @dataclass
 class ProbeSet:
     x: Tensor
@@ -58,10 +65,8 @@ class ContinualProbe:
             if j >= seen:
                 row.append(None)
                 continue
-            part = logits[start:start + len(s.x)]
-            if self.task_mask is not None:
-                part = part.masked_fill(~self.task_mask[s.task], float("-inf"))
-            row.append((part.argmax(1) == s.y).sum().item() / len(s.y))
+            allowed = None if self.task_mask is None else self.task_mask[s.task]
+            row.append(count_correct(logits[start:start + len(s.x)], s.y, allowed) / len(s.y))
             start += len(s.x)
         return row
 

@@ -13,15 +13,13 @@ experience, for the main runs and for the decayed branches; as a table (stdout, 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
+from lifelong.evaluation.metrics import average_forgetting
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.training import runner
 from lifelong.training.config import RunConfig
@@ -101,13 +99,13 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
                 cfg = RunConfig.from_dict({**base, **extra, "strategy": strategy, "seed": seed})
                 Engine.validate(cfg)
                 jobs.append((strategy, variant, cfg, out / "runs" / f"{strategy}-{variant}-s{seed}"))
-    if any((d / "run.sqlite").exists() for *_, d in jobs):
-        raise LifelongError(f"{out} already holds this experiment; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LifelongError(f"output directory {out} is not writable: {err.strerror}") from None
-    results = run_all([(cfg, d) for *_, cfg, d in jobs], workers, quiet)
+    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
+
+    def done(r: dict[str, Any]) -> None:
+        if not quiet:
+            print(f"done {Path(r['run_dir']).name}", file=sys.stderr, flush=True)
+
+    results = runner.run_many([(cfg, d) for *_, cfg, d in jobs], workers, on_result=done)
     runs = [{"strategy": s, "variant": v, **r} for (s, v, _, _), r in zip(jobs, results, strict=True)]
     failed = [r for r in runs if "error" in r]
     for r in failed:
@@ -122,34 +120,9 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
     return output
 
 
-def run_all(jobs: Sequence[tuple[RunConfig, Path]], workers: int, quiet: bool) -> list[dict[str, Any]]:
-    """Results of `runner.worker_run` for every job, in order; in worker processes when workers > 1."""
-    if workers <= 1:
-        results = []
-        for cfg, d in jobs:
-            results.append(runner.worker_run(cfg.to_dict(), str(d), None))
-            if not quiet:
-                print(f"done {d.name}", file=sys.stderr, flush=True)
-        return results
-    out: list[dict[str, Any]] = [{} for _ in jobs]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(runner.worker_run, cfg.to_dict(), str(d), None): i for i, (cfg, d) in enumerate(jobs)}
-        for n, f in enumerate(as_completed(futures), 1):
-            out[futures[f]] = f.result()
-            if not quiet:
-                print(f"[{n}/{len(jobs)}] done {jobs[futures[f]][1].name}", file=sys.stderr, flush=True)
-    return out
-
-
 def seen_average(row: Sequence[float], k: int) -> float:
     """Average accuracy over experiences 0..k."""
     return sum(row[: k + 1]) / (k + 1)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
 def summarize(runs: Sequence[dict[str, Any]], strategies: Sequence[str]) -> list[dict[str, Any]]:
@@ -163,25 +136,17 @@ def summarize(runs: Sequence[dict[str, Any]], strategies: Sequence[str]) -> list
             n = len(rs[0]["accuracy_matrix"])
             row: dict[str, Any] = {"strategy": strategy, "variant": variant, "runs": len(rs)}
             for key in ("final_accuracy", "average_incremental_accuracy", "forgetting", "train_seconds"):
-                row[key] = mean_std([r[key] for r in rs if r.get(key) is not None])
-            row["seen_accuracy"] = [mean_std([seen_average(r["accuracy_matrix"][k], k) for r in rs])[0]
+                row[key] = runner.mean_std([r[key] for r in rs if r.get(key) is not None])
+            row["seen_accuracy"] = [runner.mean_std([seen_average(r["accuracy_matrix"][k], k) for r in rs])[0]
                                     for k in range(n)]
             if all("branches" in r for r in rs):
-                row["branch_seen_accuracy"] = [mean_std([r["branches"][k]["final_accuracy"] for r in rs])[0]
+                row["branch_seen_accuracy"] = [runner.mean_std([r["branches"][k]["final_accuracy"] for r in rs])[0]
                                                for k in range(n)]
-                row["branch_final_accuracy"] = mean_std([r["branches"][-1]["final_accuracy"] for r in rs])
-                row["branch_forgetting"] = mean_std([branch_forgetting(r["branches"]) for r in rs])
+                row["branch_final_accuracy"] = runner.mean_std([r["branches"][-1]["final_accuracy"] for r in rs])
+                row["branch_forgetting"] = runner.mean_std(
+                    [average_forgetting([b["accuracy"] for b in r["branches"]]) or 0.0 for r in rs])
             rows.append(row)
     return rows
-
-
-def branch_forgetting(branches: Sequence[dict[str, Any]]) -> float:
-    """Average forgetting of the decayed models: best earlier accuracy minus final, over old experiences."""
-    matrix = [b["accuracy"] for b in branches]
-    n = len(matrix)
-    if n < 2:
-        return 0.0
-    return sum(max(matrix[i][j] for i in range(j, n - 1)) - matrix[-1][j] for j in range(n - 1)) / (n - 1)
 
 
 def pct(pair: tuple[float | None, float | None] | None) -> str:

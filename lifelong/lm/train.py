@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
 from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
 from lifelong.tracking.files import write_json_atomic
+from lifelong.tracking.resources import environment
 
 
 @dataclass
@@ -319,7 +319,7 @@ def run_lm(cfg: LMConfig) -> dict:
         "probes": [],
         "world_size": world,
         "device": str(device),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "versions": environment(),
     }
 
     def evaluate_all() -> dict[str, float]:

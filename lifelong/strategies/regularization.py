@@ -88,10 +88,14 @@ def vmap_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Ten
     return total
 
 
+STRENGTH = Param(100.0, "penalty strength lambda", low=0.0)
+FISHER_SAMPLES = Param(1000, "samples used to estimate the Fisher diagonal", low=1)
+
+
 class QuadraticAnchor(Strategy):
     """Shared machinery: anchors and importances, and the quadratic penalty over them."""
 
-    params = {"ewc_lambda": Param(100.0, "penalty strength lambda", low=0.0)}
+    params = {"ewc_lambda": STRENGTH}
 
     def __init__(self, **hp: Any) -> None:
         super().__init__(**hp)
@@ -161,8 +165,8 @@ class EWC(QuadraticAnchor):
     name = "ewc"
     description = "elastic weight consolidation: quadratic penalty weighted by the Fisher diagonal"
     params = {
-        "ewc_lambda": Param(100.0, "penalty strength lambda", low=0.0),
-        "fisher_samples": Param(1000, "samples used to estimate the Fisher diagonal", low=1),
+        "ewc_lambda": STRENGTH,
+        "fisher_samples": FISHER_SAMPLES,
     }
 
     def end_experience(self, exp: Experience) -> None:
@@ -180,9 +184,9 @@ class OnlineEWC(QuadraticAnchor):
     name = "online-ewc"
     description = "online EWC: a single decayed Fisher and the latest anchor (constant memory)"
     params = {
-        "ewc_lambda": Param(100.0, "penalty strength lambda", low=0.0),
+        "ewc_lambda": STRENGTH,
         "gamma": Param(1.0, "decay of the running Fisher", low=0.0, high=1.0),
-        "fisher_samples": Param(1000, "samples used to estimate the Fisher diagonal", low=1),
+        "fisher_samples": FISHER_SAMPLES,
     }
 
     def end_experience(self, exp: Experience) -> None:

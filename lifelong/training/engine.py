@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong import __version__
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.scenarios import make_stream, parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
-from lifelong.evaluation.probe import ContinualProbe
+from lifelong.evaluation.probe import ContinualProbe, count_correct
 from lifelong.models.backbones import MODELS, make_model
 from lifelong.schedules.basic import Constant
 from lifelong.schedules.schedulefree_support import eval_mode, has_modes, make_schedulefree
@@ -65,20 +61,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LifelongError(f"device={name!r} requested but CUDA is not available on this machine")
     return device
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment() -> dict[str, Any]:
-    return {"lifelong": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "git_commit": git_commit()}
 
 
 def data_order(n: int, seed: int, experience: int, epochs: int) -> Tensor:
@@ -191,17 +173,16 @@ class Engine:
 
     # --- evaluation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def accuracy(self, exp: Experience, idx: Tensor | None = None, chunk: int = 4096) -> float:
-        idx = exp.test_idx if idx is None else idx
+    def accuracy(self, exp: Experience, chunk: int = 4096) -> float:
+        """Test accuracy on one experience (within its task's classes on task-aware streams)."""
+        idx = exp.test_idx
         if len(idx) == 0:
             return float("nan")
+        allowed = None if self.task_mask is None else self.task_mask[exp.task_id]
         correct = 0
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
-            logits = self.model(self.prepare(exp.raw(part, "test")))
-            if self.task_mask is not None:
-                logits = logits.masked_fill(~self.task_mask[exp.task_id], float("-inf"))
-            correct += (logits.argmax(1) == exp.labels(part, "test")).sum().item()
+            correct += count_correct(self.model(self.prepare(exp.raw(part, "test"))), exp.labels(part, "test"), allowed)
         return correct / len(idx)
 
     def continual_evaluation(self, seen: int) -> None:

@@ -22,10 +22,10 @@ from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
-from lifelong.tracking.resources import reset_peak_rss
+from lifelong.tracking.resources import environment, reset_peak_rss
 from lifelong.tracking.store import RunStore
 from lifelong.training.config import RunConfig
-from lifelong.training.engine import Engine, StepCallback, environment
+from lifelong.training.engine import Engine, StepCallback
 
 SUMMARY_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting", "min_acc",
                    "wc_acc", "train_seconds", "peak_rss_mb")
@@ -152,6 +152,13 @@ def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequ
                 "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
 
 
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation (0 for one value; None, None for none)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
 def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard deviation of each metric per strategy, over seeds (failed runs left out)."""
     by_strategy: dict[str, list[dict[str, Any]]] = {}
@@ -162,43 +169,28 @@ def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for strategy, rs in by_strategy.items():
         row: dict[str, Any] = {"strategy": strategy, "runs": len(rs)}
         for m in SUMMARY_METRICS:
-            vals = [r[m] for r in rs if r.get(m) is not None]
-            row[f"{m}_mean"] = statistics.fmean(vals) if vals else None
-            row[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in rs if r.get(m) is not None])
         summary.append(row)
     return summary
 
 
-def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
-            workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
-            strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
+             progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None,
+             loggers: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Train every (config, run directory) in worker processes (spawned, one thread each); results in job order.
 
-    `progress` gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands."""
-    out_dir = Path(out_dir)
-    configs = []
-    for strategy in strategies:
-        for seed in seeds:
-            hp = (strategy_hparams or {}).get(strategy, {})
-            cfg = base.with_overrides(strategy=strategy, seed=seed, hparams={**base.hparams, **hp})
-            Engine.validate(cfg)
-            configs.append((cfg, out_dir / f"{strategy.replace('+', '_')}-s{seed}"))
-    for _, d in configs:
-        if (d / "run.sqlite").exists():
-            raise LifelongError(f"{out_dir} already holds a comparison; choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LifelongError(f"output directory {out_dir} is not writable: {err.strerror}") from None
-    results: list[dict[str, Any] | None] = [None] * len(configs)
-    state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in configs}
+    A failed run gives {"error": ...} instead of stopping the others. `progress` gets {run name: (step, total)}
+    a few times a second; `on_result` gets each result as it lands. Validate the configs first (Engine.validate).
+    """
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
     ctx = get_context("spawn")
     with ctx.Manager() as manager:
         queue = manager.Queue()
         with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
             futures = {pool.submit(worker_run, cfg.to_dict(), str(d), queue, tuple(loggers)): i
-                       for i, (cfg, d) in enumerate(configs)}
+                       for i, (cfg, d) in enumerate(jobs)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -211,8 +203,37 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
                         on_result(results[futures[f]])
                 if progress is not None:
                     progress(state)
+    return results
+
+
+def prepare_output(out_dir: Path, run_dirs: Sequence[Path], what: str) -> None:
+    """Create `out_dir` for new runs; refuse one that already holds them."""
+    if any((d / "run.sqlite").exists() for d in run_dirs):
+        raise LifelongError(f"{out_dir} already holds {what}; choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LifelongError(f"output directory {out_dir} is not writable: {err.strerror}") from None
+
+
+def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
+            workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
+            strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}."""
+    out_dir = Path(out_dir)
+    jobs = []
+    for strategy in strategies:
+        for seed in seeds:
+            hp = (strategy_hparams or {}).get(strategy, {})
+            cfg = base.with_overrides(strategy=strategy, seed=seed, hparams={**base.hparams, **hp})
+            jobs.append((cfg, out_dir / f"{strategy.replace('+', '_')}-s{seed}"))
+    for cfg, _ in jobs:
+        Engine.validate(cfg)
+    prepare_output(out_dir, [d for _, d in jobs], "a comparison")
+    results = run_many(jobs, workers, progress, on_result, loggers)
     output = {"scenario": base.scenario, "config": base.to_dict(), "results": results,
-              "summary": summarize_results([r for r in results if r is not None])}
+              "summary": summarize_results(results)}
     write_json_atomic(output, out_dir / "compare.json")
     return output
 
