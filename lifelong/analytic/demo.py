@@ -10,7 +10,6 @@ slca (slow learner + classifier alignment), joint (linear head trained on all da
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from lifelong.analytic.features import FeatureCache, extract_features, train_bas
 from lifelong.analytic.nmc import NMC
 from lifelong.analytic.slca import SLCA
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import write_json_atomic
 
 ALL_METHODS = ("joint", "nmc", "acil", "ds-al", "er", "finetune", "slca")
 
@@ -281,12 +281,8 @@ def _save_run(args, sc: FeatureScenario, rows: list[dict], log: Callable[[str], 
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     out = [{k: v for k, v in r.items() if k != "learner"} for r in rows]
-    (run / "demo_results.json").write_text(
-        json.dumps(
-            {"dataset": sc.name, "experiences": sc.experiences, "class_names": sc.class_names, "rows": out},
-            indent=1,
-        )
-    )
+    write_json_atomic({"dataset": sc.name, "experiences": sc.experiences, "class_names": sc.class_names,
+                       "rows": out}, run / "demo_results.json", indent=1)
     analytic = [r for r in rows if r["method"] in ("acil", "g-acil")]
     if analytic:
         from lifelong.evaluation.metrics import summarize as matrix_summary
