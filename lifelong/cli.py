@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -122,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.store) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     n_runs = len(strategies) * len(seeds)
     # a bar over the steps of all runs on a terminal; elsewhere only a line per finished run
-    bar = ProgressLogger(desc=f"{n_runs} runs", disable=True if args.quiet else None, plain_interval=math.inf)
+    bar = ProgressLogger(desc=f"{n_runs} runs", disable=True if args.quiet else None, plain_interval=None)
     finished = []
 
     def progress(state: dict[str, tuple[int, int]]) -> None:
