@@ -216,6 +216,18 @@ class AnalyticModel:
         """The fields every saved analytic model starts with."""
         return {"kind": self.kind, "format": 1, "in_features": self.in_features, "params": dict(self.params)}
 
+    def begin_phase(self) -> AnalyticModel:
+        """Mark the start of a phase (experience); its data may then come in several `fit_increment` calls.
+
+        A no-op for learners whose result does not depend on the phase split (NMC, ACIL, G-ACIL); DS-AL
+        overrides it. Lets callers feed every analytic learner the same way.
+        """
+        return self
+
+    def end_phase(self) -> AnalyticModel:
+        """Mark the end of the current phase (no-op unless the learner is phase-dependent)."""
+        return self
+
     @property
     def classes_(self) -> list[int]:
         """Classes with at least one learned (and not unlearned) sample."""
