@@ -10,13 +10,16 @@ from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import (
     curve_from_rows,
     curve_metrics,
+    learning_curve_area,
     max_window_change,
     mean_seen_accuracy,
     min_acc,
     stability_gaps,
     wc_acc,
     windowed_forgetting,
+    windowed_forgetting_per_task,
     windowed_plasticity,
+    windowed_plasticity_per_task,
 )
 
 # Three experiences, boundaries |T_0| = 3, |T_1| = 6, |T_2| = 9, one evaluation per step 1..9.
@@ -38,31 +41,75 @@ def test_min_acc_and_wc_acc_by_hand():
 
 
 def test_windowed_forgetting_by_hand():
-    # E0 after its end: 0.75, 0.5, 0.375, 0.25, 0.5, 0.625.  E1 after its end: 0.5, 0.75, 0.875 (never drops: 0).
-    # w=2 (neighbours): largest drop 0.75->0.5 = 0.25  -> WF = (0.25 + 0) / 2
-    # w=3: 0.75->0.375 = 0.375                          -> WF = 0.1875
-    # w>=4: 0.75->0.25 = 0.5                            -> WF = 0.25
-    assert windowed_forgetting(CURVE, BOUNDS, 2) == pytest.approx(0.125)
-    assert windowed_forgetting(CURVE, BOUNDS, 3) == pytest.approx(0.1875)
-    assert windowed_forgetting(CURVE, BOUNDS, 10) == pytest.approx(0.25)
+    # Windows slide over every evaluation since the task was seen (the authors' code), its own training included:
+    # E0 (steps 1-9): 0.5, 0.75, 1.0, 0.75, 0.5, 0.375, 0.25, 0.5, 0.625
+    #   w=2: 1.0->0.75 = 0.25;  w=3: 1.0->0.5 = 0.5;  w=4: 1.0->0.375 = 0.625;  w>=5: 1.0->0.25 = 0.75
+    # E1 (steps 4-9): 0.25, 0.625, 0.875, 0.5, 0.75, 0.875 -> 0.875->0.5 = 0.375 across its switch (w>=2)
+    # E2 (steps 7-9): 0.25, 0.5, 1.0 -> 0.   WF = mean over the three seen tasks (the current one included).
+    assert windowed_forgetting_per_task(CURVE, BOUNDS, 2) == {0: 0.25, 1: 0.375, 2: 0.0}
+    assert windowed_forgetting(CURVE, BOUNDS, 2) == pytest.approx(0.625 / 3)
+    assert windowed_forgetting(CURVE, BOUNDS, 3) == pytest.approx(0.875 / 3)
+    assert windowed_forgetting(CURVE, BOUNDS, 4) == pytest.approx(1.0 / 3)
+    assert windowed_forgetting(CURVE, BOUNDS, 10) == pytest.approx(1.125 / 3)
     assert windowed_forgetting(CURVE, BOUNDS, 1) == 0.0  # a window of one evaluation holds no pair
 
 
 def test_windowed_plasticity_by_hand():
-    # While current: E0 0.5, 0.75, 1.0; E1 0.25, 0.625, 0.875; E2 0.25, 0.5, 1.0.
-    # w=2: gains 0.25, 0.375, 0.5 -> mean 0.375.   w>=3: 0.5, 0.625, 0.75 -> mean 0.625.
+    # Same windows, largest gain: E0 w=2 0.25, w>=3 0.5->1.0 = 0.5; E1 w=2 0.25->0.625 = 0.375, w>=3 0.625;
+    # E2 w=2 0.5, w>=3 0.75.  w=2: 1.125 / 3 = 0.375;  w>=3: 1.875 / 3 = 0.625.
+    assert windowed_plasticity_per_task(CURVE, BOUNDS, 2) == {0: 0.25, 1: 0.375, 2: 0.5}
     assert windowed_plasticity(CURVE, BOUNDS, 2) == pytest.approx(0.375)
     assert windowed_plasticity(CURVE, BOUNDS, 100) == pytest.approx(0.625)
+
+
+# Synthetic collapse: boundaries |T_0| = 2, |T_1| = 4; E0 is learned to 0.9, collapses to 0.3 at the first evaluation
+# after the switch, then recovers to 0.95; E1 is learned from 0.6 to 0.8.
+COLLAPSE = {"steps": [1, 2, 3, 4], "accuracy": [[0.5, N], [0.9, N], [0.3, 0.6], [0.95, 0.8]]}
+
+
+def test_windowed_forgetting_counts_the_collapse_right_after_the_switch():
+    # The window {step 2, step 3} slides across the switch: WF(E0) = 0.9 - 0.3 = 0.6 for every w >= 2
+    # (the authors' definition); E1 never drops. Mean over the two seen tasks = 0.3.
+    for w in (2, 10, 100):
+        per_task = windowed_forgetting_per_task(COLLAPSE, [2, 4], w)
+        assert per_task[0] == pytest.approx(0.6) and per_task[1] == 0.0
+        assert windowed_forgetting(COLLAPSE, [2, 4], w) == pytest.approx(0.3)
+
+
+def test_windowed_plasticity_counts_the_recovery_after_the_switch():
+    # E0: learned 0.5 -> 0.9 (+0.4), recovers 0.3 -> 0.95 (+0.65) after the switch: WP(E0) = 0.65 for w >= 2.
+    # E1: 0.6 -> 0.8 = 0.2.  Mean (0.65 + 0.2) / 2 = 0.425.
+    per_task = windowed_plasticity_per_task(COLLAPSE, [2, 4], 2)
+    assert per_task[0] == pytest.approx(0.65) and per_task[1] == pytest.approx(0.2)
+    assert windowed_plasticity(COLLAPSE, [2, 4], 10) == pytest.approx(0.425)
+
+
+def test_lca_leaves_out_tasks_with_fewer_than_beta_evaluations():
+    # beta = 2: E0 current at steps 1, 2 -> (0.5 + 0.9) / 2 = 0.7; E1 current at steps 3, 4 -> 0.7.
+    assert learning_curve_area(COLLAPSE, [2, 4], 2) == pytest.approx(0.7)
+    # Boundaries [3, 4]: E1 is current only at step 4 (one evaluation < beta) and is left out -> E0 alone:
+    # (0.5 + 0.9) / 2 = 0.7 (averaging over the single value too would give (0.7 + 0.8) / 2).
+    assert learning_curve_area(COLLAPSE, [3, 4], 2) == pytest.approx(0.7)
+    assert learning_curve_area(COLLAPSE, [2, 4], 3) is None  # no task has 3 evaluations while current
+
+
+def test_wc_acc_is_the_mean_of_current_accuracy_and_the_available_minima():
+    # |T_0| = 1, |T_1| = 2; E0 is not evaluated after its end, so only E1 has a minimum (0.5).
+    # The authors' code averages [A(E_2, f_3) = 0.75, 0.5] = 0.625 (not 0.75/3 + 2/3 * 0.5).
+    curve = {"steps": [1, 2, 3], "accuracy": [[0.5, N, N], [N, 0.75, N], [N, 0.5, 0.75]]}
+    assert min_acc(curve, [1, 2, 3]) == 0.5
+    assert wc_acc(curve, [1, 2, 3]) == pytest.approx(0.625)
 
 
 def test_curve_metrics_dict_by_hand():
     m = curve_metrics(CURVE, BOUNDS)
     assert m["evaluations"] == 9
-    assert m["wf10"] == pytest.approx(0.25) and m["wf100"] == pytest.approx(0.25)
+    assert m["wf10"] == pytest.approx(1.125 / 3) and m["wf100"] == pytest.approx(1.125 / 3)
     assert m["wp10"] == pytest.approx(0.625) and m["wp100"] == pytest.approx(0.625)
-    # LCA_10: each task had only 3 evaluations while current: (2.25/3 + 1.75/3 + 1.75/3) / 3 = 5.75 / 9
-    assert m["lca"] == pytest.approx(5.75 / 9)
-    # LCA_2: (0.625 + 0.4375 + 0.375) / 3
+    # LCA_10: every task had only 3 evaluations while current, fewer than beta = 10 -> no task qualifies.
+    assert m["lca"] is None
+    # LCA_3: (2.25/3 + 1.75/3 + 1.75/3) / 3 = 5.75 / 9;  LCA_2: (0.625 + 0.4375 + 0.375) / 3
+    assert curve_metrics(CURVE, BOUNDS, lca_beta=3)["lca"] == pytest.approx(5.75 / 9)
     assert curve_metrics(CURVE, BOUNDS, windows=(2,), lca_beta=2)["lca"] == pytest.approx(1.4375 / 3)
     assert set(curve_metrics(CURVE, BOUNDS, windows=(2,))) >= {"wf2", "wp2"}
 
@@ -96,8 +143,9 @@ def test_evaluation_only_at_boundaries_min_acc_is_min_of_boundary_rows():
 
 def test_first_task_and_running_runs():
     one = {"steps": [1, 2], "accuracy": [[0.25], [0.5]]}
-    m = curve_metrics(one, [])  # still on the first task, no boundary yet
-    assert m["wc_acc"] == 0.5 and m["min_acc"] is None and m["wf10"] is None and m["stability_gaps"] == []
+    m = curve_metrics(one, [], lca_beta=2)  # still on the first task, no boundary yet
+    assert m["wc_acc"] == 0.5 and m["min_acc"] is None and m["stability_gaps"] == []
+    assert m["wf10"] == 0.0  # the task being learned is tracked too; it never dropped
     assert m["wp10"] == pytest.approx(0.25) and m["lca"] == pytest.approx(0.375)
     running = {"steps": [1, 2, 3], "accuracy": [[0.75, N], [0.5, 0.25], [0.625, 0.5]]}
     m = curve_metrics(running, [1])  # E1 in progress after the switch at step 1
@@ -153,3 +201,36 @@ def test_task_drops_on_a_hand_made_curve():
     assert drops[2] == {"task": 1, "experience": 2, "end_of_training": 0.8, "before": 0.8, "min": 0.2,
                         "min_step": 5, "drop": pytest.approx(0.6), "end": 0.5}
     assert len(drops) == 3
+
+
+def authors_windowed(curve, boundaries, w, sign):
+    """The authors' streaming procedure, written independently: per seen task a window of its last w values,
+    the largest sign * (earlier - later) pair inside it after every evaluation, a running max, then the mean."""
+    best, windows = {}, {}
+    for step, row in zip(curve["steps"], curve["accuracy"], strict=True):
+        current = sum(1 for b in boundaries if b < step)
+        for j in range(current + 1):
+            if j >= len(row) or row[j] is None:
+                continue
+            window = windows.setdefault(j, [])
+            window.append(row[j])
+            del window[:-w]
+            pairs = [sign * (window[a] - window[b]) for a in range(len(window)) for b in range(a + 1, len(window))]
+            best[j] = max([best.get(j, 0.0), *pairs])
+    return sum(best.values()) / len(best) if best else None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 8), st.data())
+def test_windowed_metrics_match_the_authors_streaming_procedure(tasks, steps_per_task, w, data):
+    boundaries = [steps_per_task * (j + 1) for j in range(tasks)]
+    n = data.draw(st.integers(1, boundaries[-1]))
+    rows = []
+    for step in range(1, n + 1):
+        current = sum(1 for b in boundaries if b < step)
+        # unseen tasks get a value or None: the authors never evaluate them, so both must be ignored
+        rows.append([data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0] + [None] * (j > current)))
+                     for j in range(tasks)])
+    curve = {"steps": list(range(1, n + 1)), "accuracy": rows}
+    assert windowed_forgetting(curve, boundaries, w) == pytest.approx(authors_windowed(curve, boundaries, w, 1))
+    assert windowed_plasticity(curve, boundaries, w) == pytest.approx(authors_windowed(curve, boundaries, w, -1))

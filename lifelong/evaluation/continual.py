@@ -11,22 +11,34 @@ ended. An evaluation at step n belongs to experience k (the *current* experience
 (|T_{-1}| = 0); evaluations after the last boundary belong to the experience being trained then (a run that
 is still going). Experiences are the tasks of the paper; the metrics below use the paper's names.
 
-Definitions (methods.md section 2), with t the last evaluation and k the experience current at t:
+The definitions follow the authors' code (github.com/mattdl/ContinualEvaluation, src/eval/continual_eval_metrics.py),
+read at the last evaluation t, with k the experience current at t. Task j is *seen* from the first step of its
+training on (evaluations with n > |T_{j-1}|); the authors evaluate only seen tasks, so earlier values are ignored.
 
 - min-ACC = mean over j < k of  min_{n : |T_j| < n <= t} A(E_j, f_n)  (tasks without an evaluation after their
   end are left out of the mean; None when no task is left).
-- WC-ACC = (1/K) A(E_k, f_t) + (1 - 1/K) min-ACC, K = k + 1 the number of tasks seen (K = 1: the current accuracy).
-- WF^(w)(E_j) = the largest drop A(E_j, f_m) - A(E_j, f_m') with m < m' inside a window of w consecutive
-  evaluations, all after |T_j| (0 if the curve never drops); the reported WF^(w) is the mean over j < k.
-- WP^(w)(E_k) = the largest gain A(E_k, f_m') - A(E_k, f_m) inside a window of w consecutive evaluations made while
-  E_k is the current task; the reported WP^(w) is the mean over every task trained (with an evaluation).
-- LCA_beta (learning-curve area, Chaudhry et al. 2019, as the continual-evaluation codebase computes it) = mean over
-  tasks of the mean accuracy on E_k over the first beta evaluations made while E_k is current (fewer when the task
-  had fewer evaluations).
+- WC-ACC = mean of A(E_k, f_t) and the per-task minima of min-ACC, i.e. (1/K) A(E_k, f_t) + (1 - 1/K) min-ACC with
+  K = k + 1 when every old task has its minimum (K = 1: the current accuracy).
+- WF^(w)(E_j) = the largest drop A(E_j, f_m) - A(E_j, f_m') with m < m' inside any window of w consecutive
+  evaluations of E_j since it was seen (0 if it never drops). Windows slide over the task's whole history, its own
+  training included, so the window that holds the last evaluation before the switch and the first ones after it
+  counts the collapse right after the switch. The reported WF^(w) is the mean over every seen task j <= k, the
+  current one included (the authors average every task they track).
+- WP^(w)(E_j) = the same with the largest gain A(E_j, f_m') - A(E_j, f_m); also over the task's whole history (so a
+  recovery after a switch counts as well) and averaged over every seen task j <= k.
+- LCA_beta (learning-curve area, Chaudhry et al. 2019, as the authors' code computes it) = mean over tasks of the
+  mean accuracy on E_j over the first beta evaluations made while E_j is current; a task with fewer than beta such
+  evaluations is left out (None when no task has beta of them).
 
-Windows count *evaluations*, not optimiser steps: with evaluation every r steps, WF^(10) spans 10 evaluations
-= 9 r steps. (The reference code also tracks a task's windows while it is being learned; following methods.md we
-only use windows after the task ended.)
+Windows count *evaluations*, not optimiser steps: with evaluation every r steps (`--eval-every r`), WF^(10) looks
+at 10 consecutive evaluations, i.e. spans 10 r steps of training (100 steps with `--eval-every 10`; the pairs it
+compares are at most 9 r steps apart), and LCA_10 covers the first 10 r steps of each task. The authors evaluate
+after every iteration by default (r = 1), where evaluations and steps coincide.
+
+Deviations from the authors' code: none in the definitions above; these functions take whatever evaluations the
+curve holds. Where evaluations are made differs: the authors also evaluate once before the first update and after
+the last step of every epoch (so at every task boundary), the engine every r global steps only, so LCA's zero-shot
+point of task 0 and the evaluation at |T_j| are in the curve only when a step falls there.
 """
 
 from __future__ import annotations
@@ -156,7 +168,8 @@ def min_acc(curve: Curve, boundaries: Sequence[int]) -> float | None:
 
 
 def wc_acc(curve: Curve, boundaries: Sequence[int]) -> float | None:
-    """WC-ACC at the last evaluation t: (1/K) A(E_k, f_t) + (1 - 1/K) min-ACC with K = k + 1 tasks seen."""
+    """WC-ACC at the last evaluation t: the mean of A(E_k, f_t) and the min-ACC minimum of every old task
+    (= (1/K) A(E_k, f_t) + (1 - 1/K) min-ACC with K = k + 1 when every old task has one)."""
     steps, acc = _checked(curve)
     last = _last(steps, boundaries)
     if last is None:
@@ -165,29 +178,13 @@ def wc_acc(curve: Curve, boundaries: Sequence[int]) -> float | None:
     current = _value(acc[-1], k)
     if current is None:
         return None
-    if k == 0:
-        return current
-    m = min_acc(curve, boundaries)
-    if m is None:
-        return None
-    K = k + 1
-    return current / K + (1 - 1 / K) * m
+    return _mean([current, *min_acc_per_task(curve, boundaries).values()])
 
 
-def windowed_forgetting(curve: Curve, boundaries: Sequence[int], w: int) -> float | None:
-    """WF^(w): mean over previous tasks j < k of the largest drop on E_j within w consecutive evaluations
-    after its end |T_j|."""
-    steps, _ = _checked(curve)
-    last = _last(steps, boundaries)
-    if last is None:
-        return None
-    _, k = last
-    per_task = []
-    for j in range(min(k, len(boundaries))):
-        vals = [v for _, v in series(curve, j, start=boundaries[j])]
-        if vals:
-            per_task.append(max_window_change(vals, w, "drop"))
-    return _mean(per_task)
+def _seen_series(curve: Curve, boundaries: Sequence[int], j: int) -> list[float]:
+    """Accuracy on E_j at every evaluation since E_j was seen (n > |T_{j-1}|), its own training included."""
+    start = boundaries[j - 1] if j >= 1 else None
+    return [v for _, v in series(curve, j, start=start)]
 
 
 def _current_task_series(curve: Curve, boundaries: Sequence[int], k: int) -> list[float]:
@@ -201,21 +198,41 @@ def _trained_tasks(steps: list[int], boundaries: Sequence[int]) -> range:
     return range(0 if last is None else last[1] + 1)
 
 
-def windowed_plasticity(curve: Curve, boundaries: Sequence[int], w: int) -> float | None:
-    """WP^(w): mean over tasks of the largest gain on E_k within w consecutive evaluations while E_k is current."""
+def _windowed_per_task(curve: Curve, boundaries: Sequence[int], w: int, direction: str) -> dict[int, float]:
     steps, _ = _checked(curve)
-    per_task = [max_window_change(vals, w, "gain") for k in _trained_tasks(steps, boundaries)
-                if (vals := _current_task_series(curve, boundaries, k))]
-    return _mean(per_task)
+    return {j: max_window_change(vals, w, direction) for j in _trained_tasks(steps, boundaries)
+            if (vals := _seen_series(curve, boundaries, j))}
+
+
+def windowed_forgetting_per_task(curve: Curve, boundaries: Sequence[int], w: int) -> dict[int, float]:
+    """j -> WF^(w)(E_j): the largest drop on E_j within w consecutive evaluations since E_j was seen, for every
+    seen task j <= k (windows slide across the switch out of E_j)."""
+    return _windowed_per_task(curve, boundaries, w, "drop")
+
+
+def windowed_forgetting(curve: Curve, boundaries: Sequence[int], w: int) -> float | None:
+    """WF^(w): mean of `windowed_forgetting_per_task` over every seen task (the current one included)."""
+    return _mean(list(windowed_forgetting_per_task(curve, boundaries, w).values()))
+
+
+def windowed_plasticity_per_task(curve: Curve, boundaries: Sequence[int], w: int) -> dict[int, float]:
+    """j -> WP^(w)(E_j): the largest gain on E_j within w consecutive evaluations since E_j was seen."""
+    return _windowed_per_task(curve, boundaries, w, "gain")
+
+
+def windowed_plasticity(curve: Curve, boundaries: Sequence[int], w: int) -> float | None:
+    """WP^(w): mean of `windowed_plasticity_per_task` over every seen task (the current one included)."""
+    return _mean(list(windowed_plasticity_per_task(curve, boundaries, w).values()))
 
 
 def learning_curve_area(curve: Curve, boundaries: Sequence[int], beta: int = DEFAULT_LCA_BETA) -> float | None:
-    """LCA_beta: mean over tasks of the mean accuracy on E_k over its first beta evaluations while it is current."""
+    """LCA_beta: mean over tasks of the mean accuracy on E_k over its first beta evaluations while it is current;
+    tasks with fewer than beta such evaluations are left out (None when none has beta)."""
     if beta < 1:
         raise LifelongError(f"LCA beta must be >= 1, got {beta}")
     steps, _ = _checked(curve)
-    per_task = [sum(vals[:beta]) / len(vals[:beta]) for k in _trained_tasks(steps, boundaries)
-                if (vals := _current_task_series(curve, boundaries, k))]
+    per_task = [sum(vals[:beta]) / beta for k in _trained_tasks(steps, boundaries)
+                if len(vals := _current_task_series(curve, boundaries, k)) >= beta]
     return _mean(per_task)
 
 
