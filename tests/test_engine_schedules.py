@@ -6,14 +6,13 @@ import torch
 from lifelong import cli
 from lifelong.errors import LifelongError
 from lifelong.schedules import StreamSchedule, eval_mode
-from lifelong.tracking.resources import environment
 from lifelong.tracking.store import RunStore
 from lifelong.training import runner
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import CHECKPOINT, Engine
 
 SCHEDULED = {"schedule": "cosine", "schedule_mode": "restart", "schedule_params": "warmup=4,min_lr=0.001"}
-WSD_MAIN = {"schedule": "wsd", "schedule_params": "warmup=5,decay_start=1000000,decay_steps=0"}
+WSD_MAIN = {"schedule": "constant", "schedule_params": "warmup=5"}  # WSD's main branch: warmup, then stable
 
 
 class Crash(Exception):
@@ -22,14 +21,10 @@ class Crash(Exception):
 
 def train(cfg, run_dir=None, on_step=None):
     """(engine, result) of a run, stored in run_dir when given (the engine stays inspectable)."""
-    engine = Engine(cfg, None, on_step)
+    engine = Engine(cfg, run_dir, on_step=on_step)
     if run_dir is None:
         return engine, engine.run()
-    engine.store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
-    try:
-        return engine, runner.execute(engine, engine.store)
-    finally:
-        engine.store.close()
+    return engine, runner.execute(engine)
 
 
 def recorder(engine_box, sink):
@@ -47,7 +42,7 @@ def test_default_settings_equal_an_explicit_constant_schedule(digits_cfg):
     runs = []
     for extra in ({}, {"schedule": "constant"}):
         box, seen = [], []
-        engine = Engine(digits_cfg(**extra), None, recorder(box, seen))
+        engine = Engine(digits_cfg(**extra), on_step=recorder(box, seen))
         box.append(engine)
         runs.append((engine.run(), seen, engine.model.state_dict()))
     (a, la, ma), (b, lb, mb) = runs
@@ -64,7 +59,7 @@ def test_default_settings_equal_an_explicit_constant_schedule(digits_cfg):
 def test_learning_rates_follow_the_stream_schedule(digits_cfg, schedule, mode, params):
     cfg = digits_cfg(schedule=schedule, schedule_mode=mode, schedule_params=params)
     box, seen = [], []
-    engine = Engine(cfg, None, recorder(box, seen))
+    engine = Engine(cfg, on_step=recorder(box, seen))
     box.append(engine)
     engine.run()
     lengths = engine.experience_steps()
@@ -145,8 +140,7 @@ def test_schedulefree_checkpoints_hold_eval_mode_weights(tmp_path, digits_cfg):
             engine.model.load_state_dict(captured["train"])  # undo the round trip's rounding: the run goes on as is
         if g == 11:
             raise Crash
-    engine = Engine(cfg, None, on_step)
-    engine.store = RunStore.create(tmp_path / "sf", {"config": cfg.to_dict(), "env": environment()})
+    engine = Engine(cfg, tmp_path / "sf", on_step=on_step)
     with pytest.raises(Crash):
         engine.run()
     saved = torch.load(tmp_path / "sf" / CHECKPOINT, weights_only=False)

@@ -54,14 +54,12 @@ class Stream:
     """An ordered list of experiences over one label space.
 
     `task_aware`: predictions are restricted to the classes of the sample's task (task-incremental).
-    `boundaries_visible`: strategies are told when an experience ends (False for task-free streams).
     """
 
     name: str
     experiences: list[Experience]
     num_classes: int
     task_aware: bool = False
-    boundaries_visible: bool = True
     info: dict = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ evaluation is in flight; results come back in step order.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,27 +39,34 @@ class ContinualProbe:
     """Fixed test subsets per experience and an evaluator of a model snapshot on the first `seen` of them."""
 
     def __init__(self, stream: Stream, prepare, task_mask: Tensor | None, n: int, seed: int, model: nn.Module,
-                 background: bool = True) -> None:
+                 background: bool = True,
+                 predict: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
         smallest = min(len(e.test_idx) for e in stream)
         if n > smallest:
             raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
                                 f"{smallest} test samples")
+        self.predict = predict or (lambda model, x: model(x))
         g = torch.Generator().manual_seed(seed + 12345)
         self.sets = []
         for e in stream:
             pick = e.test_idx[torch.randperm(len(e.test_idx), generator=g)[:n].to(e.test_idx.device)]
             self.sets.append(ProbeSet(prepare(e.raw(pick, "test")), e.labels(pick, "test"), e.task_id))
         self.task_mask = task_mask
-        self.twin = copy.deepcopy(model).eval()
-        for p in self.twin.parameters():
-            p.requires_grad_(False)
+        self.twin = self.make_twin(model)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="continual-eval") if background else None
         self.pending: list[tuple[int, Future | list[float | None]]] = []
+
+    @staticmethod
+    def make_twin(model: nn.Module) -> nn.Module:
+        twin = copy.deepcopy(model).eval()
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
 
     @torch.no_grad()
     def evaluate(self, seen: int) -> list[float | None]:
         """Accuracy of the twin on the first `seen` probe sets (one forward pass), None for the others."""
-        logits = self.twin(torch.cat([s.x for s in self.sets[:seen]]))
+        logits = self.predict(self.twin, torch.cat([s.x for s in self.sets[:seen]]))
         row: list[float | None] = []
         start = 0
         for j, s in enumerate(self.sets):
@@ -75,8 +83,12 @@ class ContinualProbe:
         """Snapshot `model` now and evaluate it (in the background when enabled)."""
         if self.pending and isinstance(self.pending[-1][1], Future):
             self.pending[-1][1].result()  # the twin is free again
-        for mine, theirs in zip(self.twin.state_dict().values(), model.state_dict().values(), strict=True):
-            mine.copy_(theirs)
+        mine, theirs = self.twin.state_dict(), model.state_dict()
+        if [(k, v.shape) for k, v in mine.items()] != [(k, v.shape) for k, v in theirs.items()]:
+            self.twin = self.make_twin(model)  # the model grew (a strategy's adapt_model)
+        else:
+            for a, b in zip(mine.values(), theirs.values(), strict=True):
+                a.copy_(b)
         if self.pool is None:
             self.pending.append((step, self.evaluate(seen)))
         else:

@@ -41,8 +41,8 @@ def variant_settings(lr: float, first_length: int) -> dict[str, dict[str, Any]]:
                      "schedule_params": f"constant={lr / 2:g},min_lr={lr / 100:g},warmup={warmup},"
                                         f"cooldown_end={round(0.15 * first_length)},"
                                         f"constant_end={round(0.8 * first_length)}"},
-        "wsd+branches": {"schedule": "wsd", "schedule_mode": "continue",
-                         "schedule_params": f"warmup={warmup},decay_start=1000000000,decay_steps=0",
+        "wsd+branches": {"schedule": "constant", "schedule_mode": "continue",  # WSD's warmup + stable phase
+                         "schedule_params": f"warmup={warmup}",
                          "branch_every_experience": True, "branch_shape": "linear"},
     }
 

@@ -1,41 +1,165 @@
-"""The strategy interface: a few hooks on the one training loop, nothing else.
+"""The strategy contract: a few hooks on the one training loop, nothing else.
 
-The engine owns the step (forward, loss, backward, optimizer). A strategy changes what goes into the batch
-(`training_batch`), adds terms to the loss (`penalty`), looks at the result (`after_step`) and prepares for
-or wraps up an experience. A method then reads like its paper's algorithm box.
+The engine owns the step. One step of experience `exp`, in the order the hooks run:
+
+    batch = Batch(new segment)                        # the current data, always segment "new"
+    batch = strategy.training_batch(batch)            # add named segments: replayed or extra inputs
+    out   = batch.split(model(batch.x))               # logits per segment, by name
+    task  = strategy.loss(batch, out)                 # None: the engine's cross-entropy on the scored segments
+    extra = strategy.penalty(batch, out)              # None or extra loss terms
+    backward (task and extra separately when the strategy sets `separate_gradients`)
+    strategy.before_step(batch, out, grads)           # gradients may be edited here (projection, masks)
+    optimizer.step()
+    strategy.after_step(batch, out)                   # e.g. store the new samples in a memory
+
+Around the steps of an experience:
+
+    model = strategy.adapt_model(model, exp)          # grow heads / backbones; the optimizer follows
+    strategy.begin_experience(exp)
+    if strategy.learns_by_sgd(exp): the SGD steps
+    else: strategy.fit_experience(exp)                # closed-form learners absorb the experience instead
+    strategy.end_experience(exp)                      # optimizer in eval mode (schedule-free: averaged weights)
+
+Every evaluation (end of experience, continual probe, decay branches) scores `strategy.predict(model, x)`,
+in eval mode with gradients off. A strategy that overrides `predict` is evaluated on the training thread (the
+background probe only runs the model's own forward).
+
+What survives a resume: the model, the optimizer, the engine's RNG and whatever `state_dict` returns. That state
+must load with `torch.load(weights_only=True)`: tensors, numbers, strings and lists/dicts/tuples of them. Model
+growth is replayed on resume by calling `adapt_model` again for every experience already begun, so it must
+depend only on the experience (not on learned weights, which the checkpoint then overwrites).
+
+Hyperparameters are declared in `params`. In a composition (`er+lwf`) each part keeps its own; they are
+addressed as `lwf.alpha`, and a bare name is accepted when exactly one part declares it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from lifelong.data.stream import Experience, Stream
-from lifelong.errors import LifelongError
+from lifelong.errors import LifelongError, unknown_name
 from lifelong.params import Param, resolve
 from lifelong.registry import Registry
 
+NEW = "new"
+
 
 @dataclass
-class Batch:
-    """One training batch. The engine's cross-entropy covers the first len(y) rows of the logits;
-    rows of `x` beyond that are extra inputs a strategy scores itself in `penalty` (e.g. DER++'s logits)."""
+class Segment:
+    """Rows of one batch that belong together: inputs, labels (None: unlabelled) and per-row extras.
+
+    `scored`: the engine's cross-entropy covers these rows (the new data, plain replay); a segment that is not
+    scored is read only by the strategy that added it (e.g. DER's logit targets).
+    """
 
     x: Tensor
-    y: Tensor
-    raw: Tensor
-    task: Tensor | None  # task id per labelled row (task-aware streams), else None
-    experience: int
-    n_new: int
+    y: Tensor | None = None
+    raw: Tensor | None = None
+    task: Tensor | None = None
+    scored: bool = False
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class Batch:
+    """One training step's inputs, as named segments in a fixed order ("new" first).
+
+    `x` is all segments' inputs stacked for one forward pass; `split(logits)` gives the logits back by name,
+    so each strategy reads its own rows whatever else is composed with it.
+    """
+
+    def __init__(self, new: Segment, experience: int) -> None:
+        self.segments: dict[str, Segment] = {NEW: new}
+        self.experience = experience
+        self._x: Tensor | None = None
+
+    @property
+    def new(self) -> Segment:
+        return self.segments[NEW]
+
+    def add(self, name: str, segment: Segment) -> None:
+        """Append a segment; names are unique (a strategy prefixes them with its own name)."""
+        if name in self.segments:
+            raise LifelongError(f"batch segment '{name}' added twice: two parts of a composition use one name")
+        self.segments[name] = segment
+        self._x = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.segments
+
+    def __getitem__(self, name: str) -> Segment:
+        return self.segments[name]
+
+    def __iter__(self) -> Iterator[tuple[str, Segment]]:
+        return iter(self.segments.items())
+
+    @property
+    def x(self) -> Tensor:
+        if self._x is None:
+            xs = [s.x for s in self.segments.values()]
+            self._x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        return self._x
+
+    def split(self, logits: Tensor) -> Outputs:
+        """The model's output for `x`, cut back into segments."""
+        return Outputs(logits, {name: len(s) for name, s in self.segments.items()})
+
+    def scored(self) -> tuple[list[str], Tensor]:
+        """Names of the segments the engine's cross-entropy covers, and their labels stacked."""
+        names = [n for n, s in self.segments.items() if s.scored]
+        ys = [self.segments[n].y for n in names]
+        return names, ys[0] if len(ys) == 1 else torch.cat(ys)
+
+
+class Outputs:
+    """Logits of a batch, readable per segment (`out["new"]`) or all together (`out.all`)."""
+
+    def __init__(self, logits: Tensor, sizes: dict[str, int]) -> None:
+        self.all = logits
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name, n in sizes.items():
+            self.slices[name] = slice(start, start + n)
+            start += n
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.all[self.slices[name]]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.slices
+
+    def rows(self, names: list[str]) -> Tensor:
+        """Logits of several segments in order (a view when they are adjacent)."""
+        first, last = self.slices[names[0]], self.slices[names[-1]]
+        if last.stop - first.start == sum(self.slices[n].stop - self.slices[n].start for n in names):
+            return self.all[first.start:last.stop]
+        return torch.cat([self[n] for n in names])
+
+
+@dataclass
+class Gradients:
+    """Gradients of one step, handed to `before_step`. `task` (the loss without penalties) is filled only when
+    the strategy sets `separate_gradients`; the parameters' `.grad` always hold the total and may be edited."""
+
+    params: list[nn.Parameter]
+    task: list[Tensor | None] | None = None
+
+    def total(self) -> list[Tensor | None]:
+        return [p.grad for p in self.params]
 
 
 @dataclass
 class Context:
-    """What the engine lends a strategy: the model, the stream, the device and a private RNG."""
+    """What the engine lends a strategy: the model (replaced when `adapt_model` grows it), the stream, the
+    device, a private RNG (checkpointed), input preparation and the engine's loss."""
 
     model: nn.Module
     stream: Stream
@@ -49,6 +173,10 @@ class Context:
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def segment(self, raw: Tensor, y: Tensor | None, scored: bool = False, **extras: Tensor) -> Segment:
+        """A segment from stored (compact) inputs: prepared for the model, with each row's task id."""
+        return Segment(self.prepare(raw), y, raw, None if y is None else self.task_of(y), scored, extras)
+
 
 class Strategy:
     """Naive fine-tuning, and the base of every method: each hook does nothing by default."""
@@ -56,6 +184,9 @@ class Strategy:
     name: ClassVar[str] = "naive"
     description: ClassVar[str] = "fine-tune on each experience in turn (lower bound: forgets)"
     params: ClassVar[dict[str, Param]] = {}
+    neutral: ClassVar[dict[str, Any]] = {}  # hyperparameters that make this strategy train exactly like naive
+    separate_gradients: ClassVar[bool] = False  # before_step needs the task-loss gradient on its own
+    replaces_stream: ClassVar[bool] = False  # references (joint, cumulative) that rebuild the stream
 
     def __init__(self, **hparams: Any) -> None:
         self.hp = resolve(self.params, hparams, self.name)
@@ -64,51 +195,108 @@ class Strategy:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.hp.items())})"
 
+    def overrides(self, hook: str) -> bool:
+        """Whether this strategy defines `hook` itself (rather than inheriting the base's no-op)."""
+        return getattr(type(self), hook) is not getattr(Strategy, hook)
+
+    # --- once ---------------------------------------------------------------------------------------------
     def setup(self, ctx: Context) -> None:
-        """Called once before training, with the engine's context."""
+        """Called once before training (and before a checkpoint is loaded), with the engine's context."""
         self.ctx = ctx
 
     def adapt_stream(self, stream: Stream) -> Stream:
         """The stream this strategy trains on (references such as joint training rebuild it)."""
         return stream
 
+    # --- per experience -----------------------------------------------------------------------------------
+    def adapt_model(self, model: nn.Module, exp: Experience) -> nn.Module:
+        """Before `begin_experience`: return the model to train on `exp` (the same one, or a grown one).
+
+        A new parameter set makes the engine rebuild the optimizer (state kept for parameters that stay).
+        Replayed on resume, so it must depend only on `exp`, not on learned weights."""
+        return model
+
     def begin_experience(self, exp: Experience) -> None:
-        pass
+        """Before the first step of `exp` (not called again when a run resumes inside `exp`)."""
 
-    def training_batch(self, batch: Batch) -> Batch:
-        return batch
+    def learns_by_sgd(self, exp: Experience) -> bool:
+        """Whether `exp` is learned by the engine's SGD steps (True) or by `fit_experience` (False). Asked when
+        the run is planned (step counts, schedules), so it must depend only on `exp`."""
+        return True
 
-    def penalty(self, batch: Batch, logits: Tensor) -> Tensor | None:
-        """Extra loss terms for this step, or None."""
-        return None
-
-    def after_step(self, batch: Batch, logits: Tensor) -> None:
-        pass
+    def fit_experience(self, exp: Experience) -> None:
+        """Learn `exp` without SGD steps (closed-form learners); called instead of the steps when
+        `learns_by_sgd(exp)` is False. The model is in eval mode, gradients are on (the strategy decides)."""
 
     def end_experience(self, exp: Experience) -> None:
-        pass
+        """After the last step of `exp`, before it is evaluated; the optimizer is in eval mode."""
 
+    # --- per step -----------------------------------------------------------------------------------------
+    def training_batch(self, batch: Batch) -> Batch:
+        """Add segments to the batch (replayed samples, extra inputs). Do not change other segments."""
+        return batch
+
+    def loss(self, batch: Batch, out: Outputs) -> Tensor | None:
+        """The task loss that replaces the engine's cross-entropy over the scored segments, or None."""
+        return None
+
+    def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
+        """Extra loss terms for this step (distillation, regularisation), or None."""
+        return None
+
+    def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
+        """After backward, before the optimizer step: the parameters' gradients may be edited in place."""
+
+    def after_step(self, batch: Batch, out: Outputs) -> None:
+        """After the optimizer step (e.g. add the new samples to a memory, accumulate importances)."""
+
+    # --- evaluation ---------------------------------------------------------------------------------------
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Scores per class for prepared inputs `x` (arg-max is the prediction). Called with gradients off."""
+        return model(x)
+
+    # --- resume -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume mid-stream (buffers, anchors, teachers)."""
+        """Everything needed to resume mid-stream (buffers, anchors, teachers); loads with weights_only."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
+EXCLUSIVE_HOOKS = ("loss", "predict", "learns_by_sgd", "adapt_stream")
+
+
 class Compose(Strategy):
-    """Several strategies on one loop (e.g. `er+lwf`): hooks run in order, penalties add up."""
+    """Several strategies on one loop (e.g. `er+lwf`): hooks run in order, penalties add up, each part adds and
+    reads its own batch segments. At most one part may replace the loss, the prediction, the stream or SGD."""
 
     name = "compose"
     description = "several strategies combined with '+'"
 
     def __init__(self, parts: list[Strategy]) -> None:
         self.parts = parts
-        self.hp = {k: v for p in parts for k, v in p.hp.items()}
+        self.hp = {f"{p.name}.{k}": v for p in parts for k, v in p.hp.items()}
         self.ctx = None
+        names = [p.name for p in parts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise LifelongError(f"'{'+'.join(names)}': {', '.join(twice)} appears twice")
+        for hook in EXCLUSIVE_HOOKS:
+            owners = [p.name for p in parts if p.overrides(hook) or (hook == "adapt_stream" and p.replaces_stream)]
+            if len(owners) > 1:
+                raise LifelongError(f"'{'+'.join(names)}': {' and '.join(owners)} both replace {hook.replace('_', ' ')}"
+                                    " and cannot be combined")
+        self.separate_gradients = any(p.separate_gradients for p in parts)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return " + ".join(map(repr, self.parts))
+
+    def overrides(self, hook: str) -> bool:
+        return any(p.overrides(hook) for p in self.parts)
+
+    def owner(self, hook: str) -> Strategy:
+        return next((p for p in self.parts if p.overrides(hook)), self.parts[0])
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -120,33 +308,54 @@ class Compose(Strategy):
             stream = p.adapt_stream(stream)
         return stream
 
+    def adapt_model(self, model: nn.Module, exp: Experience) -> nn.Module:
+        for p in self.parts:
+            model = p.adapt_model(model, exp)
+        return model
+
     def begin_experience(self, exp: Experience) -> None:
         for p in self.parts:
             p.begin_experience(exp)
+
+    def learns_by_sgd(self, exp: Experience) -> bool:
+        return self.owner("learns_by_sgd").learns_by_sgd(exp)
+
+    def fit_experience(self, exp: Experience) -> None:
+        self.owner("learns_by_sgd").fit_experience(exp)
+
+    def end_experience(self, exp: Experience) -> None:
+        for p in self.parts:
+            p.end_experience(exp)
 
     def training_batch(self, batch: Batch) -> Batch:
         for p in self.parts:
             batch = p.training_batch(batch)
         return batch
 
-    def penalty(self, batch: Batch, logits: Tensor) -> Tensor | None:
-        terms = [t for p in self.parts if (t := p.penalty(batch, logits)) is not None]
+    def loss(self, batch: Batch, out: Outputs) -> Tensor | None:
+        return self.owner("loss").loss(batch, out)
+
+    def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
+        terms = [t for p in self.parts if (t := p.penalty(batch, out)) is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
-    def after_step(self, batch: Batch, logits: Tensor) -> None:
+    def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
         for p in self.parts:
-            p.after_step(batch, logits)
+            p.before_step(batch, out, grads)
 
-    def end_experience(self, exp: Experience) -> None:
+    def after_step(self, batch: Batch, out: Outputs) -> None:
         for p in self.parts:
-            p.end_experience(exp)
+            p.after_step(batch, out)
+
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        return self.owner("predict").predict(model, x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {str(i): p.state_dict() for i, p in enumerate(self.parts)}
+        return {p.name: p.state_dict() for p in self.parts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for i, p in enumerate(self.parts):
-            p.load_state_dict(state[str(i)])
+        for p in self.parts:
+            p.load_state_dict(state[p.name])
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -156,20 +365,38 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return STRATEGIES.register(cls.name)(cls)
 
 
+def split_hparams(spec: str, classes: list[type[Strategy]], hparams: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each part's hyperparameters from `part.name=value` or an unambiguous bare `name=value`."""
+    per_part: list[dict[str, Any]] = [{} for _ in classes]
+    by_name = {c.name: i for i, c in enumerate(classes)}
+    qualified = {f"{c.name}.{k}" for c in classes for k in c.params} if len(classes) > 1 else set()
+    for key, value in hparams.items():
+        part, dot, bare = key.rpartition(".")
+        if dot:
+            if part not in by_name:
+                raise LifelongError(f"hyperparameter '{key}': '{part}' is not a part of '{spec}' "
+                                    f"(parts: {', '.join(by_name)})")
+            target = [by_name[part]]
+        else:
+            target = [i for i, c in enumerate(classes) if key in c.params]
+        if not target or bare not in classes[target[0]].params:
+            bare_names = {k for c in classes for k in c.params}
+            raise unknown_name(f"hyperparameter of {spec}", key, (qualified | bare_names) or {"(none)"})
+        if len(target) > 1:
+            options = " or ".join(f"{classes[i].name}.{key}" for i in target)
+            raise LifelongError(f"hyperparameter '{key}' is declared by several parts of '{spec}': say {options}")
+        per_part[target[0]][bare] = value
+    return per_part
+
+
 def make_strategy(spec: str, hparams: dict[str, Any] | None = None) -> Strategy:
     """Build `naive`, `ewc` or a composition `er+lwf`; each part takes the hyperparameters it declares."""
-    hparams = dict(hparams or {})
-    classes = [STRATEGIES.get(name.strip()) for name in spec.split("+")]
-    declared = {k for c in classes for k in c.params}
-    for key in hparams:
-        if key not in declared:
-            from lifelong.errors import unknown_name
-
-            raise unknown_name(f"hyperparameter of {spec}", key, declared or {"(none)"})
-    parts = [c(**{k: v for k, v in hparams.items() if k in c.params}) for c in classes]
+    classes = [STRATEGIES.get(name.strip()) for name in str(spec).split("+")]
+    per_part = split_hparams(spec, classes, dict(hparams or {}))
+    parts = [c(**hp) for c, hp in zip(classes, per_part, strict=True)]
     if len(parts) == 1:
         return parts[0]
-    if sum(getattr(p, "replaces_stream", False) for p in parts) and len(parts) > 1:
+    if any(p.replaces_stream for p in parts):
         raise LifelongError(f"'{spec}': joint and cumulative are references and cannot be combined")
     return Compose(parts)
 

@@ -7,7 +7,7 @@ log-likelihood of the true label, computed exactly with torch.func (not squared 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, vmap
 from lifelong.data.stream import Experience
 from lifelong.errors import LifelongError
 from lifelong.params import Param
-from lifelong.strategies.base import Batch, Strategy, register
+from lifelong.strategies.base import Batch, Outputs, Strategy, register
 
 
 def fisher_diagonal(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Tensor | None = None,
@@ -93,9 +93,10 @@ FISHER_SAMPLES = Param(1000, "samples used to estimate the Fisher diagonal", low
 
 
 class QuadraticAnchor(Strategy):
-    """Shared machinery: anchors and importances, and the quadratic penalty over them."""
+    """Shared machinery: anchors and importances, and the quadratic penalty over them. `strength_param` names
+    the hyperparameter that holds lambda."""
 
-    params = {"ewc_lambda": STRENGTH}
+    strength_param: ClassVar[str] = "ewc_lambda"
 
     def __init__(self, **hp: Any) -> None:
         super().__init__(**hp)
@@ -106,7 +107,7 @@ class QuadraticAnchor(Strategy):
 
     @property
     def strength(self) -> float:
-        return self.hp["ewc_lambda"]
+        return self.hp[self.strength_param]
 
     def consolidate(self) -> None:
         """Fold all quadratic terms into one per parameter, so each step costs the same however many
@@ -121,10 +122,10 @@ class QuadraticAnchor(Strategy):
             self.offset += float((Faa - F * m.pow(2)).sum())
             self.merged[name] = (F, m)
 
-    def penalty(self, batch: Batch, logits: Tensor) -> Tensor | None:
+    def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         if not self.merged or self.strength == 0.0:
             return None
-        total = logits.new_tensor(self.offset)
+        total = out.all.new_tensor(self.offset)
         for name, p in self.ctx.model.named_parameters():
             F, m = self.merged[name]
             total = total + (F * (p - m).pow(2)).sum()
@@ -168,6 +169,7 @@ class EWC(QuadraticAnchor):
         "ewc_lambda": STRENGTH,
         "fisher_samples": FISHER_SAMPLES,
     }
+    neutral = {"ewc_lambda": 0.0}
 
     def end_experience(self, exp: Experience) -> None:
         if self.strength == 0.0:
@@ -188,6 +190,7 @@ class OnlineEWC(QuadraticAnchor):
         "gamma": Param(1.0, "decay of the running Fisher", low=0.0, high=1.0),
         "fisher_samples": FISHER_SAMPLES,
     }
+    neutral = {"ewc_lambda": 0.0}
 
     def end_experience(self, exp: Experience) -> None:
         if self.strength == 0.0:
@@ -207,7 +210,9 @@ class L2(QuadraticAnchor):
 
     name = "l2"
     description = "L2 penalty towards the previous experience's parameters"
-    params = {"ewc_lambda": Param(1.0, "penalty strength lambda", low=0.0)}
+    strength_param = "l2_lambda"
+    params = {"l2_lambda": Param(1.0, "penalty strength lambda", low=0.0)}
+    neutral = {"l2_lambda": 0.0}
 
     def end_experience(self, exp: Experience) -> None:
         if self.strength == 0.0:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from lifelong.params import Param
-from lifelong.strategies.base import Batch, Strategy, register
+from lifelong.strategies.base import Batch, Outputs, Strategy, register
 from lifelong.strategies.buffers import make_buffer
 
 BUFFER_PARAMS = {
@@ -20,7 +20,7 @@ BUFFER_PARAMS = {
 
 
 class ReplayBase(Strategy):
-    """Owns a buffer and the conversion of stored samples into model inputs."""
+    """Owns a buffer of stored (compact) samples and draws from it."""
 
     params = BUFFER_PARAMS
 
@@ -48,11 +48,9 @@ class ER(ReplayBase):
 
     def training_batch(self, batch: Batch) -> Batch:
         old = self.replay()
-        if old is None:
-            return batch
-        x = torch.cat([batch.x, self.ctx.prepare(old["raw"])])
-        y = torch.cat([batch.y, old["y"]])
-        return Batch(x, y, batch.raw, self.ctx.task_of(y), batch.experience, batch.n_new)
+        if old is not None:
+            batch.add(self.name, self.ctx.segment(old["raw"], old["y"], scored=True))
+        return batch
 
-    def after_step(self, batch: Batch, logits: Tensor) -> None:
-        self.memory.add(raw=batch.raw, y=batch.y[: batch.n_new])
+    def after_step(self, batch: Batch, out: Outputs) -> None:
+        self.memory.add(raw=batch.new.raw, y=batch.new.y)

@@ -22,7 +22,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
                             "delete it to restart the run from the beginning") from None

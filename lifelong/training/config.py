@@ -44,6 +44,9 @@ SETTINGS: dict[str, Param] = {
                            "schedule over the stream), infinite (constant phase carries over)", choices=MODES),
     "schedule_params": Param("", "schedule parameters as key=value,key=value (peak defaults to --lr; "
                              "run-length fields left at 0 take the stream or experience length)"),
+    "infinite_continue": Param("pre-anneal", "schedule_mode=infinite: each experience continues from the weights "
+                               "before the previous anneal (pre-anneal, Ibrahim et al. 2024) or after it (annealed)",
+                               choices=("pre-anneal", "annealed")),
     "branch_every_experience": Param(False, "at each experience end, train a decayed branch off a copy of "
                                      "the state, evaluate and store it; the main run is unaffected"),
     "branch_steps": Param(0, "steps of each decay branch (0: a tenth of the experience's steps)", low=0),
@@ -80,26 +83,32 @@ class RunConfig:
     schedule: str = ""
     schedule_mode: str = "continue"
     schedule_params: str = ""
+    infinite_continue: str = "pre-anneal"
     branch_every_experience: bool = False
     branch_steps: int = 0
     branch_shape: str = "linear"
     branch_min_lr: float = 0.0
     hparams: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every setting is checked when the config is built (Python API, flags, YAML or a stored run alike)."""
+        for name, param in SETTINGS.items():
+            setattr(self, name, param.coerce(name, getattr(self, name)))
+        if not isinstance(self.hparams, dict) or not all(isinstance(k, str) for k in self.hparams):
+            raise LifelongError(f"hparams={self.hparams!r} must be a mapping of hyperparameter names to values")
+        self.class_order_list()
+        self.hidden_sizes()
+        self.check_schedule()
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Validate `values` (from flags, YAML or a stored run): unknown names get a suggestion."""
         values = dict(values)
-        hparams = dict(values.pop("hparams", None) or {})
+        hparams = values.pop("hparams", None) or {}
         for name in values:
             if name not in SETTINGS:
                 raise unknown_name("setting", name, [*SETTINGS, "hparams"])
-        checked = {name: p.coerce(name, values.get(name, p.default)) for name, p in SETTINGS.items()}
-        cfg = cls(**checked, hparams=hparams)
-        cfg.class_order_list()
-        cfg.hidden_sizes()
-        cfg.check_schedule()
-        return cfg
+        return cls(**values, hparams=hparams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

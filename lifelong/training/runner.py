@@ -21,11 +21,11 @@ from lifelong.data.scenarios import parse_scenario
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
-from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
-from lifelong.tracking.resources import environment, reset_peak_rss
+from lifelong.tracking.resources import reset_peak_rss
 from lifelong.tracking.store import RunStore
 from lifelong.training.config import RunConfig
-from lifelong.training.engine import Engine, StepCallback
+from lifelong.training.engine import Engine
+from lifelong.training.recorder import StepCallback
 
 SUMMARY_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting", "min_acc",
                    "wc_acc", "train_seconds", "peak_rss_mb")
@@ -40,58 +40,40 @@ def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
     return path
 
 
-def execute(engine: Engine, store: RunStore) -> dict[str, Any]:
-    """Run the engine, recording success or failure in the store; the result also lands in result.json."""
+def execute(engine: Engine) -> dict[str, Any]:
+    """Run the engine, recording success or failure; the result also lands in result.json."""
+    recorder = engine.recorder
     try:
-        result = engine.run()
-    except LifelongError as err:
-        engine.flush_losses()
-        store.set_meta(status="failed", error=str(err))
-        raise
-    except KeyboardInterrupt:
-        engine.flush_losses()
-        store.set_meta(status="interrupted")
-        raise
-    if "curve" in result:
-        result.update(curve_metrics(result["curve"], engine.boundaries))
-    result["scenario"] = engine.cfg.scenario
-    result["run_dir"] = str(store.dir)
-    store.set_meta(status="finished", result=result, finished=time.time())
-    write_json_atomic(result, store.dir / "result.json")
-    (store.dir / "checkpoint.pt").unlink(missing_ok=True)
-    return result
-
-
-def with_loggers(on_step: StepCallback | None, loggers: list[Logger]) -> StepCallback | None:
-    """One step callback feeding both the caller's callback and the loggers."""
-    if not loggers:
-        return on_step
-    to_loggers = step_callback(loggers)
-
-    def both(step: int, total: int, loss: float, accuracy: float | None) -> None:
-        if on_step is not None:
-            on_step(step, total, loss, accuracy)
-        to_loggers(step, total, loss, accuracy)
-
-    return both
+        try:
+            result = engine.run()
+        except LifelongError as err:
+            recorder.failed(str(err))
+            raise
+        except KeyboardInterrupt:
+            recorder.failed()
+            raise
+        if "curve" in result:
+            result.update(curve_metrics(result["curve"], engine.boundaries))
+        result["scenario"] = engine.cfg.scenario
+        if recorder.dir is not None:
+            result["run_dir"] = str(recorder.dir)
+        recorder.finished(result)
+        if recorder.dir is not None:
+            (recorder.dir / "checkpoint.pt").unlink(missing_ok=True)
+        return result
+    finally:
+        recorder.close()
 
 
 def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepCallback | None = None,
         loggers: Sequence[str] = (), **engine_kwargs: Any) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (a new directory under ./runs by default) and return its result dict.
 
-    `loggers` names extra metric sinks written into the run directory: csv, jsonl, tensorboard, mlflow."""
+    `loggers` names extra metric sinks written into the run directory: csv, jsonl, tensorboard, mlflow.
+    `engine_kwargs` (dataset=, stream=) replace the scenario's data."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     reset_peak_rss()
-    engine = Engine(cfg, None, on_step, **engine_kwargs)  # validates everything before touching the disk
-    store = RunStore.create(run_dir, {"config": cfg.to_dict(), "env": environment(), "boundaries": []})
-    sinks = make_loggers(list(loggers), run_dir, params=cfg.to_dict(), desc=f"{cfg.strategy} s{cfg.seed}")
-    engine.store, engine.on_step = store, with_loggers(on_step, sinks)
-    try:
-        return execute(engine, store)
-    finally:
-        close_all(sinks)
-        store.close()
+    return execute(Engine(cfg, run_dir, on_step=on_step, loggers=tuple(loggers), **engine_kwargs))
 
 
 def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
@@ -102,22 +84,16 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
     store = RunStore.open(run_dir)
     try:
         meta = store.meta()
-        if meta.get("status") == "finished":
-            done = Path(run_dir) / "result.json"
-            raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: {done})")
-        cfg = RunConfig.from_dict(meta["config"])
-        reset_peak_rss()
-        engine = Engine(cfg, store)
-        sinks = make_loggers(list(loggers), store.dir, params=cfg.to_dict(), desc=f"resume {store.dir.name}")
-        engine.on_step = with_loggers(on_step, sinks)
-        store.set_meta(status="running")
-        store.add_event("resume", {"from_checkpoint": (store.dir / "checkpoint.pt").exists()})
-        try:
-            return execute(engine, store)
-        finally:
-            close_all(sinks)
     finally:
         store.close()
+    if meta.get("status") == "finished":
+        done = Path(run_dir) / "result.json"
+        raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: {done})")
+    cfg = RunConfig.from_dict(meta["config"])
+    reset_peak_rss()
+    engine = Engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers))
+    engine.recorder.resumed()
+    return execute(engine)
 
 
 # --- comparisons in worker processes ---------------------------------------------------------------------

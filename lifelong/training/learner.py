@@ -1,0 +1,149 @@
+"""The learner: model, optimizer and learning-rate schedule, and one training step through the strategy's hooks.
+
+    batch = strategy.training_batch(Batch(new))        out = batch.split(model(batch.x))
+    loss  = strategy.loss(batch, out) or CE(scored segments)  (+ strategy.penalty(batch, out))
+    backward; strategy.before_step(batch, out, grads); optimizer.step(); strategy.after_step(batch, out)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.data.stream import Experience, Stream
+from lifelong.schedules.schedulefree_support import make_schedulefree
+from lifelong.schedules.stream import StreamSchedule
+from lifelong.strategies import Batch, Context, Strategy
+from lifelong.strategies.base import Gradients, Segment
+from lifelong.training.config import RunConfig
+
+
+def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    """The optimizer named by the config over `params`."""
+    if cfg.schedulefree:
+        name = cfg.optimizer.removesuffix("-schedulefree")
+        extra = {"momentum": cfg.momentum} if name == "sgd" else {}
+        constant = cfg.build_schedule()  # '' or 'constant' (checked by the config): its peak and warmup
+        return make_schedulefree(params, name, lr=constant.peak, warmup_steps=constant.warmup,
+                                 weight_decay=cfg.weight_decay, **extra)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Learner:
+    """Trains `model` on a stream's experiences with `strategy`; owns the optimizer and the rate of every step."""
+
+    def __init__(self, cfg: RunConfig, stream: Stream, train_stream: Stream, strategy: Strategy, model: nn.Module,
+                 device: torch.device, generator: torch.Generator) -> None:
+        self.cfg, self.stream, self.train_stream, self.strategy = cfg, stream, train_stream, strategy
+        self.device = device
+        self.data = stream[0].data
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(cfg, self.params)
+        self.class_task = self.class_to_task()
+        self.task_mask = stream.task_class_mask().to(device) if stream.task_aware else None
+        self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
+                           cfg.batch_size)
+        strategy.setup(self.ctx)
+        self.lr_schedule = self.make_lr_schedule()
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def class_to_task(self) -> Tensor | None:
+        if not self.stream.task_aware:
+            return None
+        table = torch.zeros(self.stream.num_classes, dtype=torch.long)
+        for e in self.stream:
+            table[e.classes] = e.task_id
+        return table.to(self.device)
+
+    def experience_steps(self) -> list[int]:
+        """Optimizer steps of every training experience (0 for experiences learned in closed form)."""
+        B, E = self.cfg.batch_size, self.cfg.epochs
+        return [E * math.ceil(e.num_train / B) if self.strategy.learns_by_sgd(e) else 0 for e in self.train_stream]
+
+    def make_lr_schedule(self) -> StreamSchedule | None:
+        """The stream's learning-rate schedule; None for a constant --lr and for schedule-free optimizers."""
+        if not self.cfg.schedule or self.cfg.schedulefree:
+            return None
+        lengths = [max(n, 1) for n in self.experience_steps()]
+        return StreamSchedule(self.cfg.build_schedule(), lengths, self.cfg.schedule_mode)
+
+    def rates(self, experience: int, first_global_step: int, total: int) -> list[float] | None:
+        """The rate of every step of an experience (None: leave the optimizer's rate alone)."""
+        if self.lr_schedule is None:
+            return None
+        return [self.lr_schedule.lr_for(experience, s, first_global_step + s) for s in range(total)]
+
+    def set_rate(self, rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
+    # --- model growth ---------------------------------------------------------------------------------
+    def adapt(self, exp: Experience) -> bool:
+        """Let the strategy grow the model for `exp`; rebuild the optimizer when the parameters changed (state
+        kept for the parameters that stay). True when the parameter set changed."""
+        model = self.strategy.adapt_model(self.model, exp)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if model is self.model and len(params) == len(self.params) and all(
+                a is b for a, b in zip(params, self.params, strict=True)):
+            return False
+        old = self.optimizer
+        self.model = self.ctx.model = model.to(self.device)
+        self.params = params
+        self.optimizer = make_optimizer(self.cfg, params)
+        for p in params:
+            if p in old.state:
+                self.optimizer.state[p] = old.state[p]
+        return True
+
+    # --- the step -------------------------------------------------------------------------------------
+    def prepare(self, raw: Tensor) -> Tensor:
+        return self.data.prepare(raw)
+
+    def task_of(self, y: Tensor) -> Tensor | None:
+        """Task id of each label (task-aware streams), None otherwise."""
+        return self.class_task[y] if self.class_task is not None else None
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy over the head; task-aware streams score only the sample's task classes."""
+        if self.task_mask is not None:
+            logits = logits.masked_fill(~self.task_mask[self.class_task[y]], float("-inf"))
+        return F.cross_entropy(logits, y)
+
+    def batch(self, exp: Experience, idx: Tensor) -> Batch:
+        """The new data of a step as the batch's "new" segment (scored by the engine's loss)."""
+        raw = exp.data.train_x[idx]
+        if exp.input_map is not None:
+            raw = exp.input_map(raw)
+        y = exp.data.train_y[idx]
+        return Batch(Segment(self.prepare(raw), y, raw, self.task_of(y), scored=True), exp.index)
+
+    def step(self, exp: Experience, idx: Tensor) -> Tensor:
+        """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss."""
+        strategy, opt = self.strategy, self.optimizer
+        batch = strategy.training_batch(self.batch(exp, idx))
+        out = batch.split(self.model(batch.x))
+        loss = strategy.loss(batch, out)
+        if loss is None:
+            names, y = batch.scored()
+            loss = self.cross_entropy(out.rows(names), y)
+        extra = strategy.penalty(batch, out)
+        opt.zero_grad(set_to_none=True)
+        grads = Gradients(self.params)
+        if strategy.separate_gradients:
+            loss.backward(retain_graph=extra is not None)
+            grads.task = [None if p.grad is None else p.grad.clone() for p in self.params]
+            if extra is not None:
+                extra.backward()
+        else:
+            (loss if extra is None else loss + extra).backward()
+        strategy.before_step(batch, out, grads)
+        opt.step()
+        strategy.after_step(batch, out)
+        return loss.detach() if extra is None else (loss + extra).detach()
