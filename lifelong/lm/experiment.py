@@ -11,13 +11,12 @@ followed by which of the paper's qualitative claims hold at this scale.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
 
-from lifelong.lm.cli import config_from_args
+from lifelong.lm.train import LMConfig, run_lm
 from lifelong.tracking.files import save_figure_atomic, write_text_atomic
 
 
@@ -118,17 +117,13 @@ def _plot(results: dict[str, dict], corpora: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def run_experiment(args: argparse.Namespace) -> str:
-    from lifelong.lm.train import run_lm
-
-    corpora = [c for c in args.corpora.split(",") if c.strip()]
-    replays = [float(r) for r in args.replays.split(",")]
-    out = Path(args.out_dir) if args.out_dir else Path("runs") / time.strftime("lm-experiment-%Y%m%d-%H%M%S")
-    args.corpora, args.replay, args.schedule = ",".join(corpora), 0.0, "cosine"
-    args.json_path, args.probes, args.probe_step, args.probe_len = None, 0, None, 64
-    if args.quick:
-        args.steps_per_phase, args.eval_every = 20, 10
-    base = config_from_args(args)
+def run_experiment(base: LMConfig, replays: list[float]) -> str:
+    """Train every run of the comparison from `base` (its corpora are the phases; its schedule, replay, probes
+    and JSON path are set per run) into subdirectories of ``base.out_dir``; returns the table and findings."""
+    corpora = list(base.corpora)
+    out = Path(base.out_dir) if base.out_dir else Path("runs") / time.strftime("lm-experiment-%Y%m%d-%H%M%S")
+    base = dataclasses.replace(base, corpora=corpora, replay=0.0, schedule="cosine", json_path=None, probes=0,
+                               probe_step=None)
     results, rows = {}, {}
     for name, over in _runs(corpora, replays):
         over = dict(over)

@@ -6,7 +6,8 @@ where the decayed branches go. Step convention (that of ``lifelong.schedules``):
 step ``warmup``; a decay reaches its floor at the step just after its phase or branch ends.
 
 A *decayed branch* at a phase end (WSD, infinite) is a short decay run off the main branch whose result is the
-deployable checkpoint; training then continues from the main branch (Ibrahim et al. 2024, methods.md §1).
+deployable checkpoint; training then continues from the main branch (Ibrahim et al. 2024, "Simple and Scalable
+Strategies to Continually Pre-train Large Language Models").
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def make_phase_schedule(
     branch_frac: float = 0.1,
     decay_shape: str = "linear",
 ) -> PhaseSchedule:
-    """Schedules over a sequence of phases (methods.md §1); the warmup is `warmup_frac` of the first phase.
+    """Schedules over a sequence of phases (Ibrahim et al. 2024); the warmup is `warmup_frac` of the first phase.
 
     - ``cosine`` / ``linear``: ``Cosine`` / ``Linear`` restarted in every phase (StreamSchedule "restart":
       re-warm, then decay to ``min_ratio * peak`` at the phase end). The phase's last model is deployable.

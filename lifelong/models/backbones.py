@@ -16,12 +16,11 @@ from torch import Tensor, nn
 from lifelong.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-MODEL_HELP: dict[str, str] = {}
 
 
 def register_model(name: str, help: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    MODEL_HELP[name] = help
-    return MODELS.register(name)
+    """Decorator registering a model class under `name`; `help` is its line in `lifelong list`."""
+    return MODELS.register(name, help)
 
 
 class MLP(nn.Sequential):

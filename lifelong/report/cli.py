@@ -1,8 +1,7 @@
 """`lifelong report RUN_OR_COMPARISON`: write the static HTML report of a run or a comparison.
 
-Wiring (lifelong/cli.py): `add_report_parser(subparsers)` once, then `return run_report_command(args)` when
-`args.command == "report"` (the parser also sets `func=run_report_command`). LifelongError propagates so the
-main CLI prints it as one line.
+lifelong/cli.py adds it with `add_report_parser(subparsers)`, which sets `func=run_report_command`.
+LifelongError propagates so the main CLI prints it as one line.
 """
 
 from __future__ import annotations

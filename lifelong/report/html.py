@@ -13,7 +13,6 @@ import html
 import json
 import math
 import os
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from lifelong.evaluation.metrics import summarize
 from lifelong.report import plots
 from lifelong.tracking.files import write_text_atomic
 from lifelong.tracking.store import DB_NAME, RunStore, find_runs
+from lifelong.training.runner import mean_std
 
 REPORT_NAME = "report.html"
 COMPARE_NAME = "compare.json"
@@ -356,14 +356,13 @@ def _mean_lists(lists: Sequence[Sequence[float | None]]) -> list[float | None]:
 
 
 def _summarise(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std per strategy, for comparison files written without a summary."""
+    """Mean and std per strategy (`runner.mean_std`, as `lifelong compare` summarises), for comparison files
+    written without a summary; over every metric the report shows, not only `runner.SUMMARY_METRICS`."""
     rows = []
     for name, rs in _group(results).items():
         row: dict[str, Any] = {"strategy": name}
         for k in METRIC_ORDER:
-            xs = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
-            row[f"{k}_mean"] = statistics.fmean(xs) if xs else None
-            row[f"{k}_std"] = statistics.pstdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+            row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r[k] for r in rs if isinstance(r.get(k), (int, float))])
         rows.append(row)
     return rows
 

@@ -1,0 +1,39 @@
+"""Registry entries carry their own help text: `lifelong list` reads it from the registries."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifelong.data.datasets import DATASETS
+from lifelong.errors import LifelongError
+from lifelong.models.backbones import MODELS
+from lifelong.registry import Registry
+from lifelong.strategies import STRATEGIES
+
+
+def test_help_given_described_or_docstring():
+    reg: Registry[object] = Registry("thing")
+
+    class Described:
+        description = "from the description attribute"
+
+    def documented() -> None:
+        """First docstring line.
+
+        More."""
+
+    reg.add("given", object(), help="given at registration")
+    reg.add("described", Described)
+    reg.register("documented")(documented)
+    reg.add("bare", lambda: None)
+    assert [reg.help(n) for n in reg] == ["", "from the description attribute", "First docstring line.",
+                                          "given at registration"]  # fmt: skip
+    with pytest.raises(LifelongError, match="Did you mean 'given'"):
+        reg.help("gven")
+
+
+def test_builtin_registries_describe_every_entry():
+    for reg in (DATASETS, MODELS, STRATEGIES):
+        assert all(reg.help(name) for name in reg), reg.kind
+    assert MODELS.help("resnet18").startswith("reduced ResNet-18")
+    assert STRATEGIES.help("er") == STRATEGIES.get("er").description
