@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -159,7 +160,9 @@ class Gradients:
 @dataclass
 class Context:
     """What the engine lends a strategy: the model (replaced when `adapt_model` grows it), the stream, the
-    device, a private RNG (checkpointed), input preparation and the engine's loss."""
+    device, a private RNG (checkpointed), input preparation, the engine's loss, and `save_artifact(name, obj)`,
+    which writes `obj` (torch.save, loadable with weights_only) as `<name>.pt` into the run directory and
+    records it in the run store (returns the path; None when the run has no directory)."""
 
     model: nn.Module
     stream: Stream
@@ -169,6 +172,7 @@ class Context:
     cross_entropy: Callable[[Tensor, Tensor], Tensor]
     task_of: Callable[[Tensor], Tensor | None]
     batch_size: int
+    save_artifact: Callable[[str, Any], Path | None] = lambda name, obj: None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

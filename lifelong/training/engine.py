@@ -24,6 +24,7 @@ import copy
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,8 +93,9 @@ class Engine:
         kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
         model = make_model(cfg.model, in_features, self.stream.num_classes, **kwargs).to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.recorder = Recorder(None, on_step)  # replaced by the run directory's once everything is built
         self.learner = Learner(cfg, self.stream, self.train_stream, self.strategy, model, self.device,
-                               self.generator)
+                               self.generator, self.save_artifact)
         self.evaluator = Evaluator(cfg, self.stream, self.learner)
         self.check_branch_rates()
         self.position = {"experience": 0, "step": 0, "global_step": 0}
@@ -106,11 +108,9 @@ class Engine:
         self.latest_accuracy: float | None = None
         self.branches: list[dict[str, Any]] = []
         self.pre_anneal: dict[str, Any] | None = None
-        if run_dir is None:
-            self.recorder = Recorder(None, on_step)
-        elif resume:
+        if run_dir is not None and resume:
             self.recorder = Recorder.open(run_dir, on_step, loggers)
-        else:
+        elif run_dir is not None:
             self.recorder = Recorder.create(run_dir, cfg.to_dict(), on_step, loggers,
                                             desc=f"{cfg.strategy} s{cfg.seed}")
 
@@ -139,6 +139,15 @@ class Engine:
 
     def evaluate(self) -> list[float]:
         return self.evaluator.evaluate()
+
+    def save_artifact(self, name: str, obj: Any) -> Path | None:
+        """Write `obj` as `<name>.pt` into the run directory and record it (a strategy's model, e.g.)."""
+        if self.recorder.dir is None:
+            return None
+        path = self.recorder.dir / f"{name}.pt"
+        save_torch_atomic(obj, path)
+        self.recorder.artifact(name, path, "strategy")
+        return path
 
     # --- set-up ----------------------------------------------------------------------------------------
     def to_device(self, stream: Stream) -> Stream:

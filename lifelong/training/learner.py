@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,8 @@ class Learner:
     """Trains `model` on a stream's experiences with `strategy`; owns the optimizer and the rate of every step."""
 
     def __init__(self, cfg: RunConfig, stream: Stream, train_stream: Stream, strategy: Strategy, model: nn.Module,
-                 device: torch.device, generator: torch.Generator) -> None:
+                 device: torch.device, generator: torch.Generator,
+                 save_artifact: Callable[[str, Any], Path | None] | None = None) -> None:
         self.cfg, self.stream, self.train_stream, self.strategy = cfg, stream, train_stream, strategy
         self.device = device
         self.data = stream[0].data
@@ -49,7 +53,7 @@ class Learner:
         self.class_task = self.class_to_task()
         self.task_mask = stream.task_class_mask().to(device) if stream.task_aware else None
         self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
-                           cfg.batch_size)
+                           cfg.batch_size, *([save_artifact] if save_artifact else []))
         strategy.setup(self.ctx)
         self.lr_schedule = self.make_lr_schedule()
 
