@@ -97,12 +97,19 @@ def test_wsd_without_warmup_and_linear_equals_warmup_plus_linear_decay():
     assert [wsd.lr(t) for t in range(30)] == pytest.approx([lin.lr(t) for t in range(30)])
 
 
-def test_wsdc_is_wsd_with_a_constant_tail():
-    kw = dict(WSD_KW, shape="cosine")
-    wsdc, wsd = WSDC(**kw, tail_steps=40), WSD(**kw)
-    assert [wsdc.lr(t) for t in range(100)] == [wsd.lr(t) for t in range(100)]
-    assert wsdc.end == 70 and WSDC(**kw).end == 30
-    assert all(wsdc.lr(t) == 0.1 for t in range(30, 71))
+def test_wsdc_is_wsd_whose_decay_ends_tail_steps_before_the_run():
+    wsdc = WSDC(peak=1.0, warmup=10, decay_steps=10, tail_steps=40, min_lr=0.1, shape="cosine")
+    bound = wsdc.bind(70)
+    wsd = WSD(**WSD_KW, shape="cosine")  # decay_start=20 = 70 - 40 - 10
+    assert bound.decay_start == 20 and bound.end == 70
+    assert [bound.lr(t) for t in range(70)] == [wsd.lr(t) for t in range(70)]
+    assert all(bound.lr(t) == 0.1 for t in range(30, 70)) and bound.lr(29) > 0.1  # the 40-step tail
+    longer = wsdc.bind(100)  # a longer run: the stable phase grows, the decay still leaves 40 tail steps
+    assert longer.decay_start == 50 and longer.lr(49) == 1.0 and longer.lr(59) > 0.1 == longer.lr(60)
+    no_tail = WSDC(peak=1.0, warmup=10, decay_steps=10, min_lr=0.1, shape="cosine").bind(70)
+    assert no_tail.lr(50) == 1.0 and bound.lr(50) == 0.1  # tail_steps moves the decay
+    with pytest.raises(Exception, match="bind"):
+        wsdc.lr(0)
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt", "exp", "inverse"])

@@ -29,14 +29,20 @@ def schedules(draw):
     if name in ("linear", "cosine"):
         p.update(min_lr=floor)
     elif name == "repeated-cosine":
-        p.update(min_lr=floor, period=warmup + draw(st.integers(1, 50)))
-    elif name in ("wsd", "wsdc"):
-        p.update(decay_start=warmup + draw(steps), decay_steps=draw(steps), min_lr=floor, shape=shape)
-        if name == "wsdc":
-            p.update(tail_steps=draw(steps))
+        period = warmup + draw(st.integers(1, 50))
+        p.update(min_lr=floor, period=period)
+        total = period * draw(st.integers(1, 4))  # whole cycles: the last decay finishes
+    elif name == "wsd":
+        decay_start, decay_steps = warmup + draw(steps), draw(steps)
+        p.update(decay_start=decay_start, decay_steps=decay_steps, min_lr=floor, shape=shape)
+        total = decay_start + max(decay_steps, 1) + draw(steps)
+    elif name == "wsdc":
+        p.update(decay_steps=draw(steps), tail_steps=draw(steps), min_lr=floor, shape=shape)
+        total = warmup + p["decay_steps"] + p["tail_steps"] + draw(st.integers(1, 60))
     elif name == "wsd-s":
         stops = sorted(draw(st.sets(st.integers(warmup + 1, warmup + 300), min_size=1, max_size=5)))
         p.update(pit_stops=stops, decay_fraction=draw(positive_fractions), min_lr=floor, shape=shape)
+        total = stops[-1] + draw(steps)
     elif name == "infinite":
         peak = max(peak, 1e-9)
         constant = peak * draw(positive_fractions)
@@ -52,6 +58,7 @@ def schedules(draw):
     elif name == "refined":
         norms = draw(st.lists(st.floats(1e-3, 1e3), min_size=max(2, warmup), max_size=max(2, warmup) + 50))
         p.update(grad_norms=norms, smoothing=draw(fractions), power=draw(st.sampled_from([1.0, 2.0])))
+        total = len(norms)  # one recorded norm per step of the run
     return make_schedule(name, total_steps=total, **p), total, p["peak"]
 
 

@@ -10,11 +10,11 @@ from lifelong.schedules.basic import Constant, Cosine, Linear, RepeatedCosine
 from lifelong.schedules.catalog import SCHEDULES, make_schedule
 from lifelong.schedules.infinite import Infinite
 from lifelong.schedules.lr_scheduler import ScheduleLR
-from lifelong.schedules.refined import Refined, refine
+from lifelong.schedules.refined import Refined, gradient_norms, refine
 from lifelong.schedules.schedulefree_support import eval_mode, make_schedulefree
 from lifelong.schedules.shapes import SHAPES, decay
 from lifelong.schedules.stream import MODES, StreamSchedule
-from lifelong.schedules.wsd import WSD, WSDC, WSDS, decay_branch
+from lifelong.schedules.wsd import WSD, WSDC, WSDS, check_branch_floor, decay_branch
 
 __all__ = [
     "MODES",
@@ -32,9 +32,11 @@ __all__ = [
     "Schedule",
     "ScheduleLR",
     "StreamSchedule",
+    "check_branch_floor",
     "decay",
     "decay_branch",
     "eval_mode",
+    "gradient_norms",
     "make_schedule",
     "make_schedulefree",
     "refine",

@@ -79,15 +79,27 @@ class Schedule:
         """False while a run-length field is still 0 (unknown run length)."""
         return all(getattr(self, key) > 0 for key in self.run_length_fields)
 
-    def validate(self, total_steps: int) -> None:
-        """Check that this schedule fits a run of `total_steps` steps (warmup not longer than the run)."""
+    def validate(self, total_steps: int, span: str = "the run") -> None:
+        """Check that this schedule fits `span` (e.g. "experience 2 (schedule_mode=restart)") of `total_steps`
+        steps: warmup not longer than it, and every decay finished by its end (step `total_steps`)."""
         need(total_steps >= 1, f"steps={total_steps} must be at least 1")
         w = getattr(self, "warmup", 0)
-        need(w <= total_steps, f"warmup={w} is longer than the run ({total_steps} steps)")
+        need(w <= total_steps, f"warmup={w} is longer than {span}, which has {total_steps} steps")
+        for key in self.run_length_fields:
+            value = getattr(self, key)
+            need(
+                value <= total_steps,
+                f"{key}={value} is after the end of {span}, which has {total_steps} steps, so the decay would not "
+                f"finish: lower {key} or leave it at 0 (= the length)",
+            )
 
-    def bind(self: S, total_steps: int) -> S:
-        """This schedule for a run of `total_steps` steps; run-length fields of 0 take that value."""
-        self.validate(total_steps)
+    def bind(self: S, total_steps: int, span: str = "the run") -> S:
+        """This schedule for `span` of `total_steps` steps; run-length fields of 0 take that value.
+
+        Raises LifelongError (naming the field, its value and the length) when the schedule does not fit,
+        e.g. a decay that would end after the last step: it would otherwise run silently without its decay.
+        """
+        self.validate(total_steps, span)
         fill = {key: total_steps for key in self.run_length_fields if getattr(self, key) == 0}
         return dataclasses.replace(self, **fill) if fill else self
 

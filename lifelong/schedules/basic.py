@@ -118,10 +118,20 @@ class RepeatedCosine(Schedule):
                 self.warmup <= self.period, f"warmup={self.warmup} is longer than the period ({self.period})"
             )
 
-    def validate(self, total_steps: int) -> None:
+    def validate(self, total_steps: int, span: str = "the run") -> None:
         need(total_steps >= 1, f"steps={total_steps} must be at least 1")
         limit = self.period or total_steps
         need(self.warmup <= limit, f"warmup={self.warmup} is longer than the cycle ({limit} steps)")
+        need(
+            limit <= total_steps,
+            f"period={limit} is longer than {span}, which has {total_steps} steps, so its first decay would not "
+            "finish: lower period or leave it at 0 (= the length)",
+        )
+        need(
+            total_steps % limit == 0,
+            f"period={limit} does not divide {span}, which has {total_steps} steps: its last cycle would stop after "
+            f"{total_steps % limit} steps, before its decay ends; choose a period that divides the length",
+        )
 
     def lr(self, step: int) -> float:
         if not self.period:

@@ -17,7 +17,10 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.params import Param
 from lifelong.schedules.catalog import SCHEDULES, make_schedule
+from lifelong.schedules.refined import Refined
 from lifelong.schedules.wsd import WSDS
+
+DEFAULT_STEPS = 1000
 
 
 def describe_schedules() -> list[tuple[str, str, dict[str, Param]]]:
@@ -69,7 +72,10 @@ def add_schedule_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("name", metavar="NAME", help="schedule name: " + ", ".join(SCHEDULES))
     parser.add_argument(
-        "--steps", type=int, default=1000, help="number of steps N (run length; default 1000)"
+        "--steps",
+        type=int,
+        default=None,
+        help="number of steps N (run length; default 1000, or the record's length for refined)",
     )
     parser.add_argument("--json", metavar="PATH", help='write {"lr": [N absolute rates]} to PATH')
     parser.add_argument("--plot", metavar="PATH", help="draw the schedule to a PNG file")
@@ -106,9 +112,12 @@ def run_schedule_command(args: argparse.Namespace) -> int:
 
     Bad input raises LifelongError (one line naming the parameter) for the caller to print.
     """
+    given = {key: getattr(args, key) for key in _flags() if hasattr(args, key)}
+    if args.steps is None:
+        unbound = make_schedule(args.name, **given)
+        args.steps = len(unbound.grad_norms) if isinstance(unbound, Refined) else DEFAULT_STEPS
     if args.steps < 1:
         raise LifelongError(f"steps={args.steps} must be at least 1")
-    given = {key: getattr(args, key) for key in _flags() if hasattr(args, key)}
     schedule = make_schedule(args.name, total_steps=args.steps, **given)
     lrs = schedule.lrs(args.steps)
     if not all(math.isfinite(v) and v >= 0 for v in lrs):

@@ -81,11 +81,11 @@ class Infinite(Schedule):
                 f"total={self.total} is before constant_end={self.constant_end}",
             )
 
-    def validate(self, total_steps: int) -> None:
-        super().validate(total_steps)
+    def validate(self, total_steps: int, span: str = "the run") -> None:
+        super().validate(total_steps, span)
         end = self.total or total_steps
         need(
-            end >= self.constant_end, f"constant_end={self.constant_end} is after the end of the run ({end})"
+            end >= self.constant_end, f"constant_end={self.constant_end} is after the end of {span} (step {end})"
         )
 
     def cooldown(self, u: float) -> float:

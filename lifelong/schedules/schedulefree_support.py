@@ -47,16 +47,51 @@ def has_modes(optimizer: Any) -> bool:
 def eval_mode(optimizer: Any) -> Iterator[Any]:
     """Inside: the model holds the weights to evaluate and checkpoint. On exit: back to the previous mode.
 
-    A no-op for ordinary optimizers. Leaves an optimizer that was already in eval mode in eval mode.
+    Switching back from eval mode recomputes the training point by interpolation, which rounds (about 1e-7
+    per round trip); so the training-point parameters are snapshotted on entry and copied back bit for bit
+    after `optimizer.train()`: evaluating never changes training. Changes made to the parameters inside are
+    therefore discarded (evaluate and save there, do not train). A no-op for ordinary optimizers; leaves an
+    optimizer that was already in eval mode in eval mode.
     """
     if not has_modes(optimizer):
         yield optimizer
         return
     groups = getattr(optimizer, "param_groups", [])
     was_training = bool(groups and groups[0].get("train_mode", True))
+    params = [p for group in groups for p in group["params"]] if was_training else []
+    with torch.no_grad():
+        snapshot = [p.detach().clone() for p in params]
     optimizer.eval()
     try:
         yield optimizer
     finally:
         if was_training:
             optimizer.train()
+            with torch.no_grad():
+                for p, saved in zip(params, snapshot, strict=True):
+                    p.copy_(saved)
+
+
+def training_point(optimizer: Any, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """A copy of `model`'s state at the training point, for optimizers with modes (None for others).
+
+    Call it in train mode, outside `eval_mode`, and store it in a checkpoint next to the eval-mode weights:
+    `resume_training_point` then continues from exactly these weights instead of re-deriving them from the
+    eval-mode ones (which rounds, so a resumed run would drift from an uninterrupted one).
+    """
+    if not has_modes(optimizer):
+        return None
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def resume_training_point(
+    optimizer: Any, model: torch.nn.Module, saved: dict[str, torch.Tensor] | None
+) -> None:
+    """After loading a checkpoint written in eval mode: back to train mode, at the saved training point.
+
+    Without `saved` (an older checkpoint) the training point is re-derived by `optimizer.train()`.
+    """
+    if has_modes(optimizer):
+        optimizer.train()
+        if saved is not None:
+            model.load_state_dict(saved)

@@ -24,7 +24,8 @@ class StreamSchedule:
     """Rate at (experience, step within experience, global step); `lr(global_step)` also works (ScheduleLR).
 
     `lengths` are the experiences' step counts. Run-length fields left at 0 in `schedule` take the stream
-    length ("continue") or each experience's length ("restart", "infinite"'s first experience). In
+    length ("continue") or each experience's length ("restart", "infinite"'s first experience); a schedule
+    whose decay would not finish within that length is refused (LifelongError naming the field). In
     "infinite" mode later experiences anneal over their last `anneal_fraction` of steps (None: the same
     fraction as the first experience's annealing tail; 0: never anneal). The rate jumps back to the
     constant rate at each new experience: continue from the pre-annealing weights (Ibrahim et al.) or from
@@ -51,9 +52,11 @@ class StreamSchedule:
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "starts", tuple(starts))
         if self.mode == "continue":
-            parts = (self.schedule.bind(sum(lengths)),)
+            parts = (self.schedule.bind(sum(lengths), "the stream (schedule_mode=continue)"),)
         elif self.mode == "restart":
-            parts = tuple(self.schedule.bind(n) for n in lengths)
+            parts = tuple(
+                self.schedule.bind(n, f"experience {k} (schedule_mode=restart)") for k, n in enumerate(lengths)
+            )
         else:
             parts = self._infinite(lengths)
         object.__setattr__(self, "parts", parts)
@@ -61,7 +64,7 @@ class StreamSchedule:
     def _infinite(self, lengths: tuple[int, ...]) -> tuple[Schedule, ...]:
         if not isinstance(self.schedule, Infinite):
             raise LifelongError(f"mode='infinite' needs the infinite schedule, not '{self.schedule.name}'")
-        first = self.schedule.bind(lengths[0])
+        first = self.schedule.bind(lengths[0], "experience 0 (schedule_mode=infinite)")
         fraction = self.anneal_fraction
         if fraction is None:
             fraction = (first.total - first.constant_end) / first.total
@@ -81,6 +84,13 @@ class StreamSchedule:
             return self.parts[0].lr(step)
         s: Infinite = self.parts[0]  # type: ignore[assignment]
         return anneal(step, self.anneal_starts[experience], self.lengths[experience], s.constant, s.min_lr)
+
+    def end_rates(self) -> list[float]:
+        """The rate of the last step of every experience (where a decay branch off that experience starts)."""
+        return [
+            self.lr_for(k, n - 1, start + n - 1)
+            for k, (start, n) in enumerate(zip(self.starts, self.lengths, strict=True))
+        ]
 
     def locate(self, global_step: int) -> tuple[int, int]:
         """(experience, step within it) of a global step; steps past the stream are in the last one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,9 +31,25 @@ def shape_param(default: str) -> Param:
     return Param(default, SHAPE_HELP, choices=SHAPES)
 
 
+def _wsd_rate(step: int, s: WSD | WSDC, decay_start: int) -> float:
+    """The WSD rate at `step`: warmup, `s.peak` until `decay_start`, decay to `s.min_lr` over `s.decay_steps`."""
+    if step < s.warmup:
+        return warmup_value(step, s.warmup, s.peak)
+    if step < decay_start:
+        return s.peak
+    if step >= decay_start + s.decay_steps:
+        return s.min_lr
+    return decay(s.shape, (step - decay_start) / s.decay_steps, s.peak, s.min_lr)
+
+
 @dataclass(frozen=True)
 class WSD(Schedule):
-    """Warmup-stable-decay: warmup to peak, constant until decay-start, decay to min-lr over decay-steps."""
+    """Warmup-stable-decay: warmup to peak, constant until decay-start, decay to min-lr over decay-steps.
+
+    Bound to a run (or an experience) the decay must end by its last step: decay_start + decay_steps <= the
+    length (decay_steps=0, a drop to min-lr, must happen before the end). A WSD whose stable phase never
+    ends within the run is the `constant` schedule with the same warmup.
+    """
 
     name: ClassVar[str] = "wsd"
     params: ClassVar[dict[str, Param]] = {
@@ -59,35 +76,90 @@ class WSD(Schedule):
         )
         _check_shape(self.shape, self.peak, self.min_lr)
 
+    def validate(self, total_steps: int, span: str = "the run") -> None:
+        super().validate(total_steps, span)
+        start, steps = self.decay_start, self.decay_steps
+        if steps == 0:
+            need(
+                start < total_steps,
+                f"decay_start={start} (decay_steps=0: a drop to min_lr) is not before the end of {span}, which "
+                f"has {total_steps} steps: lower decay_start, or use the constant schedule for no decay",
+            )
+        need(
+            start + steps <= total_steps,
+            f"decay_start={start} + decay_steps={steps} ends at step {start + steps} but {span} has "
+            f"{total_steps} steps: lower decay_start or decay_steps",
+        )
+
     def lr(self, step: int) -> float:
-        if step < self.warmup:
-            return warmup_value(step, self.warmup, self.peak)
-        if step < self.decay_start:
-            return self.peak
-        if step >= self.decay_start + self.decay_steps:
-            return self.min_lr
-        return decay(self.shape, (step - self.decay_start) / self.decay_steps, self.peak, self.min_lr)
+        return _wsd_rate(step, self, self.decay_start)
 
 
 @dataclass(frozen=True)
-class WSDC(WSD):
-    """WSD followed by a constant tail at min-lr for tail-steps (PLM; tail level unverified).
+class WSDC(Schedule):
+    """Warmup-stable-decay-constant (PLM, Deng et al. 2025): WSD whose decay is followed by tail-steps at min-lr.
 
-    As a function of the step it equals WSD (which holds min-lr after the decay); `end` is the last step of
-    the run, so the engine knows where the tail stops.
+    The constant tail ends the run: bound to a run (or an experience) of `total` steps, the decay starts at
+    total - tail_steps - decay_steps and reaches min-lr at total - tail_steps; the stable phase takes what
+    is left after the warmup. PLM's paper names the four phases; the tail's level (min-lr here) is not
+    verified against it.
     """
 
     name: ClassVar[str] = "wsdc"
+    run_length_fields: ClassVar[tuple[str, ...]] = ("total",)
     params: ClassVar[dict[str, Param]] = {
-        **WSD.params,
+        "peak": peak_param(),
+        "warmup": warmup_param(10),
+        "decay_steps": Param(200, "length of the decay, which ends tail-steps before the end of the run", low=0),
         "tail_steps": Param(0, "steps trained at min-lr after the decay; the run ends after them", low=0),
+        "min_lr": min_lr_param(1e-4),
+        "shape": shape_param("linear"),
+        "total": Param(0, "last step of the tail (the run length); 0 = the run length (--steps)", low=0),
     }
+    peak: float = 1e-3
+    warmup: int = 10
+    decay_steps: int = 200
     tail_steps: int = 0
+    min_lr: float = 1e-4
+    shape: str = "linear"
+    total: int = 0
+
+    def check(self) -> None:
+        _check_shape(self.shape, self.peak, self.min_lr)
+        if self.total:
+            self._check_phases(self.total, "the run")
+
+    def _check_phases(self, length: int, span: str) -> None:
+        w, d, t = self.warmup, self.decay_steps, self.tail_steps
+        need(
+            w + d + t <= length,
+            f"warmup={w} + decay_steps={d} + tail_steps={t} = {w + d + t} steps do not fit in {span}, which "
+            f"has {length} steps: lower them",
+        )
+
+    def validate(self, total_steps: int, span: str = "the run") -> None:
+        super().validate(total_steps, span)
+        need(
+            self.total in (0, total_steps),
+            f"total={self.total} but {span} has {total_steps} steps: the tail ends the run, so total must "
+            "be the length (or 0)",
+        )
+        self._check_phases(total_steps, span)
+
+    @property
+    def decay_start(self) -> int:
+        """First step of the decay: total - tail_steps - decay_steps."""
+        if not self.total:
+            raise self.unbound_error()
+        return self.total - self.tail_steps - self.decay_steps
 
     @property
     def end(self) -> int:
         """Number of steps of the whole run: warmup, stable, decay and constant tail."""
         return self.decay_start + self.decay_steps + self.tail_steps
+
+    def lr(self, step: int) -> float:
+        return _wsd_rate(step, self, self.decay_start)
 
 
 def _parse_steps(key: str, value: Any) -> tuple[int, ...]:
@@ -156,6 +228,15 @@ class WSDS(Schedule):
             windows.append((start, min(start + stable, end - 1), end))
         object.__setattr__(self, "windows", tuple(windows))
 
+    def validate(self, total_steps: int, span: str = "the run") -> None:
+        super().validate(total_steps, span)
+        last = self.pit_stops[-1]
+        need(
+            last <= total_steps,
+            f"pit_stops={last} is after the end of {span}, which has {total_steps} steps, so its decay would not "
+            "finish: lower or drop that pit stop",
+        )
+
     def decay_windows(self) -> list[tuple[int, int]]:
         """(first decay step S_k, pit stop h_k) for every cycle."""
         return [(s, h) for _, s, h in self.windows]
@@ -191,3 +272,17 @@ def decay_branch(
     need(min_lr <= high, f"min_lr={min_lr:g} is above the main branch's rate at step {start} ({high:g})")
     _check_shape(shape, high, min_lr)
     return [decay(shape, i / steps, high, min_lr) for i in range(steps)]
+
+
+def check_branch_floor(min_lr: float, start_rates: Sequence[float], setting: str = "branch_min_lr") -> None:
+    """Refuse a decay-branch floor above the rate some branch would start from (before any training).
+
+    `start_rates[k]` is the rate of the last step of experience k, where its branch starts (for a stream
+    schedule: StreamSchedule.end_rates(); for a constant rate: that rate for every experience).
+    """
+    for k, high in enumerate(start_rates):
+        need(
+            min_lr <= high,
+            f"{setting}={min_lr:g} is above the learning rate at the end of experience {k} ({high:g}), where "
+            f"its decay branch starts: lower {setting}",
+        )
