@@ -201,3 +201,54 @@ def test_help_lists_the_new_flags(capsys, argv):
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert ("--quick" in text) if argv[0] == "reproduce" else ("--schedule-mode" in text and "--branch-steps" in text)
+
+
+INFINITE = {"schedule": "infinite", "schedule_mode": "infinite",
+            "schedule_params": "constant=0.02,min_lr=0.001,warmup=3,cooldown_end=8,constant_end=25"}
+
+
+@pytest.mark.parametrize("continue_from", ["pre-anneal", "annealed"])
+def test_infinite_schedule_continues_from_the_chosen_weights(digits_cfg, continue_from):
+    """Each experience after the first starts from the weights saved just before the previous anneal (the
+    paper's and `lifelong lm`'s choice, the default) or from the annealed ones."""
+    engine = Engine(digits_cfg(**INFINITE, infinite_continue=continue_from))
+    schedule = engine.learner.lr_schedule
+    snapshots, starts = {}, {}
+    original_step, original_begin = engine.learner.step, engine.begin_experience
+
+    def step(exp, idx):
+        if engine.position["step"] == schedule.anneal_start(exp.index):
+            snapshots[exp.index] = {k: v.clone() for k, v in engine.model.state_dict().items()}
+        return original_step(exp, idx)
+
+    def begin(exp):
+        original_begin(exp)
+        starts[exp.index] = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    engine.learner.step, engine.begin_experience = step, begin
+    ended = {}
+    original_end = engine.strategy.end_experience
+    engine.strategy.end_experience = lambda exp: (ended.__setitem__(exp.index, {
+        k: v.clone() for k, v in engine.model.state_dict().items()}), original_end(exp))
+    engine.run()
+    for k in range(1, 5):
+        expected = snapshots[k - 1] if continue_from == "pre-anneal" else ended[k - 1]
+        assert all(torch.equal(starts[k][n], expected[n]) for n in expected), k
+    assert not all(torch.equal(snapshots[0][n], ended[0][n]) for n in ended[0])  # the anneal changed the weights
+
+
+def test_branch_min_lr_above_the_rate_is_refused_before_training(digits_cfg):
+    with pytest.raises(LifelongError, match=r"branch_min_lr=0.1 is above the learning rate at the end of exp"):
+        Engine(digits_cfg(branch_every_experience=True, branch_min_lr=0.1))
+
+
+def test_recorded_gradient_norms_build_a_refined_schedule(tmp_path, digits_cfg):
+    from lifelong.schedules import make_schedule
+
+    engine, _ = train(digits_cfg(record_grad_norms=True), tmp_path / "run")
+    steps, norms = RunStore.open(tmp_path / "run").scalars("grad_norm")
+    assert steps == list(range(1, engine.total_steps() + 1)) and all(n > 0 for n in norms)
+    params = engine.model.parameters()  # the last step's norm is that of the last gradient applied
+    assert norms[-1] == pytest.approx(float(torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in params]))), rel=1e-5)
+    refined = make_schedule("refined", grad_norms=str(tmp_path / "run"), peak=0.1).bind(engine.total_steps())
+    assert refined.lr(0) >= 0.0

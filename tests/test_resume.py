@@ -27,7 +27,8 @@ def crash_at(step):
 
 
 @pytest.mark.parametrize("strategy,crash_step,hparams", [("er", 23, {}), ("derpp", 40, {}),
-                                                         ("ewc", 85, {"ewc_lambda": 5.0}), ("lwf", 50, {})])
+                                                         ("ewc", 85, {"ewc_lambda": 5.0}), ("lwf", 50, {}),
+                                                         ("er", 23, {"buffer": "class-balanced"})])
 def test_resume_after_crash_equals_uninterrupted(tmp_path, digits_cfg, strategy, crash_step, hparams):
     cfg = digits_cfg(strategy=strategy, eval_every=5, eval_subsample=20, hparams=hparams)
     clean = runner.run(cfg, tmp_path / "clean")

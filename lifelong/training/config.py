@@ -35,7 +35,8 @@ SETTINGS: dict[str, Param] = {
     "device": Param("auto", "cpu, cuda, cuda:N or auto (CUDA when present)"),
     "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1),
     "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
-    "eval_every": Param(0, "continual evaluation every K steps (0: off)", low=0),
+    "eval_every": Param(0, "continual evaluation every K steps (0: off); metric windows count evaluations, so "
+                        "WF10/WP10/LCA span 10 K steps", low=0),
     "eval_subsample": Param(500, "test samples per experience used by continual evaluation", low=1),
     "eval_background": Param(True, "run continual evaluation on a background thread (same numbers)"),
     "data_dir": Param("", "directory to look for dataset files first"),
@@ -44,6 +45,8 @@ SETTINGS: dict[str, Param] = {
                            "schedule over the stream), infinite (constant phase carries over)", choices=MODES),
     "schedule_params": Param("", "schedule parameters as key=value,key=value (peak defaults to --lr; "
                              "run-length fields left at 0 take the stream or experience length)"),
+    "record_grad_norms": Param(False, "store every step's gradient norms (l2 and l1), e.g. to build a 'refined' "
+                               "schedule from this run later (costs a little per step)"),
     "infinite_continue": Param("pre-anneal", "schedule_mode=infinite: each experience continues from the weights "
                                "before the previous anneal (pre-anneal, Ibrahim et al. 2024) or after it (annealed)",
                                choices=("pre-anneal", "annealed")),
@@ -83,6 +86,7 @@ class RunConfig:
     schedule: str = ""
     schedule_mode: str = "continue"
     schedule_params: str = ""
+    record_grad_norms: bool = False
     infinite_continue: str = "pre-anneal"
     branch_every_experience: bool = False
     branch_steps: int = 0

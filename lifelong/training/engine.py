@@ -37,8 +37,8 @@ from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
 from lifelong.models.backbones import MODELS, make_model
 from lifelong.schedules.basic import Constant
-from lifelong.schedules.schedulefree_support import eval_mode, has_modes
-from lifelong.schedules.wsd import decay_branch
+from lifelong.schedules.schedulefree_support import eval_mode, resume_training_point, training_point
+from lifelong.schedules.wsd import check_branch_floor, decay_branch
 from lifelong.strategies import Strategy, make_strategy
 from lifelong.tracking.files import save_torch_atomic
 from lifelong.tracking.resources import peak_rss_mb
@@ -160,17 +160,12 @@ class Engine:
 
     def check_branch_rates(self) -> None:
         """A decay branch must decay: refuse a `branch_min_lr` above the rate an experience ends at."""
-        cfg = self.cfg
-        if not cfg.branch_every_experience:
+        if not self.cfg.branch_every_experience:
             return
-        steps = self.experience_steps()
         schedule = self.learner.lr_schedule
-        starts = [sum(steps[:k]) for k in range(len(steps))]
-        for k, n in enumerate(steps):
-            rate = cfg.lr if schedule is None else schedule.lr_for(k, max(n - 1, 0), starts[k] + max(n - 1, 0))
-            if cfg.branch_min_lr > rate:
-                raise LifelongError(f"branch_min_lr={cfg.branch_min_lr:g} is above the learning rate "
-                                    f"{rate:g} at the end of experience {k}: the branches could not decay")
+        n = len(self.train_stream)
+        check_branch_floor(self.cfg.branch_min_lr, schedule.end_rates() if schedule is not None
+                           else [self.optimizer.param_groups[0]["lr"]] * n)
 
     def seen_experiences(self, train_index: int) -> int:
         """How many experiences of the original stream training experience `train_index` has shown."""
@@ -200,6 +195,7 @@ class Engine:
         if self.recorder.dir is None:
             return
         self.recorder.flush()
+        train_point = training_point(self.optimizer, self.model)  # schedule-free: exact weights to resume from
         with eval_mode(self.optimizer):
             save_checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -207,7 +203,7 @@ class Engine:
                 "position": dict(self.position), "rows": self.rows, "initial": self.initial,
                 "train_seconds": self.train_seconds, "boundaries": self.boundaries,
                 "curve_steps": self.curve_steps, "curve": self.curve, "branches": self.branches,
-                "pre_anneal": self.pre_anneal,
+                "pre_anneal": self.pre_anneal, "train_model": train_point,
             }, self.recorder.dir / CHECKPOINT)
 
     def restore(self) -> bool:
@@ -230,8 +226,7 @@ class Engine:
         self.boundaries, self.curve_steps, self.curve = state["boundaries"], state["curve_steps"], state["curve"]
         self.branches = state.get("branches", [])
         self.pre_anneal = state.get("pre_anneal")
-        if has_modes(self.optimizer):
-            self.optimizer.train()  # the checkpoint holds eval-mode weights; training continues in train mode
+        resume_training_point(self.optimizer, self.model, state.get("train_model"))
         return True
 
     # --- training ----------------------------------------------------------------------------------------
@@ -304,7 +299,11 @@ class Engine:
             idx = order[epoch * exp.num_train + k * B: epoch * exp.num_train + min((k + 1) * B, exp.num_train)]
             if rates is not None:
                 learner.set_rate(rates[s])
-            value = learner.step(exp, idx).item()
+            loss = learner.step(exp, idx)
+            if learner.grad_norms is None:
+                value, norms = loss.item(), None
+            else:
+                value, *norms = torch.cat([loss.reshape(1).float(), learner.grad_norms]).tolist()
             g = self.position["global_step"] = self.position["global_step"] + 1
             self.position["step"] = s + 1
             if not math.isfinite(value):
@@ -313,7 +312,7 @@ class Engine:
                                     "are kept")
             if eval_every and g % eval_every == 0:
                 self.continual_evaluation(seen)
-            self.recorder.step(g, grand_total, value, self.latest_accuracy)
+            self.recorder.step(g, grand_total, value, self.latest_accuracy, norms)
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()

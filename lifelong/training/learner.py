@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.stream import Experience, Stream
+from lifelong.schedules.refined import gradient_norms
 from lifelong.schedules.schedulefree_support import make_schedulefree
 from lifelong.schedules.stream import StreamSchedule
 from lifelong.strategies import Batch, Context, Strategy
@@ -56,6 +57,7 @@ class Learner:
                            cfg.batch_size, *([save_artifact] if save_artifact else []))
         strategy.setup(self.ctx)
         self.lr_schedule = self.make_lr_schedule()
+        self.grad_norms: Tensor | None = torch.zeros(2, device=device) if cfg.record_grad_norms else None
 
     # --- set-up ---------------------------------------------------------------------------------------
     def class_to_task(self) -> Tensor | None:
@@ -148,6 +150,8 @@ class Learner:
         else:
             (loss if extra is None else loss + extra).backward()
         strategy.before_step(batch, out, grads)
+        if self.grad_norms is not None:
+            self.grad_norms = gradient_norms(self.params)  # the gradient actually applied (after projections)
         opt.step()
         strategy.after_step(batch, out)
         return loss.detach() if extra is None else (loss + extra).detach()

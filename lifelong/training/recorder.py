@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lifelong.schedules.refined import NORM_SCALARS
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.loggers import Logger, close_all, make_loggers, step_callback
 from lifelong.tracking.resources import environment
@@ -59,8 +60,12 @@ class Recorder:
         return None if self.store is None else self.store.dir
 
     # --- during training ------------------------------------------------------------------------------
-    def step(self, step: int, total: int, loss: float, accuracy: float | None) -> None:
+    def step(self, step: int, total: int, loss: float, accuracy: float | None,
+             grad_norms: list[float] | None = None) -> None:
+        """One training step: its loss (and l2, l1 gradient norms when recorded) to the store, progress out."""
         self.pending.append((step, "loss", loss))
+        if grad_norms is not None:
+            self.pending += [(step, NORM_SCALARS[2.0], grad_norms[0]), (step, NORM_SCALARS[1.0], grad_norms[1])]
         if self.on_step is not None:
             self.on_step(step, total, loss, accuracy)
 

@@ -1,0 +1,28 @@
+"""RunConfig validates itself when built, from the Python API as from flags or YAML."""
+
+import pytest
+
+from lifelong.errors import LifelongError
+from lifelong.training.config import RunConfig
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"batch_size": 0}, r"batch_size=0 is out of range"),
+    ({"lr": -1.0}, r"lr=-1.0 is out of range"),
+    ({"lr": 0.0}, r"lr=0.0 is out of range"),
+    ({"epochs": 0}, r"epochs=0 is out of range"),
+    ({"optimizer": "SGD"}, r"optimizer='SGD' is not allowed"),
+    ({"optimizer": "rmsprop"}, r"optimizer='rmsprop' is not allowed"),
+    ({"hidden": "32,x"}, r"hidden='32,x' must be comma-separated integers"),
+    ({"hparams": [1, 2]}, r"hparams=\[1, 2\] must be a mapping"),
+    ({"optimizer": "sgd-schedulefree", "schedule": "cosine"}, r"replaces the schedule"),
+    ({"infinite_continue": "later"}, r"infinite_continue='later' is not allowed"),
+])
+def test_python_api_refuses_bad_settings_at_construction(changes, message):
+    with pytest.raises(LifelongError, match=message):
+        RunConfig(**changes)
+
+
+def test_strings_are_converted_like_flags():
+    cfg = RunConfig(shuffle_classes="no", batch_size="16", lr="0.5")
+    assert cfg.shuffle_classes is False and cfg.batch_size == 16 and cfg.lr == 0.5
