@@ -97,6 +97,7 @@ class QuadraticAnchor(Strategy):
     the hyperparameter that holds lambda."""
 
     strength_param: ClassVar[str] = "ewc_lambda"
+    penalty_scale: ClassVar[float] = 0.5  # the penalty is scale * lambda * sum F (p - a)^2
 
     def __init__(self, **hp: Any) -> None:
         super().__init__(**hp)
@@ -129,7 +130,7 @@ class QuadraticAnchor(Strategy):
         for name, p in self.ctx.model.named_parameters():
             F, m = self.merged[name]
             total = total + (F * (p - m).pow(2)).sum()
-        return 0.5 * self.strength * total
+        return self.penalty_scale * self.strength * total
 
     def snapshot(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.ctx.model.named_parameters()}
