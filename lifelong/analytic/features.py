@@ -190,3 +190,73 @@ def train_base_phase(
         if log:
             log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
     return freeze(backbone)
+
+
+# --- features of a model inside a run (strategies and `lifelong unlearn` compute them the same way) ----------
+
+FEATURE_SOURCES = ("backbone", "input")
+FEATURE_CHUNK = 1024  # rows per forward pass; the same chunks at training and at unlearning give the same bits
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The model's last `nn.Linear` (in registration order): the classification head of every built-in model."""
+    found = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise LifelongError(f"{type(model).__name__} has no nn.Linear layer to take features in front of")
+    return found[-1]
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last Linear layer for prepared inputs `x`: the model minus its head.
+
+    Read with a forward pre-hook, so it works for any model whose head is its last registered Linear (MLP,
+    CNN, ResNet: whatever the forward does before the head, e.g. pooling, is included)."""
+    seen: list[torch.Tensor] = []
+    handle = last_linear(model).register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[-1].reshape(len(x), -1)
+
+
+@torch.no_grad()
+def model_features(model: nn.Module, x: torch.Tensor, source: str) -> torch.Tensor:
+    """Features of prepared inputs `x` (float32 on x's device): `backbone` = the model minus its last Linear
+    layer, `input` = the flattened inputs themselves."""
+    if source == "input":
+        return x.reshape(len(x), -1).float()
+    if source != "backbone":
+        raise LifelongError(f"feature source {source!r} is unknown; valid: {', '.join(FEATURE_SOURCES)}")
+    return penultimate(model, x).float()
+
+
+def sample_ids(stream: Any, exp: Any, idx: torch.Tensor) -> list:
+    """Ledger ids of training samples `idx` of `exp`: their dataset indices (ints) when every experience of
+    the stream indexes one dataset with disjoint samples and no input map (class splits), else
+    "<experience>:<index>" strings (domain shifts show the same index once per experience)."""
+    data = stream[0].data
+    plain = all(e.data is data and e.input_map is None for e in stream)
+    if plain:
+        total = sum(len(e.train_idx) for e in stream)
+        plain = len(torch.unique(torch.cat([e.train_idx.cpu() for e in stream]))) == total
+    values = idx.cpu().tolist()
+    return values if plain else [f"{exp.index}:{i}" for i in values]
+
+
+@torch.no_grad()
+def experience_features(model: nn.Module, stream: Any, exp: Any, prepare: Callable[[torch.Tensor], torch.Tensor],
+                        source: str, chunk: int = FEATURE_CHUNK) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(features on the CPU, labels, ledger ids) of every training sample of `exp`, in `train_idx` order,
+    computed `chunk` rows at a time with the model in eval mode (its mode is restored)."""
+    was = model.training
+    model.eval()
+    try:
+        idx = exp.train_idx
+        parts = [model_features(model, prepare(exp.raw(idx[s:s + chunk])), source).cpu()
+                 for s in range(0, len(idx), chunk)]
+    finally:
+        model.train(was)
+    feats = torch.cat(parts) if parts else torch.zeros(0, 0)
+    return feats, exp.labels(idx).cpu(), sample_ids(stream, exp, idx)

@@ -17,13 +17,10 @@ from typing import Any
 
 import torch
 
-from lifelong.analytic.acil import ACIL, GACIL
-from lifelong.analytic.dsal import DSAL
-from lifelong.analytic.nmc import NMC
+from lifelong.analytic import ANALYTIC
 from lifelong.errors import LifelongError
 from lifelong.tracking.files import save_torch_atomic
 
-MODEL_KINDS: dict[str, type] = {"acil": ACIL, "g-acil": GACIL, "ds-al": DSAL, "nmc": NMC}
 _VERSION = re.compile(r"^model_v(\d+)\.pt$")
 REQUESTS = "requests.jsonl"
 TRAIN_FEATURES = "train_features.pt"
@@ -49,11 +46,17 @@ def model_versions(run_dir: str | Path) -> list[int]:
     return sorted(int(m.group(1)) for p in d.iterdir() if (m := _VERSION.match(p.name))) if d.is_dir() else []
 
 
-def save_model_version(run_dir: str | Path, model: Any, meta: dict | None = None) -> tuple[int, Path]:
+def model_payload(model: Any, meta: dict | None = None, version: int = 1, **extra: Any) -> dict:
+    """The content of a `model_v{N}.pt`: the model's state, meta data, creation time, version and `extra`
+    entries (a strategy's run adds `backbone`, the frozen feature extractor's weights)."""
+    return {"state": model.state_dict(), "meta": dict(meta or {}), "created": _now(), "version": version, **extra}
+
+
+def save_model_version(run_dir: str | Path, model: Any, meta: dict | None = None, **extra: Any) -> tuple[int, Path]:
     """Store `model.state_dict()` as the next `model_v{N}.pt`; returns (N, path). Never overwrites."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
-    payload = {"state": model.state_dict(), "meta": dict(meta or {}), "created": _now()}
+    payload = model_payload(model, meta, 0, **extra)
     tmp = d / f".model.tmp{os.getpid()}"
     try:
         for _ in range(100):
@@ -84,8 +87,8 @@ def load_model_version(run_dir: str | Path, version: int | None = None) -> tuple
         raise LifelongError(f"run {d} has no model version {v} (has {', '.join(map(str, versions))})")
     payload = torch.load(d / f"model_v{v}.pt", weights_only=True)
     state = payload["state"]
-    cls = MODEL_KINDS.get(state.get("kind"))
-    return (cls.from_state_dict(state) if cls else state), v, payload
+    kind = state.get("kind")
+    return (ANALYTIC.get(kind).from_state_dict(state) if kind in ANALYTIC else state), v, payload
 
 
 def _record(run_dir: Path, write) -> None:
@@ -180,3 +183,58 @@ def select_ids(samples: tuple, wanted: list, source: Path) -> tuple[torch.Tensor
         )
     rows = torch.tensor([pos[k] for k in wanted], dtype=torch.int64)
     return x[rows], y[rows], list(wanted)
+
+
+def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] | None = None,
+                         ids: list | None = None) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(features, labels, ids) of the training samples of `classes` (or with these ledger `ids`) of a run made
+    by an analytic strategy: the stream is rebuilt from the run's config (as the engine builds it) and the
+    features are recomputed with the stored backbone, chunk by chunk as in training, so they match the
+    ledger's digests."""
+    from lifelong.analytic.features import experience_features
+    from lifelong.data.scenarios import make_stream
+    from lifelong.models.backbones import make_model
+    from lifelong.tracking.store import DB_NAME, RunStore
+    from lifelong.training.config import RunConfig
+    from lifelong.training.engine import pick_device
+
+    d = Path(run_dir)
+    if "backbone" not in payload or not (d / DB_NAME).is_file():
+        raise LifelongError(f"{d} has no {TRAIN_FEATURES} and its model was not trained by an analytic strategy "
+                            "run; pass the samples' features with --features FILE")
+    rs = RunStore.open(d)
+    try:
+        cfg = RunConfig.from_dict(rs.meta()["config"])
+    finally:
+        rs.close()
+    torch.set_num_threads(cfg.threads)
+    try:
+        device = pick_device(cfg.device)
+    except LifelongError:
+        device = torch.device("cpu")
+    stream = make_stream(cfg.scenario, cfg.experiences or None, cfg.class_order_list(), cfg.seed,
+                         cfg.shuffle_classes, cfg.data_dir or None)
+    kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
+    model = make_model(cfg.model, stream[0].data.train_x[0].numel(), stream.num_classes, **kwargs)
+    model.load_state_dict(payload["backbone"])
+    model.to(device)
+    if device.type != "cpu":  # as Engine.to_device: experiences that share a dataset keep sharing it
+        moved: dict[int, Any] = {}
+        for e in stream:
+            e.data = moved.setdefault(id(e.data), e.data.to(device))
+    source = payload.get("meta", {}).get("features", "backbone")
+    wanted = None if ids is None else set(ids)
+    xs, ys, out_ids = [], [], []
+    for exp in stream:
+        if classes is not None and not set(exp.classes) & set(classes):
+            continue
+        x, y, e_ids = experience_features(model, stream, exp, stream[0].data.prepare, source)
+        keep = [i for i, (k, c) in enumerate(zip(e_ids, y.tolist(), strict=True))
+                if (classes is None or c in classes) and (wanted is None or k in wanted)]
+        rows = torch.tensor(keep, dtype=torch.int64)
+        xs.append(x[rows])
+        ys.append(y[rows])
+        out_ids += [e_ids[i] for i in keep]
+    if not xs:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64), []
+    return torch.cat(xs), torch.cat(ys), out_ids

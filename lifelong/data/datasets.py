@@ -186,6 +186,19 @@ def mnist1d(root: str | os.PathLike | None = None) -> ArrayDataset:
     )
 
 
+@register_dataset("fortunes-minilm", "English fortunes, 10 topic classes (200 each), as 384-d MiniLM sentence "
+                  "embeddings (needs the fortunes package and lifelong[text]; embeddings cached)")
+def fortunes_minilm(root: str | os.PathLike | None = None) -> ArrayDataset:
+    """Inputs are the cached float32 MiniLM embeddings; `root` replaces the fortune files' directory."""
+    from lifelong.analytic.features import FeatureCache
+    from lifelong.analytic.text import FORTUNES_DIR, embed_texts, load_fortunes, stratified_split
+
+    texts, labels, _ = load_fortunes(None, root or FORTUNES_DIR)
+    emb = embed_texts(texts, cache=FeatureCache())
+    train, test = stratified_split(labels, 0.25, 0)
+    return ArrayDataset("fortunes-minilm", emb[train], labels[train], emb[test], labels[test])
+
+
 # --- adapters ---------------------------------------------------------------------------------------------
 
 
