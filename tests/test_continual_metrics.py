@@ -135,7 +135,7 @@ def test_no_dip_gives_zero_size_and_duration():
 
 
 def test_evaluation_only_at_boundaries_min_acc_is_min_of_boundary_rows():
-    # methods.md sanity check (b): evaluations at |T_j| only -> min of the later boundary accuracies.
+    # sanity check: evaluations at task boundaries only -> min of the later boundary accuracies.
     curve = {"steps": [10, 20, 30], "accuracy": [[0.9, N, N], [0.6, 0.8, N], [0.7, 0.5, 0.9]]}
     # E0: min(0.6, 0.7) = 0.6 ; E1: min(0.5) = 0.5 -> 0.55
     assert min_acc(curve, [10, 20, 30]) == pytest.approx(0.55)

@@ -205,3 +205,23 @@ def test_task_aware_loss_and_prediction_ignore_other_tasks(digits_cfg):
     assert engine.learner.task_of(y).tolist() == [1, 1]
     result = engine.run()
     assert result["final_accuracy"] > 0.8  # task-incremental: predictions within the task's two classes
+
+
+def test_lwf_distils_each_old_task_head_separately_on_task_aware_streams(digits_cfg):
+    """Task-incremental LwF: one softmax per old task's classes, the terms summed (the paper's loss per old
+    task), not one softmax over every old class; class-incremental: one softmax over the old classes."""
+    for scenario in ("task-split-digits", "split-digits"):
+        engine = Engine(digits_cfg(scenario=scenario, strategy="lwf", hparams={"alpha": 0.7}))
+        lwf, stream = engine.strategy, engine.stream
+        for exp in stream.experiences[:2]:
+            lwf.begin_experience(exp)
+            lwf.end_experience(exp)
+        lwf.begin_experience(stream[2])
+        batch = engine.learner.batch(stream[2], stream[2].train_idx[:8])
+        out = batch.split(engine.model(batch.x))
+        with torch.no_grad():
+            teacher = lwf.teacher(batch.new.x)
+        heads = [stream[0].classes, stream[1].classes] if scenario.startswith("task") else [
+            stream[0].classes + stream[1].classes]
+        expected = 0.7 * sum(distillation_loss(out["new"][:, h], teacher[:, h], 2.0) for h in heads)
+        assert torch.allclose(lwf.penalty(batch, out), expected)
