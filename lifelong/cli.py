@@ -121,7 +121,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.store) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     n_runs = len(strategies) * len(seeds)
     # a bar over the steps of all runs on a terminal; elsewhere only a line per finished run
-    bar = ProgressLogger(desc=f"{n_runs} runs", disable=True if args.quiet else None, plain_interval=None)
+    bar = ProgressLogger(desc=f"{n_runs} runs", disable=True if getattr(args, "quiet", False) else None,
+                         plain_interval=None)
     finished = []
 
     def progress(state: dict[str, tuple[int, int]]) -> None:
@@ -141,7 +142,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"({args.workers} worker process{'es' if args.workers > 1 else ''}) -> {out}", file=sys.stderr)
     try:
         output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
-                                loggers=split_names(args.log), on_result=on_result)
+                                loggers=split_names(getattr(args, "log", None)), on_result=on_result,
+                                strategy_hparams=getattr(args, "strategy_hparams", None))
     finally:
         bar.close()
     print(runner.format_table(output["summary"]))

@@ -140,43 +140,17 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_analytic_demo(args) -> int:
     """`lifelong compare` with the preset's settings; one table, one stored comparison, one report."""
-    import sys
-
     from lifelong.analytic.demo import preset, strategy_hparams
-    from lifelong.cli import gather_config, write_json
-    from lifelong.training import runner
+    from lifelong.cli import cmd_compare
 
     chosen = preset(args.dataset)
     for name, value in chosen.settings.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    cfg = gather_config(args, skip=("strategy", "seed"))
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise LifelongError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if not strategies or not seeds:
-        raise LifelongError("--strategies and --seeds must each name at least one value")
-    out = Path(args.out or Path(args.store) / f"analytic-demo-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"analytic-demo {args.dataset}: comparing {', '.join(strategies)} on {cfg.scenario} -> {out}",
-          file=sys.stderr)
-
-    def on_result(r: dict) -> None:
-        what = (f"error: {r['error']}" if "error" in r else
-                f"final accuracy {100 * r['final_accuracy']:.1f}%, {r['train_seconds']:.1f} s")
-        print(f"{r['strategy']} seed {r['seed']}: {what}", file=sys.stderr)
-
-    output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, on_result=on_result,
-                            strategy_hparams=strategy_hparams(strategies, chosen))
-    print(runner.format_table(output["summary"]))
-    if not args.no_report:
-        from lifelong.report.html import write_comparison_report
-
-        print(f"report: {write_comparison_report(out)}")
-    print(f"comparison stored in {out}")
-    write_json(args.json, output)
-    return 1 if any("error" in r for r in output["results"]) else 0
+    args.strategy_hparams = strategy_hparams(strategies, chosen)
+    args.out = args.out or str(Path(args.store) / f"analytic-demo-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cmd_compare(args)
 
 
 def main(argv: list[str] | None = None) -> int:
