@@ -16,7 +16,7 @@ from lifelong.strategies import STRATEGIES, Batch, make_strategy
 from lifelong.training import runner
 from lifelong.training.engine import Engine
 
-FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50, "ewc_lambda": 5.0, "si_c": 0.1}
+FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50, "ewc_lambda": 5.0, "si_c": 0.01}
 NAMES = [n for n in STRATEGIES if n != "naive"]
 COMPOSABLE = [n for n in NAMES if not STRATEGIES.get(n).replaces_stream]
 
