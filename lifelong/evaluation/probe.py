@@ -12,20 +12,38 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import UninitializedParameter
 
 from lifelong.data.stream import Stream
 from lifelong.errors import LifelongError
 
 
-def count_correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> int:
-    """Correct arg-max predictions; `allowed` (a class mask) restricts them to a task's classes."""
+def correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> Tensor:
+    """Number of correct arg-max predictions, as a tensor on the logits' device (no synchronisation);
+    `allowed` (a class mask) restricts them to a task's classes."""
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
-    return int((logits.argmax(1) == labels).sum())
+    return (logits.argmax(1) == labels).sum()
+
+
+def count_correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> int:
+    """Correct arg-max predictions; `allowed` (a class mask) restricts them to a task's classes."""
+    return int(correct(logits, labels, allowed))
+
+
+def no_autograd(model: nn.Module | None) -> AbstractContextManager:
+    """The context of an evaluation: `torch.inference_mode` for a model's own forward (`model`; no autograd
+    bookkeeping at all), `torch.no_grad` for a strategy's `predict` (None), which may cache tensors it later
+    trains with (inference tensors cannot be used by autograd), and for models with lazy parameters still to
+    be materialised (they would become inference tensors)."""
+    if model is None or any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        return torch.no_grad()
+    return torch.inference_mode()
 
 
 @dataclass
@@ -45,6 +63,7 @@ class ContinualProbe:
         if n > smallest:
             raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
                                 f"{smallest} test samples")
+        self.model_forward = predict is None
         self.predict = predict or (lambda model, x: model(x))
         g = torch.Generator().manual_seed(seed + 12345)
         self.sets = []
@@ -63,20 +82,18 @@ class ContinualProbe:
             p.requires_grad_(False)
         return twin
 
-    @torch.no_grad()
     def evaluate(self, seen: int) -> list[float | None]:
         """Accuracy of the twin on the first `seen` probe sets (one forward pass), None for the others."""
-        logits = self.predict(self.twin, torch.cat([s.x for s in self.sets[:seen]]))
-        row: list[float | None] = []
-        start = 0
-        for j, s in enumerate(self.sets):
-            if j >= seen:
-                row.append(None)
-                continue
-            allowed = None if self.task_mask is None else self.task_mask[s.task]
-            row.append(count_correct(logits[start:start + len(s.x)], s.y, allowed) / len(s.y))
-            start += len(s.x)
-        return row
+        with no_autograd(self.twin if self.model_forward else None):
+            logits = self.predict(self.twin, torch.cat([s.x for s in self.sets[:seen]]))
+            counts = []
+            start = 0
+            for s in self.sets[:seen]:
+                allowed = None if self.task_mask is None else self.task_mask[s.task]
+                counts.append(correct(logits[start:start + len(s.x)], s.y, allowed))
+                start += len(s.x)
+            hits = torch.stack(counts).tolist()
+        return [h / len(s.y) for h, s in zip(hits, self.sets, strict=False)] + [None] * (len(self.sets) - seen)
 
     @torch.no_grad()
     def submit(self, step: int, seen: int, model: nn.Module) -> None:

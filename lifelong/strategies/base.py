@@ -36,7 +36,7 @@ addressed as `lwf.alpha`, and a bare name is accepted when exactly one part decl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,23 +51,58 @@ from lifelong.registry import Registry
 NEW = "new"
 
 
-@dataclass
 class Segment:
     """Rows of one batch that belong together: inputs, labels (None: unlabelled) and per-row extras.
 
     `scored`: the engine's cross-entropy covers these rows (the new data, plain replay); a segment that is not
     scored is read only by the strategy that added it (e.g. DER's logit targets).
+
+    A segment made from stored inputs (`Segment.stored`, `Context.segment`) prepares `x` from `raw` when it is
+    first read; `Batch.x` prepares all such segments of a step in one conversion (uint8 -> float once per step)
+    and each segment's `x` is then a view of `Batch.x` (read it, do not modify it in place).
     """
 
-    x: Tensor
-    y: Tensor | None = None
-    raw: Tensor | None = None
-    task: Tensor | None = None
-    scored: bool = False
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    __slots__ = ("_x", "y", "raw", "task", "scored", "extras", "_prepare")
+
+    def __init__(self, x: Tensor | None, y: Tensor | None = None, raw: Tensor | None = None,
+                 task: Tensor | None = None, scored: bool = False, extras: dict[str, Tensor] | None = None) -> None:
+        self._x, self.y, self.raw, self.task, self.scored = x, y, raw, task, scored
+        self.extras: dict[str, Tensor] = {} if extras is None else extras
+        self._prepare: Callable[[Tensor], Tensor] | None = None
+        if x is None and raw is None:
+            raise LifelongError("a batch segment needs its inputs (x) or its stored inputs (raw)")
+
+    @classmethod
+    def stored(cls, raw: Tensor, prepare: Callable[[Tensor], Tensor], y: Tensor | None = None,
+               task: Tensor | None = None, scored: bool = False, extras: dict[str, Tensor] | None = None) -> Segment:
+        """A segment of stored inputs whose model inputs are `prepare(raw)`, computed when first needed.
+        `prepare` must act row by row (as dataset preparation does), so preparing several segments together
+        gives the same numbers as preparing each alone."""
+        seg = cls(None, y, raw, task, scored, extras)
+        seg._prepare = prepare
+        return seg
+
+    @property
+    def x(self) -> Tensor:
+        if self._x is None:
+            self._x = self._prepare(self.raw)  # type: ignore[misc]
+        return self._x
+
+    @x.setter
+    def x(self, value: Tensor) -> None:
+        self._x = value
+
+    @property
+    def pending(self) -> bool:
+        """Whether `x` is still to be prepared from `raw`."""
+        return self._x is None
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self._x) if self._x is not None else len(self.raw)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        shape = tuple(self.raw.shape if self._x is None else self._x.shape)  # type: ignore[union-attr]
+        return f"Segment(rows={shape[0]}, scored={self.scored}, extras={sorted(self.extras)})"
 
 
 class Batch:
@@ -105,9 +140,30 @@ class Batch:
     @property
     def x(self) -> Tensor:
         if self._x is None:
-            xs = [s.x for s in self.segments.values()]
-            self._x = xs[0] if len(xs) == 1 else torch.cat(xs)
+            segs = list(self.segments.values())
+            if len(segs) == 1:
+                self._x = segs[0].x
+            elif self._prepare_together(segs):
+                x = segs[0]._prepare(torch.cat([s.raw for s in segs]))  # type: ignore[misc]
+                start = 0
+                for s in segs:
+                    s.x = x[start:start + len(s.raw)]  # type: ignore[arg-type]
+                    start += len(s.raw)  # type: ignore[arg-type]
+                self._x = x
+            else:
+                self._x = torch.cat([s.x for s in segs])
         return self._x
+
+    @staticmethod
+    def _prepare_together(segs: list[Segment]) -> bool:
+        """Whether every segment still holds only stored inputs of one kind, prepared by one function."""
+        first = segs[0]
+        if not first.pending:
+            return False
+        raw = first.raw
+        return all(s.pending and s._prepare == first._prepare and s.raw.dtype == raw.dtype  # type: ignore[union-attr]
+                   and s.raw.shape[1:] == raw.shape[1:] and s.raw.device == raw.device  # type: ignore[union-attr]
+                   for s in segs[1:])
 
     def split(self, logits: Tensor) -> Outputs:
         """The model's output for `x`, cut back into segments."""
@@ -179,7 +235,7 @@ class Context:
 
     def segment(self, raw: Tensor, y: Tensor | None, scored: bool = False, **extras: Tensor) -> Segment:
         """A segment from stored (compact) inputs: prepared for the model, with each row's task id."""
-        return Segment(self.prepare(raw), y, raw, None if y is None else self.task_of(y), scored, extras)
+        return Segment.stored(raw, self.prepare, y, None if y is None else self.task_of(y), scored, extras)
 
 
 class Strategy:

@@ -36,10 +36,11 @@ class ReservoirBuffer:
 
     def slots_for(self, labels: list[int]) -> list[int]:
         """Slot per offered sample (-1: not kept), offered one by one (algorithm R)."""
-        slots = []
-        for i in range(len(labels)):
-            count = self.seen + i
-            slot = count if count < self.capacity else self.rng.randrange(count + 1)
+        n = len(labels)
+        free = max(0, min(n, self.capacity - self.seen))  # while not full: the next slots, no random draw
+        slots = list(range(self.seen, self.seen + free))
+        for count in range(self.seen + free, self.seen + n):
+            slot = self.rng.randrange(count + 1)
             slots.append(slot if slot < self.capacity else -1)
         return slots
 
@@ -61,11 +62,18 @@ class ReservoirBuffer:
             for k, v in items.items():
                 self.store[k][dest] = v[src]
 
+    def draw(self, k: int) -> list[int]:
+        """Slots of k stored samples drawn uniformly without replacement (fewer if the buffer holds fewer)."""
+        return self.rng.sample(range(self.size), min(k, self.size))
+
+    def take(self, slots: list[int]) -> dict[str, Tensor]:
+        """The stored tensors at `slots`, one gather per stored tensor (several draws can share one)."""
+        pick = torch.tensor(slots, device=self.store["y"].device)
+        return {name: v[pick] for name, v in self.store.items()}
+
     def sample(self, k: int) -> dict[str, Tensor]:
         """k stored samples drawn uniformly without replacement (fewer if the buffer holds fewer)."""
-        pick = torch.tensor(self.rng.sample(range(self.size), min(k, self.size)),
-                            device=self.store["y"].device)
-        return {name: v[pick] for name, v in self.store.items()}
+        return self.take(self.draw(k))
 
     def nbytes(self) -> int:
         return sum(v.element_size() * v.nelement() for v in self.store.values())

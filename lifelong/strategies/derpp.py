@@ -28,9 +28,10 @@ class DERpp(ReplayBase):
     def training_batch(self, batch: Batch) -> Batch:
         if len(self.memory) == 0 or (self.hp["alpha"] == 0.0 and self.hp["beta"] == 0.0):
             return batch
-        for part in ("logits", "labels"):
-            d = self.memory.sample(self.hp["replay_batch_size"])
-            batch.add(f"{self.name}.{part}", self.ctx.segment(d["raw"], d["y"], logits=d["logits"]))
+        first, second = (self.memory.draw(self.hp["replay_batch_size"]) for _ in range(2))
+        d = self.memory.take(first + second)  # both draws in one gather
+        for part, rows in (("logits", slice(0, len(first))), ("labels", slice(len(first), None))):
+            batch.add(f"{self.name}.{part}", self.ctx.segment(d["raw"][rows], d["y"][rows], logits=d["logits"][rows]))
         return batch
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:

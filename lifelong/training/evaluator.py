@@ -1,8 +1,9 @@
 """The evaluator: accuracy of every experience of the stream, and continual evaluation every K steps.
 
 Every evaluation scores the strategy's `predict` (the model's logits unless a strategy replaces the prediction,
-e.g. a nearest-mean classifier), in eval mode with gradients off, restricted to the task's classes on task-aware
-streams. Schedule-free optimizers are switched to their averaged weights for it.
+e.g. a nearest-mean classifier), in eval mode with gradients off (`torch.inference_mode` for the model's own
+forward), restricted to the task's classes on task-aware streams. Schedule-free optimizers are switched to their
+averaged weights for it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lifelong.data.stream import Experience, Stream
-from lifelong.evaluation.probe import ContinualProbe, count_correct
+from lifelong.evaluation.probe import ContinualProbe, correct, no_autograd
 from lifelong.schedules.schedulefree_support import eval_mode
 from lifelong.training.config import RunConfig
 from lifelong.training.learner import Learner
@@ -23,34 +24,40 @@ class Evaluator:
         self.stream, self.learner = stream, learner
         strategy = learner.strategy
         custom = strategy.overrides("predict")
+        self.model_forward = not custom
         self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, cfg.eval_subsample, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
                                     strategy.predict if custom else None) if cfg.eval_every else None
 
-    @torch.no_grad()
-    def accuracy(self, exp: Experience, chunk: int = 4096) -> float:
-        """Test accuracy on one experience (within its task's classes on task-aware streams)."""
-        idx = exp.test_idx
-        if len(idx) == 0:
-            return float("nan")
-        learner = self.learner
+    def correct(self, exp: Experience, chunk: int = 4096) -> torch.Tensor:
+        """Correct test predictions on one experience (within its task's classes on task-aware streams), as a
+        tensor: chunks of `chunk` rows, one conversion of the stored inputs per chunk, no synchronisation."""
+        learner, idx = self.learner, exp.test_idx
         allowed = None if learner.task_mask is None else learner.task_mask[exp.task_id]
-        correct = 0
+        hits = torch.zeros((), dtype=torch.long, device=learner.device)
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
             scores = learner.strategy.predict(learner.model, learner.prepare(exp.raw(part, "test")))
-            correct += count_correct(scores, exp.labels(part, "test"), allowed)
-        return correct / len(idx)
+            hits = hits + correct(scores, exp.labels(part, "test"), allowed)
+        return hits
+
+    def accuracy(self, exp: Experience, chunk: int = 4096) -> float:
+        """Test accuracy on one experience (within its task's classes on task-aware streams)."""
+        if len(exp.test_idx) == 0:
+            return float("nan")
+        with no_autograd(self.learner.model if self.model_forward else None):
+            return int(self.correct(exp, chunk)) / len(exp.test_idx)
 
     def evaluate(self) -> list[float]:
-        """Accuracy on the test data of every experience of the (original) stream."""
+        """Accuracy on the test data of every experience of the (original) stream (one synchronisation)."""
         model = self.learner.model
         was = model.training
         model.eval()
-        with eval_mode(self.learner.optimizer):
-            accs = [self.accuracy(e) for e in self.stream]
+        with eval_mode(self.learner.optimizer), no_autograd(model if self.model_forward else None):
+            hits = torch.stack([self.correct(e) for e in self.stream]).tolist()
         model.train(was)
-        return accs
+        return [h / len(e.test_idx) if len(e.test_idx) else float("nan")
+                for h, e in zip(hits, self.stream, strict=True)]
 
     def submit(self, step: int, seen: int) -> None:
         """Queue a continual evaluation of experiences 0..seen-1 at `step` (the probe snapshots the weights)."""
