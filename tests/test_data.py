@@ -91,8 +91,8 @@ def test_permuted_keeps_pixels_and_labels():
 
 def test_rotation_by_zero_is_identity_and_by_90_is_rot90():
     x = torch.randint(0, 255, (3, 64), dtype=torch.uint8)
-    assert torch.equal(rotate_images(x, 0.0), x)
-    r = rotate_images(x, 90.0).reshape(3, 8, 8)
+    assert torch.equal(rotate_images(x, 0.0, (1, 8, 8)), x)
+    r = rotate_images(x, 90.0, (1, 8, 8)).reshape(3, 8, 8)
     assert torch.equal(r, torch.rot90(x.reshape(3, 8, 8), k=1, dims=(1, 2))) or torch.equal(
         r, torch.rot90(x.reshape(3, 8, 8), k=-1, dims=(1, 2)))
 
@@ -141,7 +141,8 @@ class TorchvisionLike(torch.utils.data.Dataset):
 def test_torchvision_style_dataset_is_read_without_per_sample_calls():
     train, test = TorchvisionLike(50), TorchvisionLike(20)
     d = D.from_torch_dataset("tv", train, test, scale=1 / 255)
-    assert d.train_x.dtype == torch.uint8 and torch.equal(d.train_x, train.data)
+    assert d.train_x.dtype == torch.uint8 and torch.equal(d.train_x, train.data.flatten(1))  # stored flat
+    assert d.shape == (1, 28, 28)  # (N, 28, 28) grey images gain their channel
     with_transform = TorchvisionLike(5)
     with_transform.transform = lambda x: x  # a transform forces the per-sample path
     x, y = D.stack_torch_dataset(with_transform)

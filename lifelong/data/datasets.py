@@ -7,6 +7,7 @@ A dataset is four tensors (train/test inputs and labels). Images stay uint8 (4x 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import subprocess
@@ -23,9 +24,26 @@ from lifelong.errors import LifelongError
 from lifelong.registry import Registry
 
 
+def as_channels_first(x: Tensor, channels_last: bool | None = None) -> Tensor:
+    """Image batches as (N, C, H, W): (N, H, W) gains a channel; (N, H, W, C) with C in 1/3/4 is detected as
+    channels-last (or say so with `channels_last`) and transposed once; other shapes are returned unchanged."""
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    if x.dim() == 4:
+        if channels_last is None:
+            channels_last = x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+        return x.permute(0, 3, 1, 2).contiguous() if channels_last else x
+    return x
+
+
 @dataclass
 class ArrayDataset:
-    """Train and test tensors of one dataset. `scale` maps stored integers to floats (1/255 for images)."""
+    """Train and test tensors of one dataset. `scale` maps stored integers to floats (1/255 for images).
+
+    Inputs are stored flat, one row per sample (compact, and every scenario transform works on rows);
+    `shape` is the shape of one model input: (channels, height, width) for images, (features,) for vectors.
+    Inputs given with more dimensions are read as images (see `as_channels_first`) and flattened once.
+    """
 
     name: str
     train_x: Tensor
@@ -36,8 +54,23 @@ class ArrayDataset:
     scale: float = 1.0
     mean: float = 0.0
     std: float = 1.0
+    shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.train_x.dim() > 2 or self.test_x.dim() > 2:
+            self.train_x, self.test_x = as_channels_first(self.train_x), as_channels_first(self.test_x)
+            if self.train_x.shape[1:] != self.test_x.shape[1:]:
+                raise LifelongError(f"dataset '{self.name}': train inputs {tuple(self.train_x.shape[1:])} and "
+                                    f"test inputs {tuple(self.test_x.shape[1:])} differ in shape")
+            self.shape = self.shape or tuple(self.train_x.shape[1:])
+            self.train_x, self.test_x = self.train_x.flatten(1), self.test_x.flatten(1)
+        elif self.train_x.dim() < 2:
+            raise LifelongError(f"dataset '{self.name}': inputs must have a sample dimension and features, got "
+                                f"shape {tuple(self.train_x.shape)}")
+        self.shape = tuple(int(d) for d in (self.shape or self.train_x.shape[1:]))
+        if math.prod(self.shape) != self.train_x.shape[1]:
+            raise LifelongError(f"dataset '{self.name}': shape {self.shape} does not hold the "
+                                f"{self.train_x.shape[1]} values of each input")
         for part, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if len(x) != len(y):
                 raise LifelongError(f"dataset '{self.name}': {part} has {len(x)} inputs but {len(y)} labels")
@@ -52,7 +85,7 @@ class ArrayDataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_x.shape[1:])
+        return self.shape
 
     def prepare(self, x: Tensor) -> Tensor:
         """Stored inputs -> normalised float32 inputs for the model: (x * scale - mean) / std, in place."""
@@ -65,7 +98,7 @@ class ArrayDataset:
         """Move all tensors to `device` (data stays where the compute is)."""
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
         return ArrayDataset(self.name, **moved, classes=self.classes, scale=self.scale, mean=self.mean,
-                            std=self.std)
+                            std=self.std, shape=self.shape)
 
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
@@ -152,7 +185,7 @@ def fashion_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
         train_y=torch.from_numpy(arrays["train_y"]).long(),
         test_x=torch.from_numpy(arrays["test_x"]).reshape(-1, 784),
         test_y=torch.from_numpy(arrays["test_y"]).long(),
-        scale=1 / 255, mean=0.2860, std=0.3530,
+        scale=1 / 255, mean=0.2860, std=0.3530, shape=(1, 28, 28),
     )
 
 
@@ -166,7 +199,8 @@ def digits(root: str | os.PathLike | None = None, test_fraction: float = 0.25) -
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     n_test = int(len(x) * test_fraction)
     test, train = order[:n_test], order[n_test:]
-    return ArrayDataset("digits", x[train], y[train], x[test], y[test], scale=1 / 16, mean=0.3, std=0.38)
+    return ArrayDataset("digits", x[train], y[train], x[test], y[test], scale=1 / 16, mean=0.3, std=0.38,
+                        shape=(1, 8, 8))
 
 
 @register_dataset("mnist1d", "MNIST-1D: 10 classes of 40-point 1-D signals, generated locally (4000/1000)")
@@ -202,11 +236,14 @@ def fortunes_minilm(root: str | os.PathLike | None = None) -> ArrayDataset:
 # --- adapters ---------------------------------------------------------------------------------------------
 
 
-def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale: float = 1.0) -> ArrayDataset:
-    """A dataset from (inputs, labels) pairs of tensors or numpy arrays."""
+def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale: float = 1.0,
+                 channels_last: bool | None = None) -> ArrayDataset:
+    """A dataset from (inputs, labels) pairs of tensors or numpy arrays. Images may come as (N, H, W),
+    (N, C, H, W) or channels-last (N, H, W, C) (detected for 1/3/4 channels, or say `channels_last`)."""
     def t(a: Any) -> Tensor:
         return a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
-    return ArrayDataset(name, t(train[0]), t(train[1]).long(), t(test[0]), t(test[1]).long(), scale=scale)
+    tx, sx = (as_channels_first(t(x), channels_last) for x in (train[0], test[0]))
+    return ArrayDataset(name, tx, t(train[1]).long(), sx, t(test[1]).long(), scale=scale)
 
 
 def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
@@ -228,9 +265,11 @@ def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
-def from_torch_dataset(name: str, train: Any, test: Any, scale: float = 1.0) -> ArrayDataset:
-    """A dataset from two map-style torch datasets (e.g. torchvision.datasets.FashionMNIST objects)."""
-    return ArrayDataset(name, *stack_torch_dataset(train), *stack_torch_dataset(test), scale=scale)
+def from_torch_dataset(name: str, train: Any, test: Any, scale: float = 1.0,
+                       channels_last: bool | None = None) -> ArrayDataset:
+    """A dataset from two map-style torch datasets (e.g. torchvision.datasets.FashionMNIST or CIFAR10 objects:
+    their `.data` is read directly, (N, 28, 28) grey or (N, 32, 32, 3) channels-last colour)."""
+    return from_tensors(name, stack_torch_dataset(train), stack_torch_dataset(test), scale, channels_last)
 
 
 def from_hf_dataset(name: str, train: Any, test: Any, x_column: str, y_column: str = "label",

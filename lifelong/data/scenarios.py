@@ -6,6 +6,7 @@ A scenario name is `<kind>-<dataset>`, e.g. `split-fashion-mnist` (class-increme
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ import torch
 from lifelong.data.datasets import DATASETS, ArrayDataset, load_dataset
 from lifelong.data.stream import Experience, Permute, Stream
 from lifelong.errors import LifelongError, unknown_name
+
+MAX_EXPERIENCES = 1000
 
 
 @dataclass(frozen=True)
@@ -99,32 +102,33 @@ def permuted(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[i
     return Stream(f"permuted-{data.name}", exps, data.num_classes)
 
 
-def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Rotate a batch of square images stored flat (N, side*side) by `degrees`, keeping the dtype."""
+def rotate_images(x: torch.Tensor, degrees: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """Rotate a batch of images stored flat (N, C*H*W), of per-sample `shape` (C, H, W), by `degrees`, keeping
+    the dtype (integer images are rounded and clipped to their range)."""
     n = x.shape[0]
-    side = int(round(x.shape[1] ** 0.5))
-    if side * side != x.shape[1]:
-        raise LifelongError("rotated scenarios need square images")
-    img = x.reshape(n, 1, side, side).float()
+    img = x.reshape(n, *shape).float()
     t = torch.tensor(degrees * torch.pi / 180)
     theta = torch.tensor([[torch.cos(t), -torch.sin(t), 0.0], [torch.sin(t), torch.cos(t), 0.0]])
     grid = torch.nn.functional.affine_grid(theta.expand(n, 2, 3), list(img.shape), align_corners=False)
     out = torch.nn.functional.grid_sample(img, grid, align_corners=False)
-    return out.round().clamp(0, 255 if x.dtype == torch.uint8 else float("inf")).to(x.dtype).reshape(n, -1)
+    if not x.is_floating_point():
+        info = torch.iinfo(x.dtype)
+        out = out.round().clamp(info.min, info.max)
+    return out.to(x.dtype).reshape(n, -1)
 
 
 def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
             seed: int = 0, shuffle: bool = False, max_degrees: float = 180.0) -> Stream:
     """Domain-incremental: experience i shows all images rotated by i * max_degrees / n_experiences."""
-    if data.train_x.dim() != 2:
-        raise LifelongError("rotated scenarios need images stored flat (N, side*side)")
+    if len(data.shape) != 3:
+        raise LifelongError(f"rotated scenarios need images (channels, height, width); dataset '{data.name}' has "
+                            f"inputs of shape {data.shape}")
     exps = []
     for i in range(n_experiences):
         deg = i * max_degrees / n_experiences
-        d = data if i == 0 else ArrayDataset(f"{data.name}-rot{deg:g}", rotate_images(data.train_x, deg),
-                                             data.train_y, rotate_images(data.test_x, deg), data.test_y,
-                                             classes=data.classes, scale=data.scale, mean=data.mean,
-                                             std=data.std)
+        d = data if i == 0 else dataclasses.replace(
+            data, name=f"{data.name}-rot{deg:g}", train_x=rotate_images(data.train_x, deg, data.shape),
+            test_x=rotate_images(data.test_x, deg, data.shape))
         exps.append(Experience(i, d, torch.arange(len(d.train_y)), torch.arange(len(d.test_y)),
                                list(data.classes)))
     return Stream(f"rotated-{data.name}", exps, data.num_classes)
@@ -161,5 +165,11 @@ def make_stream(name: str, n_experiences: int | None = None, class_order: Sequen
                 dataset: ArrayDataset | None = None) -> Stream:
     """Build the stream of scenario `name`; `dataset` overrides loading (for adapters and tests)."""
     kind, dataset_name = parse_scenario(name)
+    n = n_experiences or kind.default_experiences
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_EXPERIENCES:
+        raise LifelongError(f"experiences={n_experiences!r} is out of range: allowed [1, {MAX_EXPERIENCES}]")
+    if class_order is not None and kind.name in ("permuted", "rotated"):
+        raise LifelongError(f"class_order has no effect on {kind.name} scenarios (every experience holds every "
+                            "class); leave it empty")
     data = dataset if dataset is not None else load_dataset(dataset_name, root=data_dir)
-    return kind.build(data, n_experiences or kind.default_experiences, class_order, seed, shuffle_classes)
+    return kind.build(data, n, class_order, seed, shuffle_classes)

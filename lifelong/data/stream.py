@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -98,6 +99,5 @@ def merge(experiences: list[Experience], index: int = 0) -> Experience:
     ty = torch.cat([e.labels(e.train_idx) for e in experiences])
     sx = torch.cat([e.raw(e.test_idx, "test") for e in experiences])
     sy = torch.cat([e.labels(e.test_idx, "test") for e in experiences])
-    data = ArrayDataset(d.name + "-merged", tx, ty, sx, sy, classes=d.classes, scale=d.scale, mean=d.mean,
-                        std=d.std)
+    data = dataclasses.replace(d, name=d.name + "-merged", train_x=tx, train_y=ty, test_x=sx, test_y=sy)
     return Experience(index, data, torch.arange(len(tx)), torch.arange(len(sx)), classes, task_id=first.task_id)

@@ -1,8 +1,9 @@
 """Small backbones that train on a CPU: an MLP, a small CNN and a reduced ResNet-18 (as in GEM / Mammoth).
 
-All take inputs as stored by the datasets (flat vectors or flat square images) and end in one linear head
-over every class of the stream. Task-aware (multi-head) prediction masks that head per task, which is
-exactly a separate linear head per task.
+Every model is built as `factory(input_shape, num_classes, **options)`, where `input_shape` is one sample's
+shape, (channels, height, width) for images or (features,) for vectors; it takes inputs as the datasets store
+them (one flat row per sample) and ends in one linear head over every class of the stream. Task-aware
+(multi-head) prediction masks that head per task, which is exactly a separate linear head per task.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from lifelong.errors import LifelongError
 from lifelong.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -24,11 +26,11 @@ def register_model(name: str, help: str) -> Callable[[Callable[..., nn.Module]],
 
 
 class MLP(nn.Sequential):
-    """Fully connected ReLU network: input -> hidden... -> classes."""
+    """Fully connected ReLU network: input (a flat row) -> hidden... -> classes."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256, 256)) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256)) -> None:
         layers: list[nn.Module] = []
-        width = in_features
+        width = math.prod(input_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -36,28 +38,30 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def as_image(x: Tensor, channels: int = 1) -> Tensor:
-    """Flat (N, C*side*side) inputs -> (N, C, side, side)."""
-    if x.dim() == 4:
-        return x
-    side = int(math.isqrt(x.shape[1] // channels))
-    return x.reshape(x.shape[0], channels, side, side)
+def image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]:
+    """(channels, height, width) of image inputs; anything else is a user error naming the model."""
+    if len(input_shape) != 3:
+        raise LifelongError(f"model '{model}' needs image inputs (channels, height, width), but the data has inputs "
+                            f"of shape {tuple(input_shape)}: use --model mlp, or give the dataset its image shape")
+    return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
 
 
 class SmallCNN(nn.Module):
     """Two conv blocks and a linear head: fast enough for CPU image streams."""
 
-    def __init__(self, in_features: int, num_classes: int, channels: int = 1, width: int = 32) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 32) -> None:
         super().__init__()
-        self.channels = channels
+        self.shape = image_shape(input_shape, "cnn")
+        if min(self.shape[1:]) < 2:
+            raise LifelongError(f"model 'cnn' needs images of at least 2x2 pixels, got {self.shape[1]}x{self.shape[2]}")
         self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(self.shape[0], width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
         )
         self.head = nn.Linear(2 * width * 16, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(as_image(x, self.channels)))
+        return self.head(self.features(x.view(-1, *self.shape)))
 
 
 class BasicBlock(nn.Module):
@@ -79,10 +83,10 @@ class BasicBlock(nn.Module):
 class ReducedResNet18(nn.Module):
     """ResNet-18 with `nf` base filters (20 in GEM's reduced version) instead of 64."""
 
-    def __init__(self, in_features: int, num_classes: int, channels: int = 1, nf: int = 20) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, nf: int = 20) -> None:
         super().__init__()
-        self.channels = channels
-        self.stem = nn.Sequential(nn.Conv2d(channels, nf, 3, 1, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+        self.shape = image_shape(input_shape, "resnet18")
+        self.stem = nn.Sequential(nn.Conv2d(self.shape[0], nf, 3, 1, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
         blocks, cin = [], nf
         for i, mult in enumerate((1, 2, 4, 8)):
             for j in range(2):
@@ -92,7 +96,7 @@ class ReducedResNet18(nn.Module):
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.blocks(self.stem(as_image(x, self.channels)))
+        h = self.blocks(self.stem(x.view(-1, *self.shape)))
         return self.head(h.mean(dim=(2, 3)))
 
 
@@ -101,5 +105,7 @@ register_model("cnn", "two-block convolutional network for square images")(Small
 register_model("resnet18", "reduced ResNet-18 (20 base filters), for square images")(ReducedResNet18)
 
 
-def make_model(name: str, in_features: int, num_classes: int, **kwargs) -> nn.Module:
-    return MODELS.get(name)(in_features, num_classes, **kwargs)
+def make_model(name: str, input_shape: Sequence[int] | int, num_classes: int, **kwargs) -> nn.Module:
+    """The registered model `name` for inputs of `input_shape` (an int means vectors of that length)."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    return MODELS.get(name)(shape, num_classes, **kwargs)

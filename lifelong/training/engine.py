@@ -89,9 +89,8 @@ class Engine:
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.hparams)
         self.train_stream = self.strategy.adapt_stream(self.stream)
         torch.manual_seed(cfg.seed)
-        in_features = self.stream[0].data.train_x[0].numel()
         kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
-        model = make_model(cfg.model, in_features, self.stream.num_classes, **kwargs).to(self.device)
+        model = make_model(cfg.model, self.stream[0].data.shape, self.stream.num_classes, **kwargs).to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.recorder = Recorder(None, on_step)  # replaced by the run directory's once everything is built
         self.learner = Learner(cfg, self.stream, self.train_stream, self.strategy, model, self.device,
