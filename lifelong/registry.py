@@ -1,11 +1,20 @@
-"""Named registries (datasets, scenarios, strategies, schedules, models) with close-match suggestions."""
+"""Named registries (datasets, scenarios, strategies, schedules, models) with close-match suggestions.
+
+Registries open to other packages also find entries
+- by import path, `package.module:Name` (e.g. `--strategy mypkg.methods:MyStrategy`), and
+- through a Python entry-point group (e.g. `lifelong.strategies`), which a package declares in its
+  pyproject.toml: `[project.entry-points."lifelong.strategies"] my-method = "mypkg.methods:MyStrategy"`.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import sys
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from lifelong.errors import unknown_name
+from lifelong.errors import LifelongError, unknown_name
 
 T = TypeVar("T")
 
@@ -15,10 +24,14 @@ class Registry(Generic[T]):
 
     Each entry may carry a one-line help text (shown by `lifelong list`), given when it is registered."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, entry_points: str | None = None,
+                 check: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
+        self.group = entry_points
+        self.check = check  # validates an entry found by import path or entry point (one clear line if wrong)
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
+        self._plugins_loaded = entry_points is None
 
     def register(self, name: str, help: str | None = None) -> Callable[[T], T]:
         """Decorator adding `obj` under `name`, with `help` (default: its `description` attribute, else the
@@ -42,18 +55,64 @@ class Registry(Generic[T]):
         return self._help[name]
 
     def get(self, name: str) -> T:
+        if name in self._items:
+            return self._items[name]
+        if self.group is not None and ":" in name:
+            return self.import_path(name)
+        self.load_plugins()
         try:
             return self._items[name]
         except KeyError:
             raise unknown_name(self.kind, name, self._items) from None
 
+    def import_path(self, spec: str) -> T:
+        """The object at `package.module:Name` (registered under that spec, so later lookups are fast)."""
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except ImportError as err:
+            raise LifelongError(f"{self.kind} '{spec}': cannot import {module_name} ({err})") from None
+        except AttributeError:
+            raise LifelongError(f"{self.kind} '{spec}': module {module_name} has no '{attr}'") from None
+        if self.check is not None:
+            self.check(spec, obj)
+        self._items[spec] = obj
+        self._help[spec] = _describe(obj)
+        return obj
+
+    def load_plugins(self) -> None:
+        """Add the entries other packages declare in this registry's entry-point group (once)."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in importlib.metadata.entry_points(group=self.group):
+            if ep.name in self._items:
+                continue
+            try:
+                obj = ep.load()
+                if self.check is not None:
+                    self.check(ep.name, obj)
+            except Exception as err:  # noqa: BLE001 - a broken plugin must not break the library
+                print(f"warning: {self.kind} plugin '{ep.name}' ({ep.value}) is ignored: {err}", file=sys.stderr)
+                continue
+            self._items.setdefault(ep.name, obj)
+            self._help.setdefault(ep.name, _describe(obj))
+
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except LifelongError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
+        self.load_plugins()
         return iter(sorted(self._items))
 
     def items(self) -> list[tuple[str, T]]:
+        self.load_plugins()
         return sorted(self._items.items())
 
 

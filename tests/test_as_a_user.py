@@ -52,3 +52,94 @@ def test_image_models_on_vectors_are_one_clear_line():
 def test_shape_mismatch_between_train_and_test_is_refused():
     with pytest.raises(LifelongError, match="differ in shape"):
         from_tensors("bad", (torch.zeros(4, 8, 8), torch.zeros(4)), (torch.zeros(4, 9, 9), torch.zeros(4)))
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+from lifelong.data.datasets import from_tensors
+from lifelong.strategies import Strategy
+
+
+class Mine(Strategy):
+    """a strategy defined outside the package"""
+    name = "mine"
+    calls = 0
+
+    def after_step(self, batch, out):
+        type(self).calls += 1
+
+
+def load(root=None):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 4
+    x = torch.randn(120, 6, generator=g) + y.unsqueeze(1).float()
+    return from_tensors("toy", (x[:80], y[:80]), (x[80:], y[80:]))
+
+
+class Net(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.body = nn.Linear(input_shape[0], 8)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "myplug"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(PLUGIN)
+    dist = tmp_path / "site" / "myplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[lifelong.strategies]\nmine-ep = myplug:Mine\n\n"
+                                            "[lifelong.datasets]\ntoy = myplug:load\n\n"
+                                            "[lifelong.models]\ntiny-net = myplug:Net\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from lifelong.data.datasets import DATASETS
+    from lifelong.models.backbones import MODELS
+    from lifelong.strategies import STRATEGIES
+    for reg in (STRATEGIES, DATASETS, MODELS):
+        monkeypatch.setattr(reg, "_plugins_loaded", False)
+        monkeypatch.setattr(reg, "_items", dict(reg._items))
+        monkeypatch.setattr(reg, "_help", dict(reg._help))
+    return tmp_path
+
+
+def test_own_strategy_dataset_and_model_by_import_path_through_the_cli(plugin):
+    from lifelong import cli
+
+    code = cli.main(["run", "--scenario", "split-myplug:load", "--experiences", "2", "--strategy", "myplug:Mine",
+                     "--model", "myplug:Net", "--run-dir", str(plugin / "run"), "-q", "--json",
+                     str(plugin / "out.json")])
+    assert code == 0
+    import json
+
+    import myplug
+    result = json.loads((plugin / "out.json").read_text())
+    result = result["results"][0] if "results" in result else result
+    assert myplug.Mine.calls == 4 and len(result["accuracy_matrix"]) == 2  # 2 experiences x 40 samples / 32
+
+
+def test_entry_points_make_plugins_names(plugin):
+    from lifelong import cli
+    from lifelong.strategies import STRATEGIES
+
+    assert "mine-ep" in list(STRATEGIES)
+    assert cli.main(["run", "--scenario", "split-toy", "--experiences", "2", "--strategy", "mine-ep+er",
+                     "--model", "tiny-net", "--run-dir", str(plugin / "ep"), "-q"]) == 0
+
+
+def test_import_path_mistakes_are_one_line(plugin):
+    from lifelong.strategies import make_strategy
+
+    with pytest.raises(LifelongError, match="cannot import nosuchpkg"):
+        make_strategy("nosuchpkg.mod:Thing")
+    with pytest.raises(LifelongError, match="has no 'Missing'"):
+        make_strategy("myplug:Missing")
+    with pytest.raises(LifelongError, match="not a subclass of lifelong.strategies.Strategy"):
+        make_strategy("myplug:load")

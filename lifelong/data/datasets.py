@@ -104,7 +104,12 @@ class ArrayDataset:
         return sum(t.element_size() * t.nelement() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
 
 
-DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
+def check_callable(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise LifelongError(f"'{name}' is not callable: a dataset loader is called as loader(root=...)")
+
+
+DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset", "lifelong.datasets", check_callable)
 
 
 def register_dataset(name: str, help: str) -> Callable[[Callable[..., ArrayDataset]], Callable[..., ArrayDataset]]:
@@ -113,8 +118,13 @@ def register_dataset(name: str, help: str) -> Callable[[Callable[..., ArrayDatas
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> ArrayDataset:
-    """Load a built-in dataset by name. `root` is a directory to look in first (for file-based datasets)."""
-    return DATASETS.get(name)(root=root)
+    """Load a dataset by name (built-in, `package.module:loader`, or an entry point of `lifelong.datasets`).
+    `root` is a directory to look in first (for file-based datasets)."""
+    data = DATASETS.get(name)(root=root)
+    if not isinstance(data, ArrayDataset):
+        raise LifelongError(f"dataset '{name}' returned {type(data).__name__}, not an ArrayDataset (build one "
+                            "with lifelong.data.from_tensors or from_torch_dataset)")
+    return data
 
 
 # --- Fashion-MNIST from IDX files -----------------------------------------------------------------------

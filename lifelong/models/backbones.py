@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from lifelong.errors import LifelongError
 from lifelong.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+def check_factory(name: str, obj: object) -> None:
+    if not callable(obj):
+        raise LifelongError(f"'{name}' is not callable: a model is built as factory(input_shape, num_classes)")
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "lifelong.models", check_factory)
 
 
 def register_model(name: str, help: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -108,4 +114,7 @@ register_model("resnet18", "reduced ResNet-18 (20 base filters), for square imag
 def make_model(name: str, input_shape: Sequence[int] | int, num_classes: int, **kwargs) -> nn.Module:
     """The registered model `name` for inputs of `input_shape` (an int means vectors of that length)."""
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    return MODELS.get(name)(shape, num_classes, **kwargs)
+    model = MODELS.get(name)(shape, num_classes, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise LifelongError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model

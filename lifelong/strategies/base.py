@@ -418,7 +418,12 @@ class Compose(Strategy):
             p.load_state_dict(state[p.name])
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+def check_strategy(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Strategy)):
+        raise LifelongError(f"strategy '{name}' is not a subclass of lifelong.strategies.Strategy")
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "lifelong.strategies", check_strategy)
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
