@@ -7,6 +7,7 @@ A dataset is four tensors (train/test inputs and labels). Images stay uint8 (4x 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -102,6 +103,18 @@ class ArrayDataset:
 
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the inputs, labels, shape and normalisation (cached: ~60 ms for Fashion-MNIST)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            h = hashlib.sha256(repr((self.shape, self.scale, self.mean, self.std)).encode())
+            for t in (self.train_x, self.train_y, self.test_x, self.test_y):
+                t = t.detach().cpu().contiguous()
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")
+            cached = self.__dict__["_fingerprint"] = h.hexdigest()
+        return cached
 
 
 def check_callable(name: str, obj: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -71,6 +72,16 @@ class Stream:
 
     def __iter__(self):
         return iter(self.experiences)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the data and of how the stream cuts it (indices, classes, tasks, input maps)."""
+        h = hashlib.sha256(repr((self.num_classes, self.task_aware)).encode())
+        for e in self.experiences:
+            h.update(e.data.fingerprint().encode())
+            h.update(repr((e.index, e.classes, e.task_id)).encode())
+            for t in (e.train_idx, e.test_idx, *([e.input_map.perm] if e.input_map is not None else [])):
+                h.update(memoryview(t.detach().cpu().contiguous().to(torch.int64).numpy()))
+        return h.hexdigest()
 
     def task_class_mask(self) -> Tensor:
         """[num_tasks, num_classes] boolean mask of the classes each task may predict."""

@@ -83,6 +83,7 @@ class Engine:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
+        self.data_source = "stream" if stream is not None else "dataset" if dataset is not None else "scenario"
         stream = stream or make_stream(cfg.scenario, cfg.experiences or None, cfg.class_order_list(), cfg.seed,
                                        cfg.shuffle_classes, cfg.data_dir or None, dataset=dataset)
         self.stream = self.to_device(stream)
@@ -109,9 +110,37 @@ class Engine:
         self.pre_anneal: dict[str, Any] | None = None
         if run_dir is not None and resume:
             self.recorder = Recorder.open(run_dir, on_step, loggers)
+            self.check_same_data(self.recorder.store.meta().get("data"))
         elif run_dir is not None:
             self.recorder = Recorder.create(run_dir, cfg.to_dict(), on_step, loggers,
-                                            desc=f"{cfg.strategy} s{cfg.seed}")
+                                            desc=f"{cfg.strategy} s{cfg.seed}", data=self.data_record())
+
+    @property
+    def scenario_name(self) -> str:
+        """The scenario as the user knows it: the config's name, or the stream's own name for the user's data."""
+        return self.cfg.scenario if self.data_source == "scenario" else self.stream.name
+
+    def data_record(self) -> dict[str, Any]:
+        """What the run trained on: a name, where it came from, a fingerprint, and whether the config rebuilds it."""
+        return {"name": self.stream.name, "source": self.data_source, "fingerprint": self.stream.fingerprint(),
+                "rebuild": "from the config" if self.data_source == "scenario" else None,
+                "shape": list(self.stream[0].data.shape), "num_classes": self.stream.num_classes}
+
+    def check_same_data(self, stored: dict[str, Any] | None) -> None:
+        """Resume only on the data the run started with (runs recorded before fingerprints are not checked)."""
+        if not stored:
+            return
+        where = self.recorder.dir
+        if stored["source"] != "scenario" and self.data_source == "scenario":
+            self.recorder.close()
+            raise LifelongError(f"run {where} was trained on your own data '{stored['name']}' (passed as "
+                                f"{stored['source']}=...): resume it from Python with the same data, "
+                                f"lifelong.resume('{where}', {stored['source']}=...)")
+        if self.stream.fingerprint() != stored["fingerprint"]:
+            self.recorder.close()
+            raise LifelongError(f"run {where} was trained on other data than given now ('{stored['name']}', "
+                                f"fingerprint {stored['fingerprint'][:12]}, now {self.stream.fingerprint()[:12]}): "
+                                "pass the same data to resume it")
 
     @staticmethod
     def validate(cfg: RunConfig) -> None:

@@ -43,8 +43,9 @@ class Recorder:
 
     @classmethod
     def create(cls, run_dir: str | os.PathLike, config: dict[str, Any], on_step: StepCallback | None = None,
-               loggers: Sequence[str] = (), desc: str = "training") -> Recorder:
-        store = RunStore.create(run_dir, {"config": config, "env": environment(), "boundaries": []})
+               loggers: Sequence[str] = (), desc: str = "training", data: dict[str, Any] | None = None) -> Recorder:
+        store = RunStore.create(run_dir, {"config": config, "env": environment(), "boundaries": [],
+                                          **({"data": data} if data is not None else {})})
         return cls(store, on_step, make_loggers(list(loggers), store.dir, params=config, desc=desc))
 
     @classmethod
