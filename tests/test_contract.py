@@ -18,7 +18,7 @@ from lifelong.training.engine import Engine
 
 FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50, "ewc_lambda": 5.0, "si_c": 0.01}
 NAMES = [n for n in STRATEGIES if n != "naive"]
-COMPOSABLE = [n for n in NAMES if not STRATEGIES.get(n).replaces_stream]
+PAIRED = [n for n in NAMES if STRATEGIES.get(n).family in ("replay", "regularisation")]
 
 
 def fast_hparams(spec):
@@ -161,15 +161,17 @@ def check_alignment(engine):
     return checked
 
 
-@pytest.mark.parametrize("a,b", list(itertools.permutations(COMPOSABLE, 2)))
+@pytest.mark.parametrize("a,b", list(itertools.combinations(PAIRED, 2)))
 def test_composed_parts_add_and_score_their_own_rows(cfg, a, b):
+    """Every pair of replay and regularisation strategies, on two experiences (memories and teachers exist in
+    the second); the order of the parts does not change what each reads, so one order per pair suffices."""
     spec = f"{a}+{b}"
     try:
         make_strategy(spec, fast_hparams(spec))
     except LifelongError as err:  # refused compositions say why in one line
         assert "\n" not in str(err) and ("cannot be combined" in str(err) or "twice" in str(err))
         return
-    engine = Engine(cfg(spec))
+    engine = Engine(cfg(spec, experiences=2))
     checked = check_alignment(engine)
     engine.run()
     assert checked[0] > 0 or not any(engine.strategy.learns_by_sgd(e) for e in engine.train_stream)
@@ -189,3 +191,11 @@ def test_ambiguous_bare_hyperparameter_is_refused_with_the_candidates():
     assert s.parts[0].hp["alpha"] == 0.2 and s.parts[1].hp["alpha"] == 0.3 and s.parts[0].hp["beta"] == 0.1
     with pytest.raises(LifelongError, match="not a part"):
         make_strategy("er+lwf", {"ewc.alpha": 1.0})
+
+
+@pytest.mark.parametrize("a,b", [("derpp", "er"), ("lwf", "derpp"), ("si", "er")])
+def test_reversed_order_reads_the_same_rows(cfg, a, b):
+    engine = Engine(cfg(f"{a}+{b}", experiences=2))
+    checked = check_alignment(engine)
+    engine.run()
+    assert checked[0] > 0

@@ -60,6 +60,7 @@ class AnalyticStrategy(Strategy):
     """A closed-form learner of `lifelong.analytic` (by its registry name `kind`) on the model's features."""
 
     kind: ClassVar[str] = ""
+    family = "analytic"
 
     def __init__(self, **hp: Any) -> None:
         super().__init__(**hp)
@@ -190,6 +191,8 @@ class SLCA(Strategy):
     per experience); prediction is restricted to the classes seen so far, as the authors' grown head is; the
     slow learner's epochs, batch size, rate and momentum are the run's settings, not SLCA's own.
     """
+
+    family = "analytic"
 
     name = "slca"
     description = "slow learner (backbone lr x bcb_lrscale) + classifier alignment on class feature Gaussians"

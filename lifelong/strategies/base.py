@@ -247,6 +247,8 @@ class Strategy:
     neutral: ClassVar[dict[str, Any]] = {}  # hyperparameters that make this strategy train exactly like naive
     separate_gradients: ClassVar[bool] = False  # before_step needs the task-loss gradient on its own
     replaces_stream: ClassVar[bool] = False  # references (joint, cumulative) that rebuild the stream
+    family: ClassVar[str] = "baseline"  # replay, regularisation, reference, analytic, isolation, ... (for listing
+    # and for the contract tests, which compose every pair of replay and regularisation strategies)
 
     def __init__(self, **hparams: Any) -> None:
         self.hp = resolve(self.params, hparams, self.name)

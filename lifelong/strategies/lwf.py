@@ -35,6 +35,7 @@ def distillation_loss(logits: Tensor, teacher_logits: Tensor, temperature: float
 @register
 class LwF(Strategy):
     name = "lwf"
+    family = "regularisation"
     description = "learning without forgetting: distil the previous model's old-class outputs"
     params = {
         "alpha": Param(1.0, "weight of the distillation term", low=0.0),

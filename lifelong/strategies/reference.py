@@ -13,6 +13,7 @@ class Joint(Strategy):
     name = "joint"
     description = "train on all experiences at once (non-continual upper bound)"
     replaces_stream = True
+    family = "reference"
 
     def adapt_stream(self, stream: Stream) -> Stream:
         return Stream(stream.name + "/joint", [merge(list(stream))], stream.num_classes,
@@ -26,6 +27,7 @@ class Cumulative(Strategy):
     name = "cumulative"
     description = "at each experience, train on all data seen so far"
     replaces_stream = True
+    family = "reference"
 
     def adapt_stream(self, stream: Stream) -> Stream:
         exps = [merge(list(stream)[: i + 1], index=i) for i in range(len(stream))]

@@ -103,6 +103,7 @@ class QuadraticAnchor(Strategy):
     """Shared machinery: anchors and importances, and the quadratic penalty over them. `strength_param` names
     the hyperparameter that holds lambda."""
 
+    family = "regularisation"
     strength_param: ClassVar[str] = "ewc_lambda"
     penalty_scale: ClassVar[float] = 0.5  # the penalty is scale * lambda * sum F (p - a)^2
 

@@ -22,6 +22,7 @@ BUFFER_PARAMS = {
 class ReplayBase(Strategy):
     """Owns a buffer of stored (compact) samples and draws from it."""
 
+    family = "replay"
     params = BUFFER_PARAMS
 
     def setup(self, ctx) -> None:
