@@ -48,7 +48,7 @@ def variant_settings(lr: float, first_length: int) -> dict[str, dict[str, Any]]:
 
 
 def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `reproduce` (with target `schedules`) to an argparse subparsers object; returns its parser."""
+    """Add `reproduce` (targets `schedules` and `zoo`) to an argparse subparsers object; returns its parser."""
     parser = subparsers.add_parser("reproduce", help="re-run a shipped experiment (table + plot)",
                                    description="Re-run one of the experiments shipped with lifelong.")
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -63,6 +63,9 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reproduce_schedules)
+    from lifelong.experiments.zoo import add_zoo_parser
+
+    add_zoo_parser(targets)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""`lifelong reproduce zoo`: every registered method on class- and task-incremental Split-FashionMNIST.
+
+For each scenario and method, over the seeds: final accuracy and forgetting (mean ± std), training time relative
+to ER measured in the same run, and peak memory; as a markdown table, JSON and a bar chart. `--quick` runs a
+seconds-long version on split-digits (seed 0). Methods that refuse a scenario (e.g. they need task identities)
+show their one-line reason instead of numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lifelong.strategies import STRATEGIES
+from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
+from lifelong.training import runner
+from lifelong.training.config import RunConfig
+from lifelong.training.engine import Engine
+
+FULL = {"lr": 0.01, "batch_size": 32, "epochs": 1}
+QUICK = {"hidden": "64", "batch_size": 16, "epochs": 2}
+SCENARIOS = ("split-fashion-mnist", "task-split-fashion-mnist")
+QUICK_SCENARIOS = ("split-digits", "task-split-digits")
+
+
+def default_strategies() -> list[str]:
+    """Every registered method with ER first (the time reference)."""
+    names = [n for n in STRATEGIES if ":" not in n]
+    return ["er", *[n for n in names if n != "er"]]
+
+
+def add_zoo_parser(targets: Any) -> argparse.ArgumentParser:
+    p = targets.add_parser("zoo", help="every method on class- and task-incremental Split-FashionMNIST",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/reproduce-zoo", help="output directory [runs/reproduce-zoo]")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
+    p.add_argument("--strategies", default="", help="comma-separated strategies [every registered one]")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated [{','.join(SCENARIOS)}]")
+    p.add_argument("--quick", action="store_true", help="split-digits and task-split-digits, seed 0")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_reproduce_zoo)
+    return p
+
+
+def cmd_reproduce_zoo(args: argparse.Namespace) -> int:
+    from lifelong.experiments.schedules import parse_list
+
+    seeds = [0] if args.quick else parse_list("--seeds", args.seeds, int)
+    strategies = parse_list("--strategies", args.strategies) if args.strategies else default_strategies()
+    scenarios = list(QUICK_SCENARIOS) if args.quick else parse_list("--scenarios", args.scenarios)
+    base = {**(QUICK if args.quick else FULL), "data_dir": args.data_dir, "threads": 1, "device": "cpu"}
+    output = reproduce(base, scenarios, strategies, seeds, Path(args.out), args.workers, args.quiet)
+    print(output["table"])
+    print(f"\nwrote {args.out}/zoo.md, zoo.json, zoo.png")
+    return 1 if output["failed"] else 0
+
+
+def reproduce(base: dict[str, Any], scenarios: Sequence[str], strategies: Sequence[str], seeds: Sequence[int],
+              out: Path, workers: int = 2, quiet: bool = False) -> dict[str, Any]:
+    """Train every scenario x strategy x seed into `out`, then write the table, JSON and plot."""
+    jobs = []
+    for scenario in scenarios:
+        for strategy in strategies:
+            for seed in seeds:
+                cfg = RunConfig.from_dict({**base, "scenario": scenario, "strategy": strategy, "seed": seed})
+                Engine.validate(cfg)
+                jobs.append((scenario, strategy, cfg, out / "runs" / f"{scenario}-{strategy}-s{seed}"))
+    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
+
+    def done(r: dict[str, Any]) -> None:
+        if not quiet:
+            what = r.get("error") or f"final accuracy {100 * r['final_accuracy']:.1f}%"
+            print(f"{Path(r['run_dir']).name}: {what}", file=sys.stderr, flush=True)
+
+    results = runner.run_many([(cfg, d) for *_, cfg, d in jobs], workers, on_result=done)
+    runs = [{"scenario": sc, "strategy": st, **r} for (sc, st, _, _), r in zip(jobs, results, strict=True)]
+    refused = [r for r in runs if "error" in r]
+    rows = summarize(runs, scenarios, strategies)
+    table = format_markdown(rows, seeds)
+    output = {"scenarios": list(scenarios), "seeds": list(seeds), "summary": rows, "runs": runs, "table": table,
+              "failed": len(refused)}
+    write_json_atomic(output, out / "zoo.json")
+    write_text_atomic(table + "\n", out / "zoo.md")
+    plot(rows, scenarios, out / "zoo.png")
+    return output
+
+
+def summarize(runs: Sequence[dict[str, Any]], scenarios: Sequence[str],
+              strategies: Sequence[str]) -> list[dict[str, Any]]:
+    """Per scenario and strategy: metrics over seeds, time relative to ER's median time on that scenario."""
+    rows = []
+    for scenario in scenarios:
+        er = [r["train_seconds"] for r in runs if r["scenario"] == scenario and r["strategy"] == "er"
+              and "error" not in r]
+        er_time = statistics.median(er) if er else None
+        for strategy in strategies:
+            rs = [r for r in runs if r["scenario"] == scenario and r["strategy"] == strategy]
+            ok = [r for r in rs if "error" not in r]
+            row: dict[str, Any] = {"scenario": scenario, "strategy": strategy, "runs": len(ok),
+                                   "family": STRATEGIES.get(strategy).family}
+            if not ok:
+                row["error"] = rs[0]["error"] if rs else "not run"
+                rows.append(row)
+                continue
+            for key in ("final_accuracy", "forgetting", "peak_rss_mb"):
+                row[key] = runner.mean_std([r[key] for r in ok if r.get(key) is not None])
+            seconds = statistics.median(r["train_seconds"] for r in ok)
+            row["train_seconds"] = seconds
+            row["time_vs_er"] = seconds / er_time if er_time else None
+            rows.append(row)
+    return rows
+
+
+def pct(pair: tuple[float | None, float | None] | None) -> str:
+    if pair is None or pair[0] is None:
+        return "-"
+    m, s = pair
+    return f"{100 * m:.1f} ± {100 * s:.1f}" if s else f"{100 * m:.1f}"
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> str:
+    lines = [f"Every method, seeds {','.join(map(str, seeds))}; accuracy and forgetting in % (mean ± std over "
+             "seeds), time = median training seconds relative to ER on the same scenario in the same run.", ""]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        lines += [f"### {scenario}", "", "| method | family | final acc | forgetting | time vs ER | peak MiB |",
+                  "|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["scenario"] == scenario):
+            if "error" in r:
+                lines.append(f"| {r['strategy']} | {r['family']} | failed or refused: {r['error']} | | | |")
+                continue
+            ratio = "-" if r["time_vs_er"] is None else f"{r['time_vs_er']:.2f}x"
+            lines.append(f"| {r['strategy']} | {r['family']} | {pct(r['final_accuracy'])} | "
+                         f"{pct(r['forgetting'])} | {ratio} | {r['peak_rss_mb'][0]:.0f} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def plot(rows: Sequence[dict[str, Any]], scenarios: Sequence[str], path: Path) -> None:
+    """One panel per scenario: final accuracy per method (bars, seed std as error bars)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 0.45 * len(rows) / max(len(scenarios), 1) + 2), 3.5 * len(scenarios)),
+                 layout="tight")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(scenarios), 1, squeeze=False)[:, 0]
+    families = sorted({r["family"] for r in rows})
+    for ax, scenario in zip(axes, scenarios, strict=True):
+        rs = [r for r in rows if r["scenario"] == scenario and "error" not in r]
+        x = range(len(rs))
+        ax.bar(x, [100 * r["final_accuracy"][0] for r in rs], yerr=[100 * r["final_accuracy"][1] for r in rs],
+               color=[f"C{families.index(r['family']) % 10}" for r in rs], capsize=2)
+        ax.set_xticks(list(x), [r["strategy"] for r in rs], rotation=60, ha="right", fontsize=8)
+        ax.set(ylabel="final accuracy (%)", title=scenario, ylim=(0, 100))
+        ax.grid(axis="y", alpha=0.3)
+    save_figure_atomic(fig, path, dpi=100)
