@@ -256,5 +256,9 @@ class ExemplarStrategy(Strategy):
         self.groups, self.current = [list(g) for g in state["groups"]], list(state["current"])
         self.teacher = None
         if state["teacher"] is not None:
-            self.teacher = frozen_copy(self.ctx.model)
+            self.teacher = self.teacher_shell()
             self.teacher.load_state_dict(state["teacher"])
+
+    def teacher_shell(self) -> nn.Module:
+        """A frozen copy of the model with the architecture the teacher was saved with."""
+        return frozen_copy(self.ctx.model)

@@ -83,6 +83,12 @@ class LUCIR(ExemplarStrategy):
             head.register_forward_pre_hook(capture)
         return model
 
+    def teacher_shell(self) -> nn.Module:
+        shell = super().teacher_shell()
+        if not isinstance(last_linear(shell), CosineLinear):
+            replace_last_linear(shell, cosine_head_for(shell))
+        return shell
+
     @property
     def head(self) -> CosineLinear:
         return last_linear(self.ctx.model)  # type: ignore[return-value]
