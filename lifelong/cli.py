@@ -55,6 +55,8 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         from lifelong.tracking.files import write_json_atomic
 
+        if Path(path).is_dir() or not Path(path).name:
+            raise LifelongError(f"--json {path} is a directory; give a file name")
         try:
             write_json_atomic(payload, path)
         except OSError as err:
@@ -111,6 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lifelong.training import runner
 
     cfg = gather_config(args, skip=("strategy", "seed"))
+    runner.check_workers(args.workers)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -197,17 +200,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {', '.join(args.roots or [args.store])}")
         return 0
     print(f"{'status':10} {'strategy':12} {'seed':>4} {'final acc':>9}  {'scenario':22} run")
+    damaged = []
     for d in found:
-        store = RunStore.open(d)
         try:
-            meta = store.meta()
-        finally:
-            store.close()
-        cfg, res = meta.get("config", {}), meta.get("result") or {}
-        acc = f"{100 * res['final_accuracy']:.1f}%" if res.get("final_accuracy") is not None else "-"
-        print(f"{meta.get('status', '?'):10} {cfg.get('strategy', '?'):12} {cfg.get('seed', '?'):>4} {acc:>9}  "
-              f"{cfg.get('scenario', '?'):22} {d}")
-    return 0
+            store = RunStore.open(d)
+            try:
+                meta = store.checked_meta()
+            finally:
+                store.close()
+        except LifelongError as err:
+            print(f"{'damaged':10} {'-':12} {'-':>4} {'-':>9}  {'-':22} {d}")
+            damaged.append(str(err))
+            continue
+        cfg, res = meta["config"], meta.get("result")
+        res = res if isinstance(res, dict) else {}
+        acc = res.get("final_accuracy")
+        acc = f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
+        print(f"{str(meta.get('status', '?')):10} {str(cfg.get('strategy', '?')):12} {str(cfg.get('seed', '?')):>4} "
+              f"{acc:>9}  {str(cfg.get('scenario', '?')):22} {d}")
+    for reason in damaged:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if damaged else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ from typing import Any
 
 from lifelong.errors import LifelongError, unknown_name
 
+MAX_INT = 2**53  # no integer setting may exceed this (beyond it, floats and seeds lose exactness)
+
 
 @dataclass(frozen=True)
 class Param:
@@ -33,35 +35,62 @@ class Param:
         return f"{'(' if self.low_open else '['}{lo}, {hi}]"
 
     def coerce(self, name: str, value: Any) -> Any:
-        """Convert `value` (possibly a string from the command line) and check the range."""
+        """Convert `value` (possibly a string from the command line) and check the range.
+
+        Only unambiguous conversions are made: a bool from a bool, 0/1 or a yes/no word; an int from an int, an
+        integral finite float or a numeric string (never from a bool); a float from a number or a numeric string;
+        a str from a str or a number. Anything else (None, lists, `seed: true`, `shuffle_classes: 2`) is refused.
+        Floats must be finite unless the default is infinite."""
         kind = self.type
         try:
-            if kind is bool:
-                if isinstance(value, str):
-                    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError
-                    value = value.lower() in ("1", "true", "yes")
-                value = bool(value)
-            elif kind is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                value = int(value)
-            elif kind is float:
-                value = float(value)
-            elif kind is str:
-                value = str(value)
-        except (TypeError, ValueError):
-            raise LifelongError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+            value = self.convert(value)
+        except (TypeError, ValueError, OverflowError):
+            allowed = "true or false" if kind is bool else self.describe_range()
+            raise LifelongError(f"{name}={value!r} is not a valid {kind.__name__} (allowed: {allowed})") from None
         if self.choices is not None and value not in self.choices:
             raise LifelongError(f"{name}={value!r} is not allowed: expected {self.describe_range()}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            bad = math.isnan(value)
+            bad = math.isnan(value) or (math.isinf(value) and not math.isinf(float(self.default)))
+            bad = bad or (isinstance(value, int) and abs(value) > MAX_INT)
             if self.low is not None:
                 bad = bad or value < self.low or (self.low_open and value == self.low)
             if self.high is not None:
                 bad = bad or value > self.high
             if bad:
                 raise LifelongError(f"{name}={value!r} is out of range: allowed {self.describe_range()}")
+        return value
+
+    def convert(self, value: Any) -> Any:
+        """`value` as this parameter's type; TypeError/ValueError when the conversion would be a guess."""
+        kind = self.type
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "yes", "no"):
+                return value.strip().lower() in ("1", "true", "yes")
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if isinstance(value, bool):
+            raise TypeError
+        if kind is int:
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            if isinstance(value, str):
+                return int(value)
+            raise TypeError
+        if kind is float:
+            if isinstance(value, (int, float, str)):
+                return float(value)
+            raise TypeError
+        if kind is str:
+            if isinstance(value, (str, int, float)):
+                return str(value)
+            raise TypeError
         return value
 
 

@@ -14,6 +14,8 @@ def _int_list(text: str) -> list[int]:
         out = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated class indices like 3,7, got {text!r}") from None
+    if any(c < 0 for c in out):
+        raise argparse.ArgumentTypeError(f"class indices are non-negative, got {text!r}")
     if not out:
         raise argparse.ArgumentTypeError("no class given")
     return out
@@ -68,6 +70,7 @@ def run_unlearn_command(args) -> int:
     from lifelong.analytic import ANALYTIC, store
 
     run = store.resolve_run_dir(args.run)
+    store.check_requests_log(run)
     request = {"request": "classes" if args.classes else "samples"}
     if args.classes:
         request["classes"] = list(args.classes)

@@ -85,10 +85,21 @@ def load_model_version(run_dir: str | Path, version: int | None = None) -> tuple
     v = versions[-1] if version is None else int(version)
     if v not in versions:
         raise LifelongError(f"run {d} has no model version {v} (has {', '.join(map(str, versions))})")
-    payload = torch.load(d / f"model_v{v}.pt", weights_only=True)
+    path = d / f"model_v{v}.pt"
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise LifelongError(f"model file {path} cannot be read ({type(err).__name__}); it is damaged") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state"), dict):
+        raise LifelongError(f"model file {path} is damaged: it holds no model state")
     state = payload["state"]
     kind = state.get("kind")
-    return (ANALYTIC.get(kind).from_state_dict(state) if kind in ANALYTIC else state), v, payload
+    if kind not in ANALYTIC:
+        return state, v, payload
+    try:
+        return ANALYTIC.get(kind).from_state_dict(state), v, payload
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise LifelongError(f"model file {path} is damaged: its '{kind}' state cannot be loaded ({err})") from None
 
 
 def _record(run_dir: Path, write) -> None:
@@ -104,12 +115,26 @@ def _record(run_dir: Path, write) -> None:
         rs.close()
 
 
+def check_requests_log(run_dir: str | Path) -> Path:
+    """The run's requests.jsonl path; a symbolic link (or anything but a plain file) there is refused."""
+    p = Path(run_dir) / REQUESTS
+    if p.is_symlink() or (p.exists() and not p.is_file()):
+        raise LifelongError(f"{p} is a symbolic link or not a file; refusing to write through it")
+    return p
+
+
 def append_request(run_dir: str | Path, record: dict) -> None:
+    """Append `record` to requests.jsonl (never through a symbolic link) and to the run store's events."""
     rec = {"time": _now(), **record}
-    with open(Path(run_dir) / REQUESTS, "a") as f:
-        f.write(json.dumps(rec, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    p = check_requests_log(run_dir)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "a") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise LifelongError(f"cannot append to {p}: {err.strerror}") from None
     _record(Path(run_dir), lambda rs: rs.add_event("unlearn", rec))
 
 
@@ -154,7 +179,10 @@ def load_id_list(path: str | Path) -> list:
     p = Path(path)
     if not p.is_file():
         raise LifelongError(f"samples file not found: {p}")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LifelongError(f"{p} is not UTF-8 text") from None
     if p.suffix == ".json":
         try:
             raw = json.loads(text)
@@ -165,6 +193,9 @@ def load_id_list(path: str | Path) -> list:
     else:
         raw = [t.strip() for line in text.splitlines() for t in line.split(",") if t.strip()]
     ids = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in raw]
+    bad = [v for v in ids if isinstance(v, bool) or not isinstance(v, (int, str))]
+    if bad:
+        raise LifelongError(f"{p}: sample ids must be integers or strings, not {bad[0]!r}")
     if not ids:
         raise LifelongError(f"{p} lists no sample id")
     return ids
@@ -204,7 +235,7 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
                             "run; pass the samples' features with --features FILE")
     rs = RunStore.open(d)
     try:
-        cfg = RunConfig.from_dict(rs.meta()["config"])
+        cfg = RunConfig.from_dict(rs.checked_meta()["config"])
     finally:
         rs.close()
     torch.set_num_threads(cfg.threads)
@@ -215,7 +246,7 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
     stream = make_stream(cfg.scenario, cfg.experiences or None, cfg.class_order_list(), cfg.seed,
                          cfg.shuffle_classes, cfg.data_dir or None)
     kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
-    model = make_model(cfg.model, stream[0].data.train_x[0].numel(), stream.num_classes, **kwargs)
+    model = make_model(cfg.model, stream[0].data.shape, stream.num_classes, **kwargs)
     model.load_state_dict(payload["backbone"])
     model.to(device)
     if device.type != "cpu":  # as Engine.to_device: experiences that share a dataset keep sharing it

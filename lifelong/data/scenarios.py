@@ -17,6 +17,8 @@ from lifelong.data.stream import Experience, Permute, Stream
 from lifelong.errors import LifelongError, unknown_name
 
 MAX_EXPERIENCES = 1000
+# worker processes of `compare` set this to {} so the runs they train share one read of each dataset (read-only)
+DATASET_CACHE: dict[tuple[str, str], ArrayDataset] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,17 @@ def make_stream(name: str, n_experiences: int | None = None, class_order: Sequen
     n = n_experiences or kind.default_experiences
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_EXPERIENCES:
         raise LifelongError(f"experiences={n_experiences!r} is out of range: allowed [1, {MAX_EXPERIENCES}]")
-    if class_order is not None and kind.name in ("permuted", "rotated"):
-        raise LifelongError(f"class_order has no effect on {kind.name} scenarios (every experience holds every "
-                            "class); leave it empty")
-    data = dataset if dataset is not None else load_dataset(dataset_name, root=data_dir)
+    if (class_order is not None or shuffle_classes) and kind.name in ("permuted", "rotated"):
+        what = "class_order" if class_order is not None else "shuffle_classes"
+        raise LifelongError(f"{what} has no effect on {kind.name} scenarios (every experience holds every "
+                            "class); leave it unset")
+    if dataset is not None:
+        data = dataset
+    elif DATASET_CACHE is not None:
+        key = (dataset_name, data_dir or "")
+        if key not in DATASET_CACHE:
+            DATASET_CACHE[key] = load_dataset(dataset_name, root=data_dir)
+        data = DATASET_CACHE[key]
+    else:
+        data = load_dataset(dataset_name, root=data_dir)
     return kind.build(data, n, class_order, seed, shuffle_classes)

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.resources import environment
+from lifelong.training.config import check_device
 
 
 @dataclass
@@ -104,13 +106,24 @@ PARAMS = {
     "grad_clip": Param(1.0, "gradient-norm clip (0: off)", low=0),
     "val_fraction": Param(0.05, "held-out fraction of documents", low=0, high=0.5, low_open=True),
     "log_every": Param(10, "updates between train-loss records", low=1),
+    "seed": Param(0, "random seed", low=0, high=2**32 - 1),
 }
+LIMITS = {"steps_per_phase": 10**8, "batch_size": 1 << 20, "seq_len": 1 << 20, "eval_windows": 1 << 20,
+          "eval_every": 10**8, "probes": 1 << 20, "probe_len": 1 << 20, "log_every": 10**8}
+PARAMS = {k: dataclasses.replace(p, high=LIMITS[k]) if k in LIMITS else p for k, p in PARAMS.items()}
+THREADS = Param(1, "CPU threads", low=1, high=1024)
 
 
 def validate(cfg: LMConfig) -> LMConfig:
     """Coerce and range-check every declared field (one clear LifelongError line on a bad value)."""
     values = {k: p.coerce(k.replace("_", "-"), getattr(cfg, k)) for k, p in PARAMS.items()}
+    if cfg.threads is not None:
+        values["threads"] = THREADS.coerce("threads", cfg.threads)
     cfg = dataclasses.replace(cfg, **values)
+    check_device(str(cfg.device))
+    if not isinstance(cfg.corpora, (str, list, tuple)):
+        raise LifelongError(f"corpora={cfg.corpora!r} must be a comma-separated string or a list of names")
+    check_outputs(cfg)
     cfg.replay = check_replay(cfg.replay)
     if isinstance(cfg.corpora, str):
         cfg.corpora = [c for c in cfg.corpora.split(",") if c.strip()]
@@ -121,6 +134,38 @@ def validate(cfg: LMConfig) -> LMConfig:
             f"probe step {cfg.probe_step} is outside the run (1..{cfg.steps_per_phase * len(cfg.corpora)})"
         )
     return cfg
+
+
+def check_outputs(cfg: LMConfig) -> None:
+    """Refuse output paths that cannot be written (a file where a directory goes, or the reverse)."""
+    for label, path, want_dir in (("--out", cfg.out_dir, True), ("--cache-dir", cfg.cache_dir, True),
+                                  ("--json", cfg.json_path, False)):
+        if not path:
+            continue
+        p = Path(path)
+        if want_dir and p.exists() and not p.is_dir():
+            raise LifelongError(f"{label} {p} is a file, not a directory")
+        if not want_dir and p.is_dir():
+            raise LifelongError(f"{label} {p} is a directory, not a file")
+        parent = p if want_dir else p.parent
+        for q in [parent, *parent.parents]:
+            if q.exists():
+                if not q.is_dir():
+                    raise LifelongError(f"{label} {p}: {q} is a file, not a directory")
+                if not os.access(q, os.W_OK | os.X_OK):
+                    raise LifelongError(f"{label} {p}: {q} is not writable")
+                break
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 # ----------------------------------------------------------------------------------------------- distributed
@@ -226,6 +271,10 @@ def run_lm(cfg: LMConfig) -> dict:
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise LifelongError(f"device={cfg.device!r} requested but CUDA is not available on this machine")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise LifelongError(f"device={cfg.device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
     own_group = world > 1 and not torch.distributed.is_initialized()
     if own_group:
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -363,6 +412,18 @@ def run_lm(cfg: LMConfig) -> dict:
 
         pbar = tqdm(total=total_updates, desc="lm", file=sys.stderr, dynamic_ncols=True, leave=False)
 
+    def fail(what: str) -> None:
+        """Stop the run: keep the results so far (valid JSON, status failed) and say so in one line."""
+        message = f"{what}: lower --lr (now {cfg.lr:g}); results so far are in {out_dir / 'result.json'}"
+        if pbar is not None:
+            pbar.close()
+        if main_proc:
+            failed = {**result, "status": "failed", "error": message}
+            write_json_atomic(json_safe(failed), out_dir / "result.json", indent=1)
+            if cfg.json_path:
+                write_json_atomic(json_safe(failed), Path(cfg.json_path), indent=1)
+        raise LifelongError(message)
+
     module.train()
     result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
     train_seconds, train_tokens, t = 0.0, 0, 0
@@ -395,6 +456,8 @@ def run_lm(cfg: LMConfig) -> dict:
                 pbar.update(1)
             if t % cfg.log_every == 0 or i == n_steps - 1:
                 avg = float(loss_sum) / loss_n
+                if not math.isfinite(avg):
+                    fail(f"training loss became {avg} by update {t} (phase {k + 1})")
                 if world > 1:
                     avg_t = torch.tensor([avg], device=device)
                     torch.distributed.all_reduce(avg_t)
@@ -410,6 +473,9 @@ def run_lm(cfg: LMConfig) -> dict:
                 train_seconds += time.perf_counter() - t0
                 if t % cfg.eval_every == 0 or at_end:
                     result["eval"].append({"step": t, "phase": k, "loss": evaluate_all()})
+                    bad = [n for n, v in result["eval"][-1]["loss"].items() if not math.isfinite(v)]
+                    if bad:
+                        fail(f"held-out loss on {', '.join(bad)} became non-finite at update {t}")
                 if probe_set is not None and t > probe_step:
                     probe_record(t)
                 t0 = time.perf_counter()
@@ -470,10 +536,11 @@ def run_lm(cfg: LMConfig) -> dict:
     result["train_seconds"] = train_seconds
     result["tokens_per_second"] = train_tokens / train_seconds if train_seconds > 0 else float("nan")
     result["wall_seconds"] = time.perf_counter() - wall0
+    result["status"] = "finished"
     if main_proc:
-        write_json_atomic(result, out_dir / "result.json", indent=1)
+        write_json_atomic(json_safe(result), out_dir / "result.json", indent=1)
         if cfg.json_path:
-            write_json_atomic(result, Path(cfg.json_path), indent=1)
+            write_json_atomic(json_safe(result), Path(cfg.json_path), indent=1)
         if cfg.plot:
             from lifelong.lm.plots import plot_run
 

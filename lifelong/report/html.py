@@ -13,6 +13,7 @@ import html
 import json
 import math
 import os
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,29 @@ def page(title: str, subtitle: str, sections: Sequence[str]) -> str:
 
 
 def _write(text: str, out: Path) -> Path:
-    return write_text_atomic(text, out)
+    try:
+        return write_text_atomic(text, out)
+    except OSError as err:
+        raise LifelongError(f"cannot write the report {out}: {err.strerror}") from None
+
+
+def check_output(out: Path) -> Path:
+    """Refuse a report path that is a directory or lies under a file, and a plots/ folder that is a symbolic
+    link (a planted link must never make the report write outside the run directory)."""
+    if out.is_dir():
+        raise LifelongError(f"report output {out} is a directory; give a file name such as {out / REPORT_NAME}")
+    for q in out.parents:
+        if q.exists():
+            if not q.is_dir():
+                raise LifelongError(f"report output {out}: {q} is a file, not a directory")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise LifelongError(f"report output {out}: {q} is not writable")
+            break
+    plots_dir = out.parent / PLOTS_DIR
+    if plots_dir.is_symlink() or (plots_dir.exists() and not plots_dir.is_dir()):
+        raise LifelongError(f"{plots_dir} is a symbolic link or a file; refusing to write plots through it "
+                            "(remove it, or give another -o)")
+    return out
 
 
 # --- reading a run -------------------------------------------------------------------------------------------
@@ -185,11 +208,13 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Everything a report shows about one run, as plain data (missing parts are None or empty)."""
     store = RunStore.open(run_dir)
     try:
-        meta = store.meta()
+        meta = store.checked_meta()
         rows = store.accuracy_rows()
         curve_rows = store.curve()
         loss = store.scalars("loss")
         events = store.events()
+    except (sqlite3.DatabaseError, ValueError, TypeError) as err:
+        raise LifelongError(f"run database of {run_dir} is damaged ({err}); its report cannot be written") from None
     finally:
         store.close()
     result = meta.get("result") or {}
@@ -198,7 +223,8 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             result = json.loads((Path(run_dir) / "result.json").read_text())
         except (OSError, ValueError):
             result = {}
-    config = meta.get("config") or {}
+    result = result if isinstance(result, dict) else {}
+    config = meta["config"]
     trained = [rows[i] for i in sorted(rows) if i >= 0]
     width = max((len(r) for r in rows.values()), default=0)
     curve = curve_from_rows(curve_rows, width or None) if curve_rows else None
@@ -308,7 +334,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     What the run lacks (no curve, no loss, ...) is said on the page and appended to `notes` if given."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    out = Path(out) if out is not None else run_dir / REPORT_NAME
+    out = check_output(Path(out) if out is not None else run_dir / REPORT_NAME)
     sections = run_sections(run, out.parent / PLOTS_DIR, notes)
     seed = f", seed {run['seed']}" if run["seed"] is not None else ""
     subtitle = (f"Run <code>{esc(run_dir)}</code> &middot; status "
@@ -337,12 +363,12 @@ def _runs_by_key(compare_dir: Path) -> dict[tuple[str, Any], tuple[Path, dict[st
         try:
             store = RunStore.open(d)
             try:
-                meta = store.meta()
+                meta = store.checked_meta()
             finally:
                 store.close()
         except LifelongError:
             continue
-        cfg = meta.get("config") or {}
+        cfg = meta["config"]
         found.setdefault((str(cfg.get("strategy")), cfg.get("seed")), (d, meta))
     return found
 
@@ -482,7 +508,7 @@ def write_comparison_report(compare_dir: str | os.PathLike, out: str | os.PathLi
     returns the HTML path. What is missing is said on the page and appended to `notes` if given."""
     compare_dir = Path(compare_dir)
     data = read_comparison(compare_dir)
-    out = Path(out) if out is not None else compare_dir / REPORT_NAME
+    out = check_output(Path(out) if out is not None else compare_dir / REPORT_NAME)
     sections = comparison_sections(data, compare_dir, out.parent / PLOTS_DIR, notes)
     n = len(data.get("results") or [])
     strategies = ", ".join(_group(data.get("results") or []))

@@ -19,8 +19,11 @@ from lifelong.params import Param
 from lifelong.schedules.catalog import SCHEDULES, make_schedule
 from lifelong.schedules.refined import Refined
 from lifelong.schedules.wsd import WSDS
+from lifelong.tracking.files import save_figure_atomic, write_text_atomic
 
 DEFAULT_STEPS = 1000
+MAX_STEPS = 10**7  # rates are computed into a list; a bound keeps a typo from filling the memory
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 def describe_schedules() -> list[tuple[str, str, dict[str, Param]]]:
@@ -104,7 +107,23 @@ def _plot(path: str, lrs: list[float], title: str, marks: list[int]) -> None:
     ax.set(xlabel="step", ylabel="learning rate")
     ax.set_title(textwrap.fill(title, 100), fontsize=8)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
+
+
+def check_output(path: str | None, flag: str, suffixes: tuple[str, ...] | None) -> None:
+    """Refuse an output path that is a directory, lies under a file, or has an unknown plot format."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise LifelongError(f"{flag} {p} is a directory; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise LifelongError(f"{flag} {p}: unknown format {p.suffix or '(none)'}; use {', '.join(suffixes)}")
+    for q in p.parents:
+        if q.exists():
+            if not q.is_dir():
+                raise LifelongError(f"{flag} {p}: {q} is a file, not a directory")
+            break
 
 
 def run_schedule_command(args: argparse.Namespace) -> int:
@@ -113,11 +132,13 @@ def run_schedule_command(args: argparse.Namespace) -> int:
     Bad input raises LifelongError (one line naming the parameter) for the caller to print.
     """
     given = {key: getattr(args, key) for key in _flags() if hasattr(args, key)}
+    check_output(args.json, "--json", None)
+    check_output(args.plot, "--plot", PLOT_FORMATS)
     if args.steps is None:
         unbound = make_schedule(args.name, **given)
         args.steps = len(unbound.grad_norms) if isinstance(unbound, Refined) else DEFAULT_STEPS
-    if args.steps < 1:
-        raise LifelongError(f"steps={args.steps} must be at least 1")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise LifelongError(f"steps={args.steps} is out of range: allowed [1, {MAX_STEPS}]")
     schedule = make_schedule(args.name, total_steps=args.steps, **given)
     lrs = schedule.lrs(args.steps)
     if not all(math.isfinite(v) and v >= 0 for v in lrs):
@@ -125,13 +146,14 @@ def run_schedule_command(args: argparse.Namespace) -> int:
             f"schedule {args.name} produced a negative or non-finite rate; check its parameters"
         )
     settings = " ".join(f"{k}={_show(v)}" for k, v in schedule.values().items() if k != "grad_norms")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"lr": lrs}), encoding="utf-8")
-    if args.plot:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        marks = [s for s in schedule.pit_stops if s < args.steps] if isinstance(schedule, WSDS) else []
-        _plot(args.plot, lrs, f"{args.name}: {settings}", marks)
+    try:
+        if args.json:
+            write_text_atomic(json.dumps({"lr": lrs}), args.json)
+        if args.plot:
+            marks = [s for s in schedule.pit_stops if s < args.steps] if isinstance(schedule, WSDS) else []
+            _plot(args.plot, lrs, f"{args.name}: {settings}", marks)
+    except OSError as err:
+        raise LifelongError(f"cannot write {err.filename or args.json or args.plot}: {err.strerror}") from None
     print(f"{args.name} ({settings}), {args.steps} steps")
     print(f"  lr[0]={lrs[0]:.6g}  max={max(lrs):.6g}  min={min(lrs):.6g}  lr[{args.steps - 1}]={lrs[-1]:.6g}")
     for label, path in (("json", args.json), ("plot", args.plot)):

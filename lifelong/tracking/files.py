@@ -3,6 +3,7 @@ reader nor a crash (even kill -9) ever sees a half-written file: there is the ol
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # never write through a file (or a planted symlink) left at this name
     try:
         yield tmp
         os.replace(tmp, path)
@@ -36,14 +38,24 @@ def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Pat
     return write_text_atomic(json.dumps(obj, indent=indent), path)
 
 
-def save_torch_atomic(obj: Any, path: str | os.PathLike, fsync: bool = False) -> Path:
-    """torch.save atomically; `fsync` also survives a power cut, not only a crash of the process."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+def write_bytes_atomic(data: bytes, path: str | os.PathLike, fsync: bool = False) -> Path:
+    """`data` to `path` atomically (a new file, never through a symlink); `fsync` also survives a power cut."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
     return Path(path)
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike, fsync: bool = False) -> Path:
+    """torch.save atomically; `fsync` also survives a power cut. Serialised in memory first, so a full disk is
+    a plain OSError (ENOSPC) rather than an error from torch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(buffer.getvalue(), path, fsync)
 
 
 def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:

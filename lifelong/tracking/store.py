@@ -6,10 +6,13 @@ A run directory is self-contained: copy it elsewhere and `lifelong resume` / `li
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,36 +40,77 @@ class RunStore:
 
     @classmethod
     def create(cls, run_dir: str | os.PathLike, meta: dict[str, Any]) -> RunStore:
+        """A new run store holding `meta` from its first moment: the database is built under a temporary name
+        and linked into place (no-clobber), so a kill or a full disk never leaves a store without its config,
+        and two runs given the same directory cannot both claim it."""
         run_dir = Path(run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as err:
-            raise LifelongError(f"run directory {run_dir} is not writable: {err.strerror}") from None
-        if (run_dir / DB_NAME).exists():
+        db = run_dir / DB_NAME
+        if db.exists() or db.is_symlink():
             raise LifelongError(f"{run_dir} already holds a run: resume it with 'lifelong resume {run_dir}' "
                                 "or choose another --run-dir")
-        store = cls(run_dir, cls.connect(run_dir / DB_NAME))
-        store.set_meta(**meta, status="running", created=time.time())
-        return store
+        tmp = run_dir / f".{DB_NAME}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            if run_dir.is_symlink():
+                raise LifelongError(f"run directory {run_dir} is a symbolic link; give a real directory")
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise LifelongError(f"run directory {run_dir} is not writable: "
+                                    f"{describe_os_error(err)}") from None
+            conn = sqlite3.connect(tmp)
+            try:
+                conn.executescript(SCHEMA)
+                with conn:
+                    conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                     [(k, json.dumps(v)) for k, v in
+                                      {**meta, "status": "running", "created": time.time()}.items()])
+            finally:
+                conn.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.link(tmp, db)  # atomic and no-clobber: the store appears complete or not at all
+        except FileExistsError:
+            raise LifelongError(f"{run_dir} already holds a run: resume it with 'lifelong resume {run_dir}' "
+                                "or choose another --run-dir") from None
+        except (OSError, sqlite3.Error) as err:
+            raise LifelongError(f"cannot create the run store in {run_dir} (not writable: "
+                                f"{describe_os_error(err)})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return cls(run_dir, cls.connect(db))
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike) -> RunStore:
+        """An existing run's store; an empty, foreign or incomplete database is refused with one line (and left
+        unchanged: opening never writes a schema into it)."""
         run_dir = Path(run_dir)
-        if not (run_dir / DB_NAME).is_file():
-            raise LifelongError(f"no run found at {run_dir} (expected {run_dir / DB_NAME}); "
-                                "'lifelong runs' lists stored runs")
-        return cls(run_dir, cls.connect(run_dir / DB_NAME))
+        db = run_dir / DB_NAME
+        if not db.is_file():
+            raise LifelongError(f"no run found at {run_dir} (expected {db}); 'lifelong runs' lists stored runs")
+        if db.stat().st_size == 0:
+            raise LifelongError(f"{db} is empty: the run directory is incomplete (interrupted while being "
+                                "created, or copied without its data); delete it and start the run again")
+        conn = cls.connect(db, create=False)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise LifelongError(f"run database {db} is unreadable: {err}") from None
+        if "meta" not in tables:
+            conn.close()
+            raise LifelongError(f"{db} is not a run database of lifelong (no meta table): the run directory is "
+                                "incomplete or damaged")
+        return cls(run_dir, conn)
 
     @staticmethod
-    def connect(path: Path) -> sqlite3.Connection:
+    def connect(path: Path, create: bool = True) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(path, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
+            if create:
+                conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
             raise LifelongError(f"run database {path} is unreadable: {err}") from None
         return conn
@@ -81,7 +125,31 @@ class RunStore:
                                   [(k, json.dumps(v)) for k, v in values.items()])
 
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        """Every metadata value; a damaged database or value is one clear error."""
+        try:
+            rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise LifelongError(f"run database {self.dir / DB_NAME} is unreadable: {err}") from None
+        out = {}
+        for k, v in rows:
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, ValueError):
+                raise LifelongError(f"run database {self.dir / DB_NAME} is damaged: its meta value {k!r} is not "
+                                    "valid JSON") from None
+        return out
+
+    def checked_meta(self) -> dict[str, Any]:
+        """`meta()` of a complete run: a config mapping and a status string, else one line explaining why not."""
+        meta = self.meta()
+        if "config" not in meta:
+            raise LifelongError(f"{self.dir} is an incomplete run directory (no config was recorded: it was "
+                                "interrupted while being created, or run.sqlite was copied without run.sqlite-wal); "
+                                "delete it and start the run again")
+        if not isinstance(meta["config"], dict) or not isinstance(meta.get("status", ""), str):
+            raise LifelongError(f"run database {self.dir / DB_NAME} is damaged: its config or status has the "
+                                "wrong type")
+        return meta
 
     @property
     def status(self) -> str:
@@ -134,6 +202,15 @@ class RunStore:
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT time, kind, payload FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
         return [{"time": t, "kind": k, **json.loads(p)} for t, k, p in self.conn.execute(q, (kind,) if kind else ())]
+
+
+def describe_os_error(err: BaseException) -> str:
+    """A short reason for a failed write, naming a full disk plainly."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "full" in str(err).lower():
+        return "no space left on the disk (free some space and try again)"
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
+    return str(err)
 
 
 def find_runs(roots: Iterable[str | os.PathLike], depth: int = 3) -> list[Path]:

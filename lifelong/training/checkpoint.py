@@ -1,28 +1,98 @@
 """Checkpoints: written atomically and fsync'ed (see lifelong.tracking.files), so a crash or a power cut
-leaves either the previous checkpoint or the new one, never a torn file."""
+leaves either the previous checkpoint or the new one, never a torn file.
+
+Each checkpoint's SHA-256 is recorded in the run store (`meta.checkpoint_sha256`): as `pending` before the
+file is renamed into place and as `current` after, so a kill at any moment leaves a digest that matches the
+file on disk. Loading verifies it, so a damaged checkpoint is refused instead of resuming with other weights;
+checkpoints load with `weights_only=True`, so a planted pickle cannot run code.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lifelong.errors import LifelongError
-from lifelong.tracking.files import save_torch_atomic
+from lifelong.tracking.files import write_bytes_atomic
+from lifelong.tracking.store import DB_NAME, describe_os_error
+
+DIGEST_KEY = "checkpoint_sha256"
+REQUIRED = ("model", "optimizer", "strategy", "generator", "position", "rows", "initial", "train_seconds",
+            "boundaries", "curve_steps", "curve")
+
+
+def _digests(path: Path) -> dict[str, str] | None:
+    db = path.parent / DB_NAME
+    if not db.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(db, timeout=30)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (DIGEST_KEY,)).fetchone()
+        finally:
+            conn.close()
+        value = json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _record(path: Path, digests: dict[str, str]) -> None:
+    db = path.parent / DB_NAME
+    if not db.is_file():
+        return
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (DIGEST_KEY, json.dumps(digests)))
+    finally:
+        conn.close()
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    save_torch_atomic(obj, path, fsync=True)
+    """Write `obj` to `path` atomically and record its SHA-256; a full disk is one clear LifelongError."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        old = (_digests(path) or {}).get("current", "")
+        _record(path, {"current": old, "pending": digest})
+        write_bytes_atomic(data, path, fsync=True)
+        _record(path, {"current": digest, "pending": digest})
+    except (OSError, sqlite3.Error) as err:
+        raise LifelongError(f"cannot write checkpoint {path}: {describe_os_error(err)}; the run stays resumable "
+                            f"from its previous checkpoint (lifelong resume {path.parent})") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint at `path` (None if there is none), verified against the digest in the run store."""
     path = Path(path)
     if not path.exists():
         return None
+    restart = "delete it to restart the run from the beginning"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as err:
+        raise LifelongError(f"checkpoint {path} cannot be read ({err.strerror}); {restart}") from None
+    digests = _digests(path)
+    if digests is not None and hashlib.sha256(data).hexdigest() not in (digests.get("current"),
+                                                                         digests.get("pending")):
+        raise LifelongError(f"checkpoint {path} is damaged (its SHA-256 differs from the one recorded when it was "
+                            f"written); {restart}")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
-                            "delete it to restart the run from the beginning") from None
+        raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); {restart}") from None
+    missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else ["everything"]
+    if missing:
+        raise LifelongError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}); {restart}")
+    return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ from lifelong.schedules.infinite import Infinite
 from lifelong.schedules.shapes import NEEDS_POSITIVE_FLOOR, SHAPES
 from lifelong.schedules.stream import MODES
 
+MAX_HIDDEN = 65_536  # units per hidden layer (a bound, so a typo cannot ask for terabytes)
+MAX_CONFIG_BYTES = 1 << 20
 OPTIMIZERS = ("sgd", "adam", "adamw", "sgd-schedulefree", "adamw-schedulefree")
 
 SETTINGS: dict[str, Param] = {
     "scenario": Param("split-fashion-mnist", "scenario name: <kind>-<dataset> (see `lifelong list`)"),
     "strategy": Param("naive", "strategy name, or several joined with '+' (e.g. er+lwf)"),
-    "seed": Param(0, "random seed (model init, data order, strategy randomness)", low=0),
-    "experiences": Param(0, "number of experiences (0: the scenario's default)", low=0),
+    "seed": Param(0, "random seed (model init, data order, strategy randomness)", low=0, high=2**32 - 1),
+    "experiences": Param(0, "number of experiences (0: the scenario's default)", low=0, high=1000),
     "class_order": Param("", "comma-separated class order (default: 0,1,2,...)"),
     "shuffle_classes": Param(False, "shuffle the class order with the seed"),
     "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
@@ -31,9 +34,10 @@ SETTINGS: dict[str, Param] = {
     "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
     "weight_decay": Param(0.0, "weight decay", low=0.0),
     "batch_size": Param(32, "new samples per training step", low=1),
-    "epochs": Param(1, "passes over each experience", low=1),
+    "epochs": Param(1, "passes over each experience", low=1, high=10_000),
     "device": Param("auto", "cpu, cuda, cuda:N or auto (CUDA when present)"),
-    "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1),
+    "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1,
+                     high=1024),
     "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
     "eval_every": Param(0, "continual evaluation every K steps (0: off); metric windows count evaluations, so "
                         "WF10/WP10/LCA span 10 K steps", low=0),
@@ -102,7 +106,9 @@ class RunConfig:
             raise LifelongError(f"hparams={self.hparams!r} must be a mapping of hyperparameter names to values")
         self.class_order_list()
         self.hidden_sizes()
+        check_device(self.device)
         self.check_schedule()
+        self.check_names()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -120,6 +126,16 @@ class RunConfig:
     def with_overrides(self, **changes: Any) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
+    def check_names(self) -> None:
+        """The scenario, model and strategy exist and the strategy's hyperparameters are valid."""
+        from lifelong.data.scenarios import parse_scenario
+        from lifelong.models.backbones import MODELS
+        from lifelong.strategies import make_strategy
+
+        parse_scenario(self.scenario)
+        MODELS.get(self.model)
+        make_strategy(self.strategy, self.hparams)
+
     def class_order_list(self) -> list[int] | None:
         if not self.class_order:
             return None
@@ -135,6 +151,8 @@ class RunConfig:
             raise LifelongError(f"hidden={self.hidden!r} must be comma-separated integers") from None
         if any(h < 1 for h in sizes):
             raise LifelongError(f"hidden={self.hidden!r}: every layer needs at least 1 unit")
+        if any(h > MAX_HIDDEN for h in sizes):
+            raise LifelongError(f"hidden={self.hidden!r}: a layer may have at most {MAX_HIDDEN} units")
         return sizes
 
     @property
@@ -180,18 +198,46 @@ class RunConfig:
                                 f"branch_shape={self.branch_shape} (it decays geometrically)")
 
 
+def check_device(name: str) -> str:
+    """`name` is auto, cpu, cuda or cuda:N (whether CUDA is present is checked when the run starts)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", name):
+        raise LifelongError(f"device={name!r} is not supported: allowed auto, cpu, cuda or cuda:N")
+    return name
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a flat dict of settings (strategy hyperparameters under `hparams`)."""
+    """Read a YAML config file into a flat dict of settings (strategy hyperparameters under `hparams`).
+
+    The file must be UTF-8 text of at most 1 MiB holding a mapping of setting names; `hparams`, when given,
+    a mapping of hyperparameter names. Anything else is one clear error."""
     import yaml
 
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise LifelongError(f"cannot read config file {path}: {err.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise LifelongError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; is it a settings file?")
     try:
-        data = yaml.safe_load(text) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LifelongError(f"config file {path} is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise LifelongError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise LifelongError(f"config file {path} nests too deeply") from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise LifelongError(f"config file {path} must hold a mapping of settings")
+        raise LifelongError(f"config file {path} must hold a mapping of settings (name: value)")
+    for key in data:
+        if not isinstance(key, str):
+            raise LifelongError(f"config file {path}: setting name {key!r} is not a string (quote it, or use a "
+                                "setting name from `lifelong run --help`)")
+    hparams = data.get("hparams")
+    if hparams is not None and (not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams)):
+        raise LifelongError(f"config file {path}: hparams must be a mapping of hyperparameter names to values, "
+                            f"not {hparams!r}")
     return {k.replace("-", "_"): v for k, v in data.items()}

@@ -6,23 +6,26 @@ trains strategies x seeds in parallel worker processes (one pinned thread each) 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import sqlite3
 import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
-from lifelong.data.datasets import ArrayDataset, load_dataset
-from lifelong.data.scenarios import parse_scenario
+from lifelong.data import scenarios
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.resources import reset_peak_rss
-from lifelong.tracking.store import RunStore
+from lifelong.tracking.store import DB_NAME, RunStore, describe_os_error
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import Engine
 from lifelong.training.recorder import StepCallback
@@ -32,37 +35,66 @@ SUMMARY_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt
 
 
 def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
+    """A new run directory's path: time, strategy, seed and a random suffix, so runs started in the same second
+    never share one (the store itself is claimed atomically by RunStore.create)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{cfg.strategy.replace('+', '_')}-s{cfg.seed}"
-    path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    return path
+    return Path(root) / f"{stamp}-{cfg.strategy.replace('+', '_')}-s{cfg.seed}-{secrets.token_hex(3)}"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def execute(engine: Engine) -> dict[str, Any]:
-    """Run the engine, recording success or failure; the result also lands in result.json."""
+    """Run the engine, recording success or failure; the result also lands in result.json.
+
+    A failed write (a full disk) or an allocation the machine cannot make ends the run as failed with one
+    line; it stays resumable from its last checkpoint."""
     recorder = engine.recorder
     try:
         try:
             result = engine.run()
         except LifelongError as err:
-            recorder.failed(str(err))
+            record_failure(recorder, str(err))
             raise
         except KeyboardInterrupt:
-            recorder.failed()
+            record_failure(recorder, None)
             raise
+        except OSError as err:
+            message = f"cannot write {err.filename or 'to the run directory'}: {describe_os_error(err)}"
+            record_failure(recorder, message)
+            raise LifelongError(f"{message}; resume with 'lifelong resume {recorder.dir}'" if recorder.dir
+                                else message) from None
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            message = (f"out of memory ({str(err).splitlines()[0][:160]}): lower batch_size, hidden, the "
+                       "strategy's buffer or memory sizes, or use a smaller scenario")
+            record_failure(recorder, message)
+            raise LifelongError(message) from None
         if "curve" in result:
             result.update(curve_metrics(result["curve"], engine.boundaries))
         result["scenario"] = engine.cfg.scenario
         if recorder.dir is not None:
             result["run_dir"] = str(recorder.dir)
-        recorder.finished(result)
+        try:
+            recorder.finished(result)
+        except (OSError, sqlite3.Error) as err:
+            raise LifelongError(f"cannot record the result in {recorder.dir}: {describe_os_error(err)}; the run "
+                                f"is resumable with 'lifelong resume {recorder.dir}'") from None
         if recorder.dir is not None:
             (recorder.dir / "checkpoint.pt").unlink(missing_ok=True)
         return result
     finally:
-        recorder.close()
+        with contextlib.suppress(OSError, sqlite3.Error):
+            recorder.close()
+
+
+def record_failure(recorder: Any, error: str | None) -> None:
+    """Mark the run failed (or interrupted); a store that cannot be written (full disk) is left as it is."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        recorder.failed(error)
 
 
 def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepCallback | None = None,
@@ -73,7 +105,18 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepC
     `engine_kwargs` (dataset=, stream=) replace the scenario's data."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     reset_peak_rss()
-    return execute(Engine(cfg, run_dir, on_step=on_step, loggers=tuple(loggers), **engine_kwargs))
+    return execute(build_engine(cfg, run_dir, on_step=on_step, loggers=tuple(loggers), **engine_kwargs))
+
+
+def build_engine(cfg: RunConfig, run_dir: str | os.PathLike | None, **kwargs: Any) -> Engine:
+    """Engine(cfg, run_dir, ...), with an allocation the machine cannot make reported as one line."""
+    try:
+        return Engine(cfg, run_dir, **kwargs)
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise LifelongError(f"out of memory while building the run ({str(err).splitlines()[0][:160]}): lower "
+                            "hidden, batch_size or the strategy's buffer or memory sizes") from None
 
 
 def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
@@ -83,15 +126,18 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
     `loggers` as for `run`; file loggers append to what the interrupted run wrote."""
     store = RunStore.open(run_dir)
     try:
-        meta = store.meta()
+        meta = store.checked_meta()
     finally:
         store.close()
     if meta.get("status") == "finished":
         done = Path(run_dir) / "result.json"
         raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: {done})")
-    cfg = RunConfig.from_dict(meta["config"])
+    try:
+        cfg = RunConfig.from_dict(meta["config"])
+    except LifelongError as err:
+        raise LifelongError(f"the stored config of {run_dir} is invalid ({err})") from None
     reset_peak_rss()
-    engine = Engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers))
+    engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers))
     engine.recorder.resumed()
     return execute(engine)
 
@@ -99,33 +145,163 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
 # --- comparisons in worker processes ---------------------------------------------------------------------
 
 
-WORKER_DATASETS: dict[tuple[str, str], ArrayDataset] = {}
+MAX_WORKERS = 256
 
 
-def worker_dataset(cfg: RunConfig) -> ArrayDataset:
-    """The scenario's dataset, read once per worker process and shared by the runs it trains (read-only)."""
-    key = (parse_scenario(cfg.scenario)[1], cfg.data_dir)
-    if key not in WORKER_DATASETS:
-        WORKER_DATASETS[key] = load_dataset(key[0], root=cfg.data_dir or None)
-    return WORKER_DATASETS[key]
-
-
-def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = ()) -> dict[str, Any]:
-    """Entry point of a worker process: one run, progress sent through `queue` every few steps."""
+def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = (),
+               resume_run: bool = False) -> dict[str, Any]:
+    """One run in a worker process (or resume it), progress sent through `queue.put` every few steps."""
     name = Path(run_dir).name
 
     def report(step: int, total: int, loss: float, accuracy: float | None) -> None:
         if step % 25 == 0 or step == total:
             queue.put((name, step, total))
 
+    callback = report if queue is not None else None
     try:
-        cfg = RunConfig.from_dict(cfg_dict)
-        return run(cfg, run_dir, report if queue is not None else None, loggers, dataset=worker_dataset(cfg))
+        if resume_run:
+            return resume(run_dir, callback, loggers)
+        return run(RunConfig.from_dict(cfg_dict), run_dir, callback, loggers)
     except LifelongError as err:
         return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
         return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
                 "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
+
+
+class _PipeQueue:
+    """`put` over a worker's own pipe (a killed worker cannot leave a lock shared with the others held)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def put(self, item: tuple[str, int, int]) -> None:
+        self.conn.send(("progress", *item))
+
+
+def worker_loop(conn: Connection, loggers: Sequence[str]) -> None:
+    """A worker process: train the jobs sent over `conn` one after another until it sends None; the runs it
+    trains share one read of each dataset (the scenario's own data, so `lifelong resume` rebuilds it)."""
+    scenarios.DATASET_CACHE = {}
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        i, cfg_dict, run_dir, resume_run = job
+        result = worker_run(cfg_dict, run_dir, _PipeQueue(conn), loggers, resume_run)
+        conn.send(("done", i, result))
+
+
+def check_workers(workers: Any) -> int:
+    """`workers` as a count of worker processes in [1, MAX_WORKERS], else one clear error."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise LifelongError(f"workers={workers!r} is out of range: allowed an integer in [1, {MAX_WORKERS}]")
+    return workers
+
+
+def mark_dead(job: tuple[RunConfig, Path], exitcode: int | None) -> dict[str, Any]:
+    """The result of a run whose worker process died: its store (if any) says failed, with the reason."""
+    cfg, run_dir = job
+    how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    error = f"its worker process died ({how}); resume it with 'lifelong resume {run_dir}'"
+    if (run_dir / DB_NAME).is_file():
+        try:
+            store = RunStore.open(run_dir)
+            try:
+                store.set_meta(status="failed", error=error)
+            finally:
+                store.close()
+        except (LifelongError, sqlite3.Error):
+            pass
+    return {"error": error, "strategy": cfg.strategy, "seed": cfg.seed, "run_dir": str(run_dir)}
+
+
+def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
+             progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None,
+             loggers: Sequence[str] = (), resume_jobs: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """Train every (config, run directory) in worker processes (spawned, one thread each); results in job order.
+
+    A failed run gives {"error": ...} instead of stopping the others, and so does a worker process that dies
+    (killed, out of memory): its run is marked failed in its store and a fresh worker takes the remaining jobs.
+    Jobs whose index is in `resume_jobs` are resumed from their run directory instead of started. `progress`
+    gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands. Validate
+    the configs first (Engine.validate).
+    """
+    workers = check_workers(workers)
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
+    todo = list(range(len(jobs)))
+    resumed = set(resume_jobs)
+    ctx = get_context("spawn")
+    slots: list[dict[str, Any]] = []
+
+    def start_slot() -> None:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker_loop, args=(child, tuple(loggers)), daemon=True)
+        proc.start()
+        child.close()
+        slots.append({"proc": proc, "conn": parent, "job": None})
+
+    def assign(slot: dict[str, Any]) -> None:
+        if todo:
+            i = todo.pop(0)
+            cfg, d = jobs[i]
+            slot["job"] = i
+            slot["conn"].send((i, cfg.to_dict(), str(d), i in resumed))
+        else:
+            slot["job"] = None
+            with contextlib.suppress(OSError):
+                slot["conn"].send(None)
+
+    def land(i: int, result: dict[str, Any]) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        for _ in range(min(workers, len(jobs))):
+            start_slot()
+            assign(slots[-1])
+        while any(s["job"] is not None for s in slots):
+            ready = mp_wait([s["conn"] for s in slots if s["job"] is not None]
+                            + [s["proc"].sentinel for s in slots if s["job"] is not None], timeout=0.2)
+            for slot in [s for s in slots if s["job"] is not None]:
+                dead = False
+                while slot["job"] is not None and (slot["conn"] in ready or slot["proc"].sentinel in ready):
+                    try:
+                        if not slot["conn"].poll():
+                            dead = not slot["proc"].is_alive()
+                            break
+                        msg = slot["conn"].recv()
+                    except (EOFError, OSError):
+                        dead = True
+                        break
+                    if msg[0] == "progress":
+                        state[msg[1]] = (msg[2], msg[3])
+                    else:
+                        land(msg[1], msg[2])
+                        assign(slot)
+                if dead and slot["job"] is not None:
+                    slot["proc"].join(timeout=5)
+                    land(slot["job"], mark_dead(jobs[slot["job"]], slot["proc"].exitcode))
+                    slot["job"] = None
+                    slot["conn"].close()
+                    slots.remove(slot)
+                    if todo:
+                        start_slot()
+                        assign(slots[-1])
+            if progress is not None:
+                progress(state)
+    finally:
+        for slot in slots:
+            if slot["proc"].is_alive() and slot["job"] is not None:
+                slot["proc"].terminate()
+            slot["proc"].join(timeout=10)
+    return results
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -150,64 +326,86 @@ def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     return summary
 
 
-def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
-             progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
-             on_result: Callable[[dict[str, Any]], None] | None = None,
-             loggers: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Train every (config, run directory) in worker processes (spawned, one thread each); results in job order.
-
-    A failed run gives {"error": ...} instead of stopping the others. `progress` gets {run name: (step, total)}
-    a few times a second; `on_result` gets each result as it lands. Validate the configs first (Engine.validate).
-    """
-    results: list[dict[str, Any]] = [{} for _ in jobs]
-    state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
-    ctx = get_context("spawn")
-    with ctx.Manager() as manager:
-        queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-            futures = {pool.submit(worker_run, cfg.to_dict(), str(d), queue, tuple(loggers)): i
-                       for i, (cfg, d) in enumerate(jobs)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                while not queue.empty():
-                    name, step, total = queue.get()
-                    state[name] = (step, total)
-                for f in done:
-                    results[futures[f]] = f.result()
-                    if on_result is not None:
-                        on_result(results[futures[f]])
-                if progress is not None:
-                    progress(state)
-    return results
-
-
 def prepare_output(out_dir: Path, run_dirs: Sequence[Path], what: str) -> None:
     """Create `out_dir` for new runs; refuse one that already holds them."""
-    if any((d / "run.sqlite").exists() for d in run_dirs):
+    if any((d / DB_NAME).exists() for d in run_dirs):
         raise LifelongError(f"{out_dir} already holds {what}; choose another --out")
+    make_output_dir(out_dir)
+
+
+def make_output_dir(out_dir: Path) -> None:
     try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise LifelongError(f"output directory {out_dir} is a file; choose another --out")
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LifelongError(f"output directory {out_dir} is not writable: {err.strerror}") from None
+
+
+def plan_comparison(jobs: Sequence[tuple[RunConfig, Path]]) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """For a comparison directory used before: (results of finished runs by job index, jobs to resume).
+
+    A run directory holding another configuration than its job's is refused (a different comparison)."""
+    done: dict[int, dict[str, Any]] = {}
+    again: list[int] = []
+    for i, (cfg, d) in enumerate(jobs):
+        if not (d / DB_NAME).exists():
+            continue
+        store = RunStore.open(d)
+        try:
+            meta = store.checked_meta() if (d / DB_NAME).stat().st_size else {}
+        except LifelongError:
+            meta = {}
+        finally:
+            store.close()
+        if not meta:  # an incomplete directory: start it again
+            continue
+        if meta["config"] != cfg.to_dict():
+            raise LifelongError(f"{d} holds a run with other settings than this comparison's; choose another --out")
+        if meta.get("status") == "finished" and isinstance(meta.get("result"), dict):
+            done[i] = meta["result"]
+        else:
+            again.append(i)
+    return done, again
 
 
 def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
             on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}."""
+    """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+
+    Given an `out_dir` of an earlier comparison with the same settings, finished runs are kept, unfinished
+    ones (interrupted, failed, killed) are resumed from their checkpoints and missing ones started."""
     out_dir = Path(out_dir)
+    workers = check_workers(workers)
+    if not strategies or not seeds:
+        raise LifelongError("a comparison needs at least one strategy and one seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise LifelongError(f"seed {seed!r} is not an integer")
+    for what, values in (("seeds", list(seeds)), ("strategies", list(strategies))):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise LifelongError(f"{what} repeat {', '.join(repeated)}: give each once")
     jobs = []
-    for strategy in strategies:
-        for seed in seeds:
+    for strategy in dict.fromkeys(strategies):
+        for seed in dict.fromkeys(seeds):
             hp = (strategy_hparams or {}).get(strategy, {})
             cfg = base.with_overrides(strategy=strategy, seed=seed, hparams={**base.hparams, **hp})
             jobs.append((cfg, out_dir / f"{strategy.replace('+', '_')}-s{seed}"))
     for cfg, _ in jobs:
         Engine.validate(cfg)
-    prepare_output(out_dir, [d for _, d in jobs], "a comparison")
-    results = run_many(jobs, workers, progress, on_result, loggers)
+    make_output_dir(out_dir)
+    done, again = plan_comparison(jobs)
+    for r in done.values():
+        if on_result is not None:
+            on_result(r)
+    todo = [i for i in range(len(jobs)) if i not in done]
+    index = {i: k for k, i in enumerate(todo)}
+    fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
+                     resume_jobs=[index[i] for i in again]) if todo else []
+    results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
     output = {"scenario": base.scenario, "config": base.to_dict(), "results": results,
               "summary": summarize_results(results)}
     write_json_atomic(output, out_dir / "compare.json")
