@@ -16,7 +16,7 @@ from lifelong.strategies import STRATEGIES, Batch, make_strategy
 from lifelong.training import runner
 from lifelong.training.engine import Engine
 
-FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50, "ewc_lambda": 5.0, "si_c": 0.01}
+FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50, "ewc_lambda": 5.0, "si_c": 0.01, "mas_lambda": 0.01}
 NAMES = [n for n in STRATEGIES if n != "naive"]
 PAIRED = [n for n in NAMES if STRATEGIES.get(n).family in ("replay", "regularisation")]
 
@@ -199,3 +199,10 @@ def test_reversed_order_reads_the_same_rows(cfg, a, b):
     checked = check_alignment(engine)
     engine.run()
     assert checked[0] > 0
+
+
+def test_strategies_that_cannot_be_composed_are_refused_in_one_line():
+    alone = [n for n in NAMES if not STRATEGIES.get(n).composable]
+    for name in alone:
+        with pytest.raises(LifelongError, match=f"{name} cannot be combined"):
+            make_strategy(f"{name}+er")

@@ -247,6 +247,7 @@ class Strategy:
     neutral: ClassVar[dict[str, Any]] = {}  # hyperparameters that make this strategy train exactly like naive
     separate_gradients: ClassVar[bool] = False  # before_step needs the task-loss gradient on its own
     replaces_stream: ClassVar[bool] = False  # references (joint, cumulative) that rebuild the stream
+    composable: ClassVar[bool] = True  # False: refuses to be combined with '+' (e.g. its loss covers every row)
     family: ClassVar[str] = "baseline"  # replay, regularisation, reference, analytic, isolation, ... (for listing
     # and for the contract tests, which compose every pair of replay and regularisation strategies)
 
@@ -465,6 +466,10 @@ def make_strategy(spec: str, hparams: dict[str, Any] | None = None) -> Strategy:
         return parts[0]
     if any(p.replaces_stream for p in parts):
         raise LifelongError(f"'{spec}': joint and cumulative are references and cannot be combined")
+    alone = [p.name for p in parts if not p.composable]
+    if alone:
+        raise LifelongError(f"'{spec}': {', '.join(alone)} cannot be combined with other strategies (its loss and "
+                            "memory cover every row of the step)")
     return Compose(parts)
 
 

@@ -166,10 +166,11 @@ class ExemplarStrategy(Strategy):
     experience), the classes of every past experience, the model frozen at the last experience's end (the
     teacher), and the replayed segment `<name>.replay` (not scored: the method's own `loss` reads it).
 
-    These methods replace the loss, so a composed part's scored rows would be silently dropped: `loss` refuses
-    them with one line (see `own_segments`)."""
+    These methods replace the loss, so a composed part's scored rows would be silently dropped: they are not
+    composable (`make_strategy` refuses `icarl+er` with one line)."""
 
     family = "class-incremental"
+    composable = False
     params = EXEMPLAR_PARAMS
     selection: ClassVar[str] = "herding"
 
@@ -223,11 +224,7 @@ class ExemplarStrategy(Strategy):
         return batch
 
     def own_segments(self, batch: Batch) -> list[str]:
-        """Names of the new segment and this strategy's replay, after refusing other parts' scored rows."""
-        foreign = [n for n, s in batch if s.scored and n != NEW and not n.startswith(f"{self.name}.")]
-        if foreign:
-            raise LifelongError(f"{self.name} replaces the loss and would ignore the rows scored by "
-                                f"{', '.join(sorted({n.split('.')[0] for n in foreign}))}: use {self.name} alone")
+        """Names of the new segment and this strategy's replay (it is never composed: `composable = False`)."""
         return [n for n in (NEW, f"{self.name}.replay") if n in batch]
 
     def rows(self, batch: Batch, out: Outputs) -> tuple[list[str], Tensor, Tensor]:
