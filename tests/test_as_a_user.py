@@ -143,3 +143,51 @@ def test_import_path_mistakes_are_one_line(plugin):
         make_strategy("myplug:Missing")
     with pytest.raises(LifelongError, match="not a subclass of lifelong.strategies.Strategy"):
         make_strategy("myplug:load")
+
+
+class Crash(Exception):
+    pass
+
+
+def toy(seed=0, shift=1.0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(200) % 4
+    x = torch.randn(200, 6, generator=g) + shift * y.unsqueeze(1).float()
+    return from_tensors("toy", (x[:160], y[:160]), (x[160:], y[160:]))
+
+
+def test_runs_on_own_data_record_it_and_resume_only_on_the_same_data(tmp_path):
+    from lifelong.tracking.store import RunStore
+    from lifelong.training import runner
+
+    cfg = RunConfig(scenario="split-digits", experiences=2, hidden="16", batch_size=16, threads=1,
+                    checkpoint_every=3, strategy="er")
+    clean = runner.run(cfg, tmp_path / "clean", dataset=toy())
+    assert clean["scenario"] == "split-toy"  # listed as the user's data, not as the config's scenario
+
+    def crash(g, total, loss, acc):
+        if g == 7:
+            raise Crash
+    with pytest.raises(Crash):
+        runner.run(cfg, tmp_path / "crashed", on_step=crash, dataset=toy())
+    meta = RunStore.open(tmp_path / "crashed").meta()
+    assert meta["data"]["name"] == "split-toy" and meta["data"]["source"] == "dataset"
+    assert meta["data"]["fingerprint"] == Engine(cfg, dataset=toy()).stream.fingerprint()
+    with pytest.raises(LifelongError, match=r"trained on your own data 'split-toy'.*dataset=\.\.\."):
+        runner.resume(tmp_path / "crashed")
+    with pytest.raises(LifelongError, match="other data than given now"):
+        runner.resume(tmp_path / "crashed", dataset=toy(shift=1.5))
+    assert RunStore.open(tmp_path / "crashed").meta()["status"] != "finished"  # refusals change nothing
+    resumed = runner.resume(tmp_path / "crashed", dataset=toy())
+    assert resumed["accuracy_matrix"] == clean["accuracy_matrix"]
+
+
+def test_compare_takes_the_users_data(tmp_path):
+    from lifelong.training import runner
+
+    base = RunConfig(scenario="split-digits", experiences=2, hidden="16", batch_size=16, threads=1)
+    out = runner.compare(base, ["naive", "er"], [0], tmp_path / "cmp", workers=2, dataset=toy())
+    assert out["scenario"] == "split-toy" and all("error" not in r for r in out["results"])
+    assert {r["scenario"] for r in out["results"]} == {"split-toy"}
+    single = runner.run(base.with_overrides(strategy="er"), tmp_path / "single", dataset=toy())
+    assert single["accuracy_matrix"] == out["results"][1]["accuracy_matrix"]  # same data in the workers

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.data import scenarios
+from lifelong.data.datasets import ArrayDataset
+from lifelong.data.stream import Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
@@ -75,7 +77,7 @@ def execute(engine: Engine) -> dict[str, Any]:
             raise LifelongError(message) from None
         if "curve" in result:
             result.update(curve_metrics(result["curve"], engine.boundaries))
-        result["scenario"] = engine.cfg.scenario
+        result["scenario"] = engine.scenario_name
         if recorder.dir is not None:
             result["run_dir"] = str(recorder.dir)
         try:
@@ -120,10 +122,11 @@ def build_engine(cfg: RunConfig, run_dir: str | os.PathLike | None, **kwargs: An
 
 
 def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
-           loggers: Sequence[str] = ()) -> dict[str, Any]:
+           loggers: Sequence[str] = (), **engine_kwargs: Any) -> dict[str, Any]:
     """Finish an interrupted run from its last checkpoint; the result equals an uninterrupted run's.
 
-    `loggers` as for `run`; file loggers append to what the interrupted run wrote."""
+    `loggers` as for `run`; file loggers append to what the interrupted run wrote. A run trained on the user's
+    own data needs it again (`dataset=` or `stream=`, as given to `run`), checked against its fingerprint."""
     store = RunStore.open(run_dir)
     try:
         meta = store.checked_meta()
@@ -136,8 +139,13 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
         cfg = RunConfig.from_dict(meta["config"])
     except LifelongError as err:
         raise LifelongError(f"the stored config of {run_dir} is invalid ({err})") from None
+    source = (meta.get("data") or {}).get("source", "scenario")
+    if source != "scenario" and not engine_kwargs:
+        raise LifelongError(f"run {run_dir} was trained on your own data '{meta['data']['name']}' (passed as "
+                            f"{source}=...): resume it from Python with the same data, "
+                            f"lifelong.resume('{run_dir}', {source}=...)")
     reset_peak_rss()
-    engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers))
+    engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
     engine.recorder.resumed()
     return execute(engine)
 
@@ -149,8 +157,9 @@ MAX_WORKERS = 256
 
 
 def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = (),
-               resume_run: bool = False) -> dict[str, Any]:
-    """One run in a worker process (or resume it), progress sent through `queue.put` every few steps."""
+               resume_run: bool = False, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run in a worker process (or resume it), progress sent through `queue.put` every few steps;
+    `data` ({"dataset": ...} or {"stream": ...}) replaces the scenario's data."""
     name = Path(run_dir).name
 
     def report(step: int, total: int, loss: float, accuracy: float | None) -> None:
@@ -160,8 +169,8 @@ def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequ
     callback = report if queue is not None else None
     try:
         if resume_run:
-            return resume(run_dir, callback, loggers)
-        return run(RunConfig.from_dict(cfg_dict), run_dir, callback, loggers)
+            return resume(run_dir, callback, loggers, **(data or {}))
+        return run(RunConfig.from_dict(cfg_dict), run_dir, callback, loggers, **(data or {}))
     except LifelongError as err:
         return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
@@ -179,7 +188,7 @@ class _PipeQueue:
         self.conn.send(("progress", *item))
 
 
-def worker_loop(conn: Connection, loggers: Sequence[str]) -> None:
+def worker_loop(conn: Connection, loggers: Sequence[str], data: dict[str, Any] | None = None) -> None:
     """A worker process: train the jobs sent over `conn` one after another until it sends None; the runs it
     trains share one read of each dataset (the scenario's own data, so `lifelong resume` rebuilds it)."""
     scenarios.DATASET_CACHE = {}
@@ -191,7 +200,7 @@ def worker_loop(conn: Connection, loggers: Sequence[str]) -> None:
         if job is None:
             return
         i, cfg_dict, run_dir, resume_run = job
-        result = worker_run(cfg_dict, run_dir, _PipeQueue(conn), loggers, resume_run)
+        result = worker_run(cfg_dict, run_dir, _PipeQueue(conn), loggers, resume_run, data)
         conn.send(("done", i, result))
 
 
@@ -222,12 +231,14 @@ def mark_dead(job: tuple[RunConfig, Path], exitcode: int | None) -> dict[str, An
 def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
              progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None,
-             loggers: Sequence[str] = (), resume_jobs: Sequence[int] = ()) -> list[dict[str, Any]]:
+             loggers: Sequence[str] = (), resume_jobs: Sequence[int] = (),
+             data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train every (config, run directory) in worker processes (spawned, one thread each); results in job order.
 
     A failed run gives {"error": ...} instead of stopping the others, and so does a worker process that dies
     (killed, out of memory): its run is marked failed in its store and a fresh worker takes the remaining jobs.
-    Jobs whose index is in `resume_jobs` are resumed from their run directory instead of started. `progress`
+    Jobs whose index is in `resume_jobs` are resumed from their run directory instead of started. `data`
+    ({"dataset": ...} or {"stream": ...}) is sent to each worker once and replaces the scenario's data. `progress`
     gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands. Validate
     the configs first (Engine.validate).
     """
@@ -241,7 +252,7 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
 
     def start_slot() -> None:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker_loop, args=(child, tuple(loggers)), daemon=True)
+        proc = ctx.Process(target=worker_loop, args=(child, tuple(loggers), data), daemon=True)
         proc.start()
         child.close()
         slots.append({"proc": proc, "conn": parent, "job": None})
@@ -372,8 +383,10 @@ def plan_comparison(jobs: Sequence[tuple[RunConfig, Path]]) -> tuple[dict[int, d
 def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            on_result: Callable[[dict[str, Any]], None] | None = None, dataset: ArrayDataset | None = None,
+            stream: Stream | None = None) -> dict[str, Any]:
     """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+    `dataset` (cut by the scenario's kind) or `stream` replace the scenario's data, sent to each worker once.
 
     Given an `out_dir` of an earlier comparison with the same settings, finished runs are kept, unfinished
     ones (interrupted, failed, killed) are resumed from their checkpoints and missing ones started."""
@@ -403,10 +416,13 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             on_result(r)
     todo = [i for i in range(len(jobs)) if i not in done]
     index = {i: k for k, i in enumerate(todo)}
+    data = {"stream": stream} if stream is not None else {"dataset": dataset} if dataset is not None else None
     fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
-                     resume_jobs=[index[i] for i in again]) if todo else []
+                     resume_jobs=[index[i] for i in again], data=data) if todo else []
     results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
-    output = {"scenario": base.scenario, "config": base.to_dict(), "results": results,
+    scenario = stream.name if stream is not None else (
+        f"{scenarios.parse_scenario(base.scenario)[0].name}-{dataset.name}" if dataset is not None else base.scenario)
+    output = {"scenario": scenario, "config": base.to_dict(), "results": results,
               "summary": summarize_results(results)}
     write_json_atomic(output, out_dir / "compare.json")
     return output
