@@ -350,6 +350,11 @@ class Compose(Strategy):
             if len(owners) > 1:
                 raise LifelongError(f"'{'+'.join(names)}': {' and '.join(owners)} both replace {hook.replace('_', ' ')}"
                                     " and cannot be combined")
+        loss_owner = [p for p in parts if p.overrides("loss")]
+        replays = [p.name for p in parts if p.family == "replay" and p not in loss_owner]
+        if loss_owner and replays:
+            raise LifelongError(f"'{'+'.join(names)}': {loss_owner[0].name} replaces the loss, so the rows "
+                                f"{', '.join(replays)} replays would not be scored: use them separately")
         self.separate_gradients = any(p.separate_gradients for p in parts)  # type: ignore[misc]
 
     def __repr__(self) -> str:
@@ -396,7 +401,15 @@ class Compose(Strategy):
         return batch
 
     def loss(self, batch: Batch, out: Outputs) -> Tensor | None:
-        return self.owner("loss").loss(batch, out)
+        owner = self.owner("loss")
+        value = owner.loss(batch, out)
+        if value is not None:
+            foreign = sorted({n.split(".")[0] for n, s in batch if s.scored and n != NEW
+                              and n.split(".")[0] != owner.name})
+            if foreign:
+                raise LifelongError(f"{owner.name} replaces the loss, so the rows {', '.join(foreign)} added for "
+                                    "the engine's cross-entropy would not be scored: do not combine them")
+        return value
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         terms = [t for p in self.parts if (t := p.penalty(batch, out)) is not None]
