@@ -27,7 +27,7 @@ class DER(DERpp):
     description = "dark experience replay: match the logits recorded when each memory sample was stored"
     params = {
         **BUFFER_PARAMS,
-        "alpha": Param(0.3, "weight of the logit-matching (MSE) term", low=0.0),
+        "alpha": Param(1.0, "weight of the logit-matching (MSE) term (swept: docs/zoo/der.md)", low=0.0),
     }
     neutral = {"alpha": 0.0}
 
