@@ -122,7 +122,8 @@ def model_device(model: nn.Module) -> torch.device:
 class GDumb(Strategy):
     name = "gdumb"
     description = "greedy class-balanced memory; a fresh model trained on the memory alone at every evaluation"
-    family = "memory-retrain"  # replaces learning and prediction: composing it with others means nothing
+    family = "memory-retrain"
+    composable = False  # replaces learning and prediction: composing it with others means nothing
     params = {
         "buffer_size": Param(500, "samples kept in the memory", low=1),
         "epochs": Param(30, "passes over the memory when the model is retrained", low=1),
