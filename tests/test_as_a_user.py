@@ -191,3 +191,12 @@ def test_compare_takes_the_users_data(tmp_path):
     assert {r["scenario"] for r in out["results"]} == {"split-toy"}
     single = runner.run(base.with_overrides(strategy="er"), tmp_path / "single", dataset=toy())
     assert single["accuracy_matrix"] == out["results"][1]["accuracy_matrix"]  # same data in the workers
+
+
+def test_continual_evaluation_on_small_data_works_with_defaults_and_refuses_an_impossible_size():
+    data = toy()  # 40 test samples in all: fewer than the default 500 per experience
+    cfg = RunConfig(scenario="split-digits", experiences=2, hidden="16", batch_size=16, threads=1, eval_every=2)
+    result = Engine(cfg, dataset=data).run()
+    assert result["curve"]["steps"][0] == 2
+    with pytest.raises(LifelongError, match="eval_subsample=100 is larger than the data"):
+        Engine(cfg.with_overrides(eval_subsample=100), dataset=data)

@@ -41,7 +41,8 @@ SETTINGS: dict[str, Param] = {
     "checkpoint_every": Param(500, "also checkpoint every N steps (0: only at experience ends)", low=0),
     "eval_every": Param(0, "continual evaluation every K steps (0: off); metric windows count evaluations, so "
                         "WF10/WP10/LCA span 10 K steps", low=0),
-    "eval_subsample": Param(500, "test samples per experience used by continual evaluation", low=1),
+    "eval_subsample": Param(0, "test samples per experience used by continual evaluation (0: 500, or all of "
+                            "the smallest experience's when it has fewer)", low=0),
     "eval_background": Param(True, "run continual evaluation on a background thread (same numbers)"),
     "data_dir": Param("", "directory to look for dataset files first"),
     "schedule": Param("", "learning-rate schedule name ('': constant --lr); see `lifelong schedule --help`"),
@@ -84,7 +85,7 @@ class RunConfig:
     threads: int = 1
     checkpoint_every: int = 500
     eval_every: int = 0
-    eval_subsample: int = 500
+    eval_subsample: int = 0
     eval_background: bool = True
     data_dir: str = ""
     schedule: str = ""

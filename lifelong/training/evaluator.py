@@ -16,6 +16,8 @@ from lifelong.schedules.schedulefree_support import eval_mode
 from lifelong.training.config import RunConfig
 from lifelong.training.learner import Learner
 
+DEFAULT_PROBE = 500  # test samples per experience for continual evaluation unless eval_subsample says otherwise
+
 
 class Evaluator:
     """Accuracy rows for the accuracy matrix and points of the accuracy-vs-step curve."""
@@ -25,7 +27,8 @@ class Evaluator:
         strategy = learner.strategy
         custom = strategy.overrides("predict")
         self.model_forward = not custom
-        self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, cfg.eval_subsample, cfg.seed,
+        n = cfg.eval_subsample or min(DEFAULT_PROBE, min(len(e.test_idx) for e in stream))
+        self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, n, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
                                     strategy.predict if custom else None) if cfg.eval_every else None
 
