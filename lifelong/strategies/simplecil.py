@@ -1,0 +1,58 @@
+"""SimpleCIL (Zhou et al., 2023): class prototypes of frozen features, cosine-similarity prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lifelong.analytic import ANALYTIC
+from lifelong.analytic.base import as_features
+from lifelong.analytic.nmc import NMC
+from lifelong.strategies.analytic import AnalyticStrategy, declared
+from lifelong.strategies.base import register
+
+
+class Prototypes(NMC):
+    """Per-class means of the raw (not normalised) features; scores are cos(f, mu_c) (unlearned: -inf).
+
+    The sums and counts are NMC's (float64, exact unlearning); only the prediction differs."""
+
+    kind = "simplecil"
+    PARAMS: dict = {}
+
+    def _prep(self, features: Any) -> torch.Tensor:
+        return as_features(features, self.in_features)
+
+    def decision_function(self, features: Any) -> torch.Tensor:
+        """cos(x, mu_c) for every class index (unlearned / unseen classes: -inf)."""
+        x = torch.nn.functional.normalize(self._prep(features), dim=1)
+        mu = torch.nn.functional.normalize(self.means, dim=1)
+        return self._mask_unlearned(x @ mu.T)
+
+
+if Prototypes.kind not in ANALYTIC:
+    ANALYTIC.add(Prototypes.kind, Prototypes)
+
+
+@register
+class SimpleCIL(AnalyticStrategy):
+    """SimpleCIL (Zhou et al., "Revisiting class-incremental learning with pre-trained models", 2023).
+
+    Algorithm (after the optional SGD base phase, which stands in for the pre-trained backbone; then frozen):
+        for every experience: f = backbone(x) of its training samples (eval mode, no gradients)
+        mu_c = mean of f over the samples of each class c           (the prototype replaces head row c)
+        predict argmax_c cos(f(x), mu_c)                             (the authors' cosine classifier)
+    No SGD after the base phase (`learns_by_sgd` False). Prototypes are the means of the unnormalised
+    features, as in the authors' code; the cosine head's scale does not change the arg-max and is left out.
+    APER's adapter (ADAM: fine-tuning a parameter-efficient module on the first experience and concatenating
+    its features with the frozen model's) is not implemented: `base_experiences` trains the whole backbone
+    by SGD instead, which is SimpleCIL with a backbone adapted on the first experience(s), not APER.
+    A class seen in several experiences gets the mean over all its samples (the authors overwrite it).
+    """
+
+    name = "simplecil"
+    kind = "simplecil"
+    family = "prototype"
+    description = "prototype classifier: class means of frozen features, cosine-similarity prediction"
+    params = declared("simplecil")
