@@ -17,7 +17,7 @@ from lifelong.training import runner
 from lifelong.training.engine import Engine
 
 FAST = {"buffer_size": 40, "replay_batch_size": 8, "fisher_samples": 50,  # small settings, where declared
-        "ewc_lambda": 5.0, "si_c": 0.01, "mas_lambda": 0.01}
+        "ewc_lambda": 5.0, "si_c": 0.01, "mas_lambda": 0.01, "projection_size": 64}
 NAMES = [n for n in STRATEGIES if n != "naive"]
 PAIRED = [n for n in NAMES if STRATEGIES.get(n).family in ("replay", "regularisation")]
 

@@ -14,11 +14,13 @@ from lifelong.analytic.acil import ACIL, GACIL, RandomBuffer, RecursiveRidge, ri
 from lifelong.analytic.base import AnalyticModel, SampleLedger
 from lifelong.analytic.dsal import DSAL
 from lifelong.analytic.nmc import NMC
+from lifelong.analytic.prototypes import Prototypes
+from lifelong.analytic.ranpac import RanPAC
 from lifelong.analytic.slca import ClassAlignment
 from lifelong.registry import Registry
 
 ANALYTIC: Registry[type] = Registry("analytic method")
-for _cls in (NMC, ACIL, GACIL, DSAL):
+for _cls in (NMC, ACIL, GACIL, DSAL, RanPAC, Prototypes):
     ANALYTIC.add(_cls.kind, _cls)
 
 
@@ -28,6 +30,6 @@ def make_analytic(name: str, in_features: int, **params: Any) -> AnalyticModel:
 
 
 __all__ = [
-    "ACIL", "ANALYTIC", "DSAL", "GACIL", "NMC", "AnalyticModel", "ClassAlignment", "RandomBuffer", "RecursiveRidge",
-    "SampleLedger", "make_analytic", "ridge_solution",
+    "ACIL", "ANALYTIC", "DSAL", "GACIL", "NMC", "AnalyticModel", "ClassAlignment", "Prototypes", "RandomBuffer",
+    "RanPAC", "RecursiveRidge", "SampleLedger", "make_analytic", "ridge_solution",
 ]  # fmt: skip

@@ -151,10 +151,3 @@ class RanPAC(ACIL):
         m.before = (m.ridge.G, m.ridge.B)
         return m
 
-
-def register_ranpac() -> None:
-    """Add RanPAC to the registry of analytic learners (once)."""
-    from lifelong.analytic import ANALYTIC
-
-    if RanPAC.kind not in ANALYTIC:
-        ANALYTIC.add(RanPAC.kind, RanPAC)

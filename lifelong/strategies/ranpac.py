@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from lifelong.analytic.ranpac import register_ranpac
 from lifelong.strategies.analytic import AnalyticStrategy, declared
 from lifelong.strategies.base import register
-
-register_ranpac()
 
 
 @register
