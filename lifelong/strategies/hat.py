@@ -185,9 +185,6 @@ class HAT(Strategy):
 
     @torch.no_grad()
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
-        if len(batch.segments) > 1:
-            raise LifelongError("hat cannot be combined with strategies that add rows to the batch (replay): "
-                                "their rows would be trained through the current task's gates")
         stash: list[tuple[nn.Parameter, Tensor, Tensor | None]] = []
         for p, factor in self.weight_factors():
             if p.grad is not None:
