@@ -69,7 +69,7 @@ class ReservoirBuffer:
     def take(self, slots: list[int]) -> dict[str, Tensor]:
         """The stored tensors at `slots`, one gather per stored tensor (several draws can share one)."""
         pick = torch.tensor(slots, device=self.store["y"].device)
-        return {name: v[pick] for name, v in self.store.items()}
+        return {name: v.index_select(0, pick) for name, v in self.store.items()}
 
     def sample(self, k: int) -> dict[str, Tensor]:
         """k stored samples drawn uniformly without replacement (fewer if the buffer holds fewer)."""

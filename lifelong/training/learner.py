@@ -38,10 +38,18 @@ class _Eager:
     wrappers (see `_plain`); `step` runs with gradients off, as torch's wrapper does."""
 
     add_param_group = _plain(torch.optim.Optimizer.add_param_group)
-    zero_grad = _plain(torch.optim.Optimizer.zero_grad)
+    _zero_grad = _plain(torch.optim.Optimizer.zero_grad)
     state_dict = _plain(torch.optim.Optimizer.state_dict)
     load_state_dict = _plain(torch.optim.Optimizer.load_state_dict)
     _step: Callable[..., Any]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch's (which also opens a profiler range, ~10 us a call): gradients set to None, or zeroed."""
+        if not set_to_none:
+            return self._zero_grad(False)
+        for group in self.param_groups:  # type: ignore[attr-defined]
+            for p in group["params"]:
+                p.grad = None
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         with torch.set_grad_enabled(self.defaults["differentiable"]):  # type: ignore[attr-defined]
@@ -165,10 +173,10 @@ class Learner:
 
     def batch(self, exp: Experience, idx: Tensor) -> Batch:
         """The new data of a step as the batch's "new" segment (scored by the engine's loss)."""
-        raw = exp.data.train_x[idx]
+        raw = exp.data.train_x.index_select(0, idx)  # a row gather: ~6x cheaper than advanced indexing
         if exp.input_map is not None:
             raw = exp.input_map(raw)
-        y = exp.data.train_y[idx]
+        y = exp.data.train_y.index_select(0, idx)
         return Batch(Segment.stored(raw, self.prepare, y, self.task_of(y), scored=True), exp.index)
 
     def step(self, exp: Experience, idx: Tensor) -> Tensor:
