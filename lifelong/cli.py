@@ -96,7 +96,30 @@ def split_names(text: str | None) -> list[str]:
 
 def with_progress(args: argparse.Namespace, loggers: list[str]) -> list[str]:
     """The progress logger (a bar on a terminal, periodic lines otherwise) unless --quiet."""
+    tracking_setup(args, loggers)
     return loggers if args.quiet else ["progress", *loggers]
+
+
+def tracking_setup(args: argparse.Namespace, loggers: Sequence[str]) -> None:
+    """Where MLflow logs go: MLFLOW_TRACKING_URI if set, else one SQLite store for every run under --store
+    (STORE/mlflow.db), in the experiment --mlflow-experiment (MLFLOW_EXPERIMENT_NAME, default "lifelong"); set
+    in the environment so that worker processes log to the same place. The store and experiment are created
+    here once, before any worker starts."""
+    import os
+
+    if "mlflow" not in [n.strip().lower() for n in loggers]:
+        return
+    if getattr(args, "mlflow_experiment", None):
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.mlflow_experiment
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        from lifelong.tracking.loggers import MLFLOW_DB
+
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(Path(args.store) / MLFLOW_DB).resolve()}"
+    from lifelong.tracking.loggers import prepare_mlflow
+
+    print(f"mlflow: {prepare_mlflow(Path(args.store) / 'run')} experiment "
+          f"'{os.environ.get('MLFLOW_EXPERIMENT_NAME', 'lifelong')}' (browse: mlflow ui --backend-store-uri "
+          f"{os.environ['MLFLOW_TRACKING_URI']})", file=sys.stderr)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -144,12 +167,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
           f"({args.workers} worker process{'es' if args.workers > 1 else ''}) -> {out}", file=sys.stderr)
     try:
+        tracking_setup(args, split_names(getattr(args, "log", None)))
         output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
                                 loggers=split_names(getattr(args, "log", None)), on_result=on_result,
                                 strategy_hparams=getattr(args, "strategy_hparams", None))
     finally:
         bar.close()
-    print(runner.format_table(output["summary"]))
+    from lifelong.report.tables import comparison_table
+
+    print(comparison_table(output["results"], output.get("scenario", cfg.scenario)))
     if not args.no_report:
         from lifelong.report.html import write_comparison_report
 
@@ -199,7 +225,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not found:
         print(f"no runs under {', '.join(args.roots or [args.store])}")
         return 0
-    print(f"{'status':10} {'strategy':12} {'seed':>4} {'final acc':>9}  {'scenario':22} run")
+    print(f"{'kind':6} {'status':10} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
     damaged = []
     for d in found:
         try:
@@ -209,15 +235,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         except LifelongError as err:
-            print(f"{'damaged':10} {'-':12} {'-':>4} {'-':>9}  {'-':22} {d}")
+            print(f"{'-':6} {'damaged':10} {'-':12} {'-':>4} {'-':>9}  {'-':22} {d}")
             damaged.append(str(err))
             continue
         cfg, res = meta["config"], meta.get("result")
         res = res if isinstance(res, dict) else {}
-        acc = res.get("final_accuracy")
-        acc = f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
-        print(f"{str(meta.get('status', '?')):10} {str(cfg.get('strategy', '?')):12} {str(cfg.get('seed', '?')):>4} "
-              f"{acc:>9}  {str(cfg.get('scenario', '?')):22} {d}")
+        kind = str(meta.get("kind", "cl"))
+        if kind == "lm":  # a language-model run: its final mean held-out loss, its corpora as the scenario
+            loss = res.get("mean_final_loss")
+            final = f"{loss:.3f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "-"
+            what, seed = cfg.get("model", "?"), cfg.get("seed", "?")
+            scenario = ",".join(cfg.get("corpora") or []) if isinstance(cfg.get("corpora"), list) else "?"
+        else:
+            acc = res.get("final_accuracy")
+            final = f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
+            what, seed, scenario = cfg.get("strategy", "?"), cfg.get("seed", "?"), cfg.get("scenario", "?")
+        print(f"{kind:6} {str(meta.get('status', '?')):10} {str(what):12} {str(seed):>4} "
+              f"{final:>9}  {str(scenario):22} {d}")
     for reason in damaged:
         print(f"error: {reason}", file=sys.stderr)
     return 1 if damaged else 0
@@ -234,8 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
         if p.prog.split()[-1] in ("run", "compare", "resume"):
-            p.add_argument("--log", metavar="NAMES", help="extra metric logs in the run directory, comma-separated: "
-                           "csv, jsonl, tensorboard, mlflow")
+            p.add_argument("--log", metavar="NAMES", help="extra metric logs, comma-separated: csv, jsonl, "
+                           "tensorboard (in the run directory), mlflow (MLFLOW_TRACKING_URI, else STORE/mlflow.db), "
+                           "wandb (pip install wandb; WANDB_MODE=offline without an account)")
+            p.add_argument("--mlflow-experiment", metavar="NAME", default=None,
+                           help="MLflow experiment the runs go to [MLFLOW_EXPERIMENT_NAME, else lifelong]")
         p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 

@@ -46,8 +46,8 @@ def test_run_report_has_tables_and_embedded_plots(tmp_path):
     text = page.read_text()
     assert text.count('src="data:image/png;base64,') == 3  # matrix heatmap, accuracy curves, loss
     assert "<script" not in text and "http://" not in text and "https://" not in text  # offline, self-contained
-    assert "min-ACC" in text and "0.3750" in text and "0.5833" in text  # min-ACC and WC-ACC of the hand curve
-    assert "Stability gap per task switch" in text and "1.5000" in text  # recovery of the second switch
+    assert "min-ACC" in text and "37.5%" in text and "58.3%" in text  # min-ACC and WC-ACC of the hand curve
+    assert "Stability gap per task switch" in text and "150.0%" in text  # recovery of the second switch
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy_curves.png", "accuracy_matrix.png",
                                                                   "loss.png"]
 
@@ -72,7 +72,7 @@ def test_empty_run_renders(tmp_path):
 def test_comparison_report(tmp_path):
     cmp_dir = make_comparison(tmp_path / "cmp")
     text = write_comparison_report(cmp_dir).read_text()
-    assert "naive" in text and "er" in text and "0.8050 ± 0.0050" in text  # naive final accuracy mean ± std
+    assert "naive" in text and "er" in text and "80.5% ± 0.5%" in text  # naive final accuracy mean ± std, in percent
     # comparison bars, mean-accuracy curves, loss curves, one accuracy matrix per strategy
     assert text.count("data:image/png") == 5
     nocurve = make_comparison(tmp_path / "cmp2", with_curves=False)

@@ -26,4 +26,4 @@ def test_summary_of_a_comparison_without_one(tmp_path):
         assert {k: rows[ref["strategy"]][f"{k}_{s}"] for k in SUMMARY_METRICS for s in ("mean", "std")} == {
             k: ref[f"{k}_{s}"] for k in SUMMARY_METRICS for s in ("mean", "std")}
     html = write_comparison_report(d).read_text()
-    assert "0.8050 ± 0.0050" in html
+    assert "80.5% ± 0.5%" in html

@@ -8,6 +8,7 @@ lifelong.lm lm ...`` runs them too. The flags' defaults are those of :class:`~li
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -57,7 +58,8 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     p.add_argument(
         "--model",
         default=DEFAULTS.model,
-        help=f"preset ({', '.join(MODEL_PRESETS)}) or a local model directory (default: %(default)s)",
+        help=f"preset ({', '.join(MODEL_PRESETS)}), a local model directory, or a Hugging Face model name "
+        "such as gpt2 (from the cache, or downloaded when a network is available) (default: %(default)s)",
     )
     p.add_argument(
         "--tokenizer",
@@ -99,7 +101,12 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     )
     p.add_argument("--cache-dir", default=None, help="token cache (default: ~/.cache/lifelong/lm-tokens)")
     p.add_argument("--no-checkpoints", action="store_true", help="do not save the phase-end checkpoints")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress output (a bar on a terminal, plain "
+                   "lines elsewhere)")
+    p.add_argument("--log", metavar="NAMES", default="", help="extra metric logs, comma-separated: csv, jsonl, "
+                   "tensorboard, mlflow, wandb (as for lifelong run)")
+    p.add_argument("--config", metavar="YAML", default=None, help="YAML file of these settings (names as the "
+                   "flags, dashes or underscores); a flag given with a non-default value overrides it")
 
 
 def add_lm_parser(subparsers) -> argparse.ArgumentParser:
@@ -115,8 +122,43 @@ def add_lm_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+LIST_FIELDS = ("corpora", "eval_corpora")
+
+
+def apply_config_file(args: argparse.Namespace) -> None:
+    """Fill `args` from its --config YAML file: a setting there is used unless its flag was given with a value
+    other than the flag's default. Unknown names and wrong types are one clear line."""
+    path = getattr(args, "config", None)
+    if not path:
+        return
+    from lifelong.training.config import load_yaml
+
+    values = load_yaml(path)
+    known = {f.name for f in dataclasses.fields(LMConfig)} | {"no_checkpoints", "no_progress", "log", "json"}
+    renamed = {"out": "out_dir", "json": "json_path"}
+    for raw, value in values.items():
+        key = str(raw).replace("-", "_")
+        key = renamed.get(key, key)
+        if key not in known and key not in renamed.values():
+            raise LifelongError(f"{path}: unknown setting '{raw}' for lifelong lm (settings: "
+                                f"{', '.join(sorted(k for k in known if k != 'json'))})")
+        if key in ("save_checkpoints", "progress"):
+            key, value = f"no_{'checkpoints' if key == 'save_checkpoints' else 'progress'}", not value
+        if not hasattr(args, key):
+            continue
+        if isinstance(value, list) and (key in LIST_FIELDS or key == "log"):
+            value = ",".join(str(v) for v in value)
+        default = getattr(DEFAULTS, key, None)
+        if key in LIST_FIELDS:
+            default = ",".join(default) if isinstance(default, list) else ""
+        current = getattr(args, key)
+        if current is None or current == default or current is False or current == "":
+            setattr(args, key, value)
+
+
 def config_from_args(args: argparse.Namespace) -> LMConfig:
-    """The LMConfig of parsed ``lifelong lm`` / ``lifelong lm-experiment`` flags."""
+    """The LMConfig of parsed ``lifelong lm`` / ``lifelong lm-experiment`` flags (and their --config file)."""
+    apply_config_file(args)
     return LMConfig(
         corpora=[c for c in args.corpora.split(",") if c.strip()],
         model=args.model,
@@ -146,6 +188,7 @@ def config_from_args(args: argparse.Namespace) -> LMConfig:
         device=args.device,
         save_checkpoints=not args.no_checkpoints,
         progress=not args.no_progress,
+        loggers=[n.strip() for n in (getattr(args, "log", "") or "").split(",") if n.strip()],
     )
 
 

@@ -1,8 +1,11 @@
 """Causal language models for continual pre-training: tiny presets built from a transformers config
-(trainable on a CPU), or a model saved in a local directory. Nothing is ever downloaded."""
+(trainable on a CPU), a model saved in a local directory, or a Hugging Face Hub name (``gpt2``,
+``openai-community/gpt2``) for users who have its weights in their cache or a network; offline
+(HF_HUB_OFFLINE=1) a name not in the cache is one clear line."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +84,7 @@ def build_model(
         config = MODEL_PRESETS.get(spec)(vocab_size, max_len)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    elif os.sep in spec or Path(spec).exists():
+    elif Path(spec).exists() or spec.startswith((".", os.sep)) or (os.sep in spec and spec.count("/") != 1):
         p = Path(spec)
         if not (p / "config.json").is_file():
             raise LifelongError(f"model directory '{spec}' has no config.json")
@@ -89,9 +92,11 @@ def build_model(
             model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - transformers raises many kinds; show one line
             raise LifelongError(f"cannot load model '{spec}': {str(e).splitlines()[0]}") from None
-    else:
-        MODEL_PRESETS.get(spec)  # raises "unknown model preset ... Did you mean"
+    elif "/" not in spec and difflib.get_close_matches(spec, list(MODEL_PRESETS), n=1, cutoff=0.8):
+        MODEL_PRESETS.get(spec)  # a typo of a preset: raises "unknown model preset ... Did you mean"
         raise AssertionError("unreachable")
+    else:
+        model = from_hub(spec)
     config = model.config
     model_vocab = model.get_input_embeddings().weight.shape[0]
     if vocab_size > model_vocab:
@@ -103,6 +108,37 @@ def build_model(
     if limit is not None and seq_len > limit:
         raise LifelongError(f"sequence length {seq_len} exceeds the model's maximum of {limit} positions")
     return model
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub's host name resolves (no network: answered at once, instead of minutes of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def from_hub(name: str) -> torch.nn.Module:
+    """A causal LM by its Hugging Face Hub name, from the local cache or the network; one line when it cannot
+    be had (offline, unknown name, no causal-LM head)."""
+    from transformers import AutoModelForCausalLM
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or not hub_reachable()
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, local_files_only=offline)
+    except Exception as e:  # noqa: BLE001 - hub, network and config errors of many kinds; show one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        where = ("offline (HF_HUB_OFFLINE, or the Hub's host does not resolve) and it is not in the local cache"
+                 if offline else
+                 "it could not be loaded from the cache or the Hugging Face Hub")
+        raise LifelongError(f"model '{name}' is not a preset ({', '.join(MODEL_PRESETS)}) nor a local directory, "
+                            f"and {where} ({first}); download it once with a network, or give a local model "
+                            "directory") from None
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from lifelong.lm.evaluate import ProbeSet, _autocast, domain_loss, eval_windows
 from lifelong.lm.models import build_model, count_parameters
 from lifelong.lm.replay import MixtureSampler, check_replay
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
+from lifelong.lm.store import LMRecorder
 from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
 from lifelong.tracking.files import write_json_atomic
@@ -84,6 +84,7 @@ class LMConfig:
     plot: bool = True
     progress: bool = True
     log_every: int = 10
+    loggers: list[str] = field(default_factory=list)  # extra loggers: csv, jsonl, tensorboard, mlflow, wandb
 
 
 PARAMS = {
@@ -405,18 +406,17 @@ def run_lm(cfg: LMConfig) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    pbar = None
     total_updates = sum(sched.phase_steps) + sum(len(b) for b in sched.branches)
-    if cfg.progress and main_proc:
-        from tqdm import tqdm
-
-        pbar = tqdm(total=total_updates, desc="lm", file=sys.stderr, dynamic_ncols=True, leave=False)
+    # the run store, the loggers and the progress (a bar on a terminal, plain lines elsewhere): main process only
+    rec = LMRecorder(out_dir if main_proc else None, json_safe(dataclasses.asdict(cfg)), cfg.loggers, total_updates,
+                     cfg.progress)
+    done = 0  # updates taken, decay branches included (the progress count)
 
     def fail(what: str) -> None:
         """Stop the run: keep the results so far (valid JSON, status failed) and say so in one line."""
         message = f"{what}: lower --lr (now {cfg.lr:g}); results so far are in {out_dir / 'result.json'}"
-        if pbar is not None:
-            pbar.close()
+        rec.failed(message)
+        rec.close()
         if main_proc:
             failed = {**result, "status": "failed", "error": message}
             write_json_atomic(json_safe(failed), out_dir / "result.json", indent=1)
@@ -424,127 +424,135 @@ def run_lm(cfg: LMConfig) -> dict:
                 write_json_atomic(json_safe(failed), Path(cfg.json_path), indent=1)
         raise LifelongError(message)
 
-    module.train()
-    result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
-    train_seconds, train_tokens, t = 0.0, 0, 0
-    loss_sum, loss_n = torch.zeros((), device=device), 0
-    for k, phase in enumerate(phases):
-        current = [corp[n].train for n in phase]
-        past_names = [n for p in phases[:k] for n in p if n not in phase]
-        past = [corp[n].train for n in dict.fromkeys(past_names)]
-        sampler = MixtureSampler(current, past, cfg.replay, cfg.batch_size, cfg.seq_len, cfg.seed, k)
-        n_steps = sched.phase_steps[k]
-        t0 = time.perf_counter()
-        for i in range(n_steps):
-            lr = sched.main(t)  # t updates done so far: this is the update at global step t
-            t += 1
-            if probe_set is not None and t == probe_step:
-                sync()
-                train_seconds += time.perf_counter() - t0
-                probe_record(t - 1)  # just before the exposure
-                probe_set.baseline = probe_set.last
-                x = torch.cat([probe_set.probes[rank::world]])
-                loss = update(x, lr)
-                probe_record(t)
-                t0 = time.perf_counter()
-            else:
-                loss = update(sampler.batch(i, rows), lr)
-                train_tokens += cfg.batch_size * cfg.seq_len
-            loss_sum += loss
-            loss_n += 1
-            if pbar is not None:
-                pbar.update(1)
-            if t % cfg.log_every == 0 or i == n_steps - 1:
-                avg = float(loss_sum) / loss_n
-                if not math.isfinite(avg):
-                    fail(f"training loss became {avg} by update {t} (phase {k + 1})")
-                if world > 1:
-                    avg_t = torch.tensor([avg], device=device)
-                    torch.distributed.all_reduce(avg_t)
-                    avg = float(avg_t) / world
-                result["train"].append({"step": t, "phase": k, "loss": avg, "lr": lr})
-                if pbar is not None:
-                    pbar.set_postfix(phase=k + 1, loss=f"{avg:.3f}")
-                loss_sum, loss_n = torch.zeros((), device=device), 0
-            at_end = i == n_steps - 1
-            probe_due = probe_set is not None and t in probe_checks and t != probe_step
-            if t % cfg.eval_every == 0 or at_end or probe_due:
-                sync()
-                train_seconds += time.perf_counter() - t0
-                if t % cfg.eval_every == 0 or at_end:
-                    result["eval"].append({"step": t, "phase": k, "loss": evaluate_all()})
-                    bad = [n for n, v in result["eval"][-1]["loss"].items() if not math.isfinite(v)]
-                    if bad:
-                        fail(f"held-out loss on {', '.join(bad)} became non-finite at update {t}")
-                if probe_set is not None and t > probe_step:
-                    probe_record(t)
-                t0 = time.perf_counter()
-
-        # the deployable checkpoint of this phase: a decayed branch off the main branch, or the main branch
-        branch = sched.branch(k)
-        kind = "main"
-        if branch is not None:
-            saved = (
-                {n: v.detach().clone() for n, v in module.state_dict().items()},
-                copy.deepcopy(opt.state_dict()),
-            )
+    try:
+        module.train()
+        result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
+        rec.evaluation(0, result["eval"][-1]["loss"])
+        train_seconds, train_tokens, t = 0.0, 0, 0
+        loss_sum, loss_n = torch.zeros((), device=device), 0
+        for k, phase in enumerate(phases):
+            current = [corp[n].train for n in phase]
+            past_names = [n for p in phases[:k] for n in p if n not in phase]
+            past = [corp[n].train for n in dict.fromkeys(past_names)]
+            sampler = MixtureSampler(current, past, cfg.replay, cfg.batch_size, cfg.seq_len, cfg.seed, k)
+            n_steps = sched.phase_steps[k]
             t0 = time.perf_counter()
-            for j, lr_branch in enumerate(branch):
-                update(sampler.batch(n_steps + j, rows), lr_branch)
-                train_tokens += cfg.batch_size * cfg.seq_len
-                if pbar is not None:
-                    pbar.update(1)
-            sync()
-            train_seconds += time.perf_counter() - t0
-            kind = "decayed"
-        deploy = evaluate_all()
-        entry = {
-            "phase": k,
-            "step": t,
-            "deployable": kind,
-            "loss": deploy,
-            "perplexity": {n: math.exp(min(v, 50.0)) for n, v in deploy.items()},
-        }
-        if probe_set is not None and t >= probe_step:
-            module.eval()
-            entry["probes"] = probe_set.evaluate(module)
-            module.train()
-        if cfg.save_checkpoints and main_proc:
-            ck = out_dir / "checkpoints" / f"phase{k + 1}-{'+'.join(phase)}"
-            _save_checkpoint(
-                module,
-                ck,
-                {
-                    "phase": k,
-                    "step": t,
-                    "deployable": kind,
-                    "tokenizer": cfg.tokenizer,
-                    "corpora": phase,
-                    "loss": deploy,
-                },
-            )
-            entry["checkpoint"] = str(ck)
-        result["phase_end"].append(entry)
-        if branch is not None:  # continue from the pre-decay state (the main branch)
-            module.load_state_dict(saved[0])
-            opt.load_state_dict(saved[1])
-    if pbar is not None:
-        pbar.close()
+            for i in range(n_steps):
+                lr = sched.main(t)  # t updates done so far: this is the update at global step t
+                t += 1
+                if probe_set is not None and t == probe_step:
+                    sync()
+                    train_seconds += time.perf_counter() - t0
+                    probe_record(t - 1)  # just before the exposure
+                    probe_set.baseline = probe_set.last
+                    x = torch.cat([probe_set.probes[rank::world]])
+                    loss = update(x, lr)
+                    probe_record(t)
+                    t0 = time.perf_counter()
+                else:
+                    loss = update(sampler.batch(i, rows), lr)
+                    train_tokens += cfg.batch_size * cfg.seq_len
+                loss_sum += loss
+                loss_n += 1
+                done += 1
+                rec.tick(done)
+                if t % cfg.log_every == 0 or i == n_steps - 1:
+                    avg = float(loss_sum) / loss_n
+                    if not math.isfinite(avg):
+                        fail(f"training loss became {avg} by update {t} (phase {k + 1})")
+                    if world > 1:
+                        avg_t = torch.tensor([avg], device=device)
+                        torch.distributed.all_reduce(avg_t)
+                        avg = float(avg_t) / world
+                    result["train"].append({"step": t, "phase": k, "loss": avg, "lr": lr})
+                    rec.train(t, avg, lr, k)
+                    loss_sum, loss_n = torch.zeros((), device=device), 0
+                at_end = i == n_steps - 1
+                probe_due = probe_set is not None and t in probe_checks and t != probe_step
+                if t % cfg.eval_every == 0 or at_end or probe_due:
+                    sync()
+                    train_seconds += time.perf_counter() - t0
+                    if t % cfg.eval_every == 0 or at_end:
+                        result["eval"].append({"step": t, "phase": k, "loss": evaluate_all()})
+                        rec.evaluation(t, result["eval"][-1]["loss"])
+                        bad = [n for n, v in result["eval"][-1]["loss"].items() if not math.isfinite(v)]
+                        if bad:
+                            fail(f"held-out loss on {', '.join(bad)} became non-finite at update {t}")
+                    if probe_set is not None and t > probe_step:
+                        probe_record(t)
+                    t0 = time.perf_counter()
 
-    result["summary"] = summarize(result, phases)
-    result["train_tokens"] = train_tokens
-    result["train_seconds"] = train_seconds
-    result["tokens_per_second"] = train_tokens / train_seconds if train_seconds > 0 else float("nan")
-    result["wall_seconds"] = time.perf_counter() - wall0
-    result["status"] = "finished"
-    if main_proc:
-        write_json_atomic(json_safe(result), out_dir / "result.json", indent=1)
-        if cfg.json_path:
-            write_json_atomic(json_safe(result), Path(cfg.json_path), indent=1)
-        if cfg.plot:
-            from lifelong.lm.plots import plot_run
+            # the deployable checkpoint of this phase: a decayed branch off the main branch, or the main branch
+            branch = sched.branch(k)
+            kind = "main"
+            if branch is not None:
+                saved = (
+                    {n: v.detach().clone() for n, v in module.state_dict().items()},
+                    copy.deepcopy(opt.state_dict()),
+                )
+                t0 = time.perf_counter()
+                for j, lr_branch in enumerate(branch):
+                    update(sampler.batch(n_steps + j, rows), lr_branch)
+                    train_tokens += cfg.batch_size * cfg.seq_len
+                    done += 1
+                    rec.tick(done)
+                sync()
+                train_seconds += time.perf_counter() - t0
+                kind = "decayed"
+            deploy = evaluate_all()
+            entry = {
+                "phase": k,
+                "step": t,
+                "deployable": kind,
+                "loss": deploy,
+                "perplexity": {n: math.exp(min(v, 50.0)) for n, v in deploy.items()},
+            }
+            if probe_set is not None and t >= probe_step:
+                module.eval()
+                entry["probes"] = probe_set.evaluate(module)
+                module.train()
+            if cfg.save_checkpoints and main_proc:
+                ck = out_dir / "checkpoints" / f"phase{k + 1}-{'+'.join(phase)}"
+                _save_checkpoint(
+                    module,
+                    ck,
+                    {
+                        "phase": k,
+                        "step": t,
+                        "deployable": kind,
+                        "tokenizer": cfg.tokenizer,
+                        "corpora": phase,
+                        "loss": deploy,
+                    },
+                )
+                entry["checkpoint"] = str(ck)
+            result["phase_end"].append(entry)
+            rec.phase_end(t, k, deploy)
+            if branch is not None:  # continue from the pre-decay state (the main branch)
+                module.load_state_dict(saved[0])
+                opt.load_state_dict(saved[1])
 
-            plot_run(result, out_dir / "loss.png")
+        result["summary"] = summarize(result, phases)
+        result["train_tokens"] = train_tokens
+        result["train_seconds"] = train_seconds
+        result["tokens_per_second"] = train_tokens / train_seconds if train_seconds > 0 else float("nan")
+        result["wall_seconds"] = time.perf_counter() - wall0
+        result["status"] = "finished"
+        if main_proc:
+            write_json_atomic(json_safe(result), out_dir / "result.json", indent=1)
+            if cfg.json_path:
+                write_json_atomic(json_safe(result), Path(cfg.json_path), indent=1)
+            if cfg.plot:
+                from lifelong.lm.plots import plot_run
+
+                plot_run(result, out_dir / "loss.png")
+        rec.finished(result)
+        rec.close()
+    except BaseException as err:
+        if rec.store is not None:  # not already recorded by fail()
+            rec.failed(str(err).splitlines()[0][:300] if not isinstance(err, KeyboardInterrupt) else None)
+        rec.close()
+        raise
     result["out_dir"] = str(out_dir)
     if own_group:
         torch.distributed.destroy_process_group()

@@ -21,7 +21,7 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.evaluation.continual import curve_from_rows, curve_metrics, mean_seen_accuracy
 from lifelong.evaluation.metrics import summarize
-from lifelong.report import plots
+from lifelong.report import plots, tables
 from lifelong.tracking.files import write_text_atomic
 from lifelong.tracking.store import DB_NAME, RunStore, find_runs
 from lifelong.training.runner import mean_std
@@ -43,6 +43,9 @@ LABELS = {
     "samples_per_second": "samples / s", "peak_rss_mb": "peak memory (MiB)",
 }
 COST_LABELS = {LABELS[k] for k in COST_METRICS}
+KEY_OF_LABEL = {v: k for k, v in LABELS.items()} | {"gap": "gap", "mean stability gap": "gap"}
+FWT_NOTE = ("Forward transfer (FWT) is not shown: in a class-incremental stream a model never predicts classes it "
+            "was not trained on, so FWT is minus the untrained accuracy for every method.")
 NO_CURVE = "No continual-evaluation curve recorded (run with --eval-every K to evaluate every K steps)."
 
 CSS = """
@@ -119,16 +122,18 @@ def esc(value: Any) -> str:
 
 
 def fmt(value: Any, key: str = "") -> str:
-    """A number for a table cell: accuracies with 4 decimals, seconds and rates with 1; '—' for missing."""
+    """A number for a table cell in the shared convention (lifelong.report.tables): accuracy metrics (by key or
+    label) in percent, costs as plain numbers, other floats with 4 significant digits; '—' for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value) if not isinstance(value, (dict, list)) else json.dumps(value)
+    key = KEY_OF_LABEL.get(key, key)
+    if key in tables.PERCENT or key in tables.COST:
+        return tables.metric(value, key)
     if isinstance(value, int):
         return str(value)
-    if key in COST_METRICS or key in COST_LABELS or abs(value) >= 100:
-        return f"{value:,.1f}"
-    return f"{value:.4f}"
+    return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def cell(value: Any, key: str = "") -> str:
@@ -243,14 +248,20 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             "seed": config.get("seed", result.get("seed")), "scenario": config.get("scenario", "?")}
 
 
+def run_stream_name(run: Mapping[str, Any]) -> str | None:
+    """The scenario name that tells the stream's kind, or None for a run on the user's own data."""
+    data = run["meta"].get("data") or {}
+    return run["scenario"] if data.get("source", "scenario") == "scenario" else None
+
+
 def matrix_table(matrix: Sequence[Sequence[float]], initial: Sequence[float] | None) -> str:
     width = max(len(r) for r in matrix)
     header = ["after", *(f"E{j}" for j in range(width))]
     rows = []
     if initial is not None:
-        rows.append(['<th class="k">before training</th>', *(cell(v) for v in initial)])
+        rows.append(['<th class="k">before training</th>', *(cell(v, "accuracy") for v in initial)])
     for i, r in enumerate(matrix):
-        rows.append([f'<th class="k">E{i}</th>', *(cell(v) for v in r)])
+        rows.append([f'<th class="k">E{i}</th>', *(cell(v, "accuracy") for v in r)])
     return table(header, rows, caption="R[i][j]: accuracy on experience j after training experience i",
                  cls="matrix")
 
@@ -259,7 +270,7 @@ def gaps_table(gaps: Sequence[Mapping[str, Any]]) -> str:
     keys = ("experience", "switch_step", "before", "min", "min_step", "end", "size", "duration", "recovery")
     header = ["into experience", "at step", "before", "min", "min at step", "end", "gap size", "duration (steps)",
               "recovery"]
-    rows = [[f'<td class="k">E{g["experience"]}</td>', *(cell(g[k]) for k in keys[1:])] for g in gaps]
+    rows = [[f'<td class="k">E{g["experience"]}</td>', *(cell(g[k], k) for k in keys[1:])] for g in gaps]
     return table(header, rows, caption="Stability gap per task switch, on the mean accuracy over the old experiences",
                  cls="gaps")
 
@@ -271,9 +282,15 @@ def run_sections(run: Mapping[str, Any], plot_dir: Path, notes: list[str] | None
     if status != "finished":
         sections.append(missing(f"This run's status is '{status}': the report shows what was recorded so far."))
     m = run["metrics"]
-    present = [(LABELS.get(k, k), m.get(k)) for k in METRIC_ORDER if k in m]
+    show_fwt = tables.fwt_meaningful(run_stream_name(run), [run["matrix"]] if run["matrix"] else [])
+    present = [(LABELS.get(k, k), m.get(k)) for k in METRIC_ORDER if k in m and (k != "fwt" or show_fwt)]
+    gap = tables.mean_gap(m)
+    if gap is not None:
+        present.append(("mean stability gap", gap))
     sections.append("<h2>Results</h2>" + (kv_table(present, "results", ("metric", "value")) if present else
                                           missing("No results recorded yet (no experience finished).")))
+    if not show_fwt and "fwt" in m:
+        sections.append(f'<p class="sub">{esc(FWT_NOTE)}</p>')
 
     sections.append("<h2>Accuracy matrix</h2>")
     if run["matrix"]:
@@ -333,6 +350,8 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
 
     What the run lacks (no curve, no loss, ...) is said on the page and appended to `notes` if given."""
     run_dir = Path(run_dir)
+    if _kind(run_dir) == "lm":
+        return write_lm_report(run_dir, out, notes)
     run = read_run(run_dir)
     out = check_output(Path(out) if out is not None else run_dir / REPORT_NAME)
     sections = run_sections(run, out.parent / PLOTS_DIR, notes)
@@ -340,6 +359,93 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     subtitle = (f"Run <code>{esc(run_dir)}</code> &middot; status "
                 f"<span class=\"status {esc(run['status'])}\">{esc(run['status'])}</span>")
     return _write(page(f"{run['strategy']} on {run['scenario']}{seed}", subtitle, sections), out)
+
+
+# --- language-model runs ------------------------------------------------------------------------------------
+def _kind(run_dir: Path) -> str:
+    store = RunStore.open(run_dir)
+    try:
+        return str(store.meta().get("kind", "cl"))
+    finally:
+        store.close()
+
+
+def read_lm_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """An LM run's records: config, status, result summary, boundaries, train loss and held-out loss per
+    domain (`eval_loss/<domain>` scalars)."""
+    from lifelong.lm.store import EVAL_PREFIX
+
+    store = RunStore.open(run_dir)
+    try:
+        meta = store.checked_meta()
+        names = [r[0] for r in store.conn.execute("SELECT DISTINCT name FROM scalars WHERE name LIKE ? ORDER BY "
+                                                  "name", (EVAL_PREFIX + "%",))]
+        evals = {n[len(EVAL_PREFIX):]: store.scalars(n) for n in names}
+        loss = store.scalars("loss")
+        lr = store.scalars("lr")
+    except sqlite3.DatabaseError as err:
+        raise LifelongError(f"run database of {run_dir} is damaged ({err}); its report cannot be written") from None
+    finally:
+        store.close()
+    result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+    return {"meta": meta, "config": meta["config"], "status": meta.get("status", "unknown"), "result": result,
+            "boundaries": list(meta.get("boundaries") or []), "evals": evals, "loss": loss if loss[0] else None,
+            "lr": lr if lr[0] else None}
+
+
+def lm_sections(run: Mapping[str, Any], plot_dir: Path, notes: list[str] | None = None) -> list[str]:
+    missing = _noting(notes)
+    sections = []
+    if run["status"] != "finished":
+        sections.append(missing(f"This run's status is '{run['status']}': the report shows what was recorded so far."))
+    res = run["result"]
+    sections.append("<h2>Results (held-out loss per domain)</h2>")
+    final = res.get("final_loss") or {}
+    if final:
+        own, forgot = res.get("loss_after_own_phase") or {}, res.get("forgetting") or {}
+        rows = [[f'<td class="k">{esc(n)}</td>', cell(own.get(n)), cell(final.get(n)),
+                 cell(forgot.get(n))] for n in final]
+        sections.append(table(["domain", "after its own phase", "final", "forgetting (final - own)"], rows,
+                              cls="lm-results"))
+        sections.append(kv_table([("mean final loss", res.get("mean_final_loss")),
+                                  ("tokens / s", res.get("tokens_per_second")),
+                                  ("training time (s)", res.get("train_seconds"))], "lm-cost", ("metric", "value")))
+    else:
+        sections.append(missing("No final losses recorded yet (the run did not finish)."))
+    sections.append("<h2>Held-out loss per domain</h2>")
+    if run["evals"]:
+        png = plots.plot_loss(run["evals"], plot_dir / "eval_loss.png", run["boundaries"],
+                              title="Held-out loss per domain", smooth=1)
+        sections.append(figure(png, "held-out loss per domain against the update step",
+                               "Loss on each domain's held-out text at every evaluation; dashed lines mark phase "
+                               "switches (a domain's loss rising after its phase is forgetting)."))
+    else:
+        sections.append(missing("No held-out evaluations recorded."))
+    sections.append("<h2>Training loss</h2>")
+    if run["loss"]:
+        png = plots.plot_loss({"training loss": run["loss"]}, plot_dir / "loss.png", run["boundaries"])
+        sections.append(figure(png, "training loss against step"))
+    else:
+        sections.append(missing("No training loss recorded."))
+    sections.append("<h2>Configuration</h2>" + kv_table(sorted(run["config"].items())))
+    env = run["meta"].get("env")
+    if env:
+        sections.append("<h3>Environment</h3>" + kv_table(sorted(env.items())))
+    return sections
+
+
+def write_lm_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                    notes: list[str] | None = None) -> Path:
+    """The report of a `lifelong lm` run: loss per domain (table and curves), training loss, configuration."""
+    run_dir = Path(run_dir)
+    run = read_lm_run(run_dir)
+    out = check_output(Path(out) if out is not None else run_dir / REPORT_NAME)
+    sections = lm_sections(run, out.parent / PLOTS_DIR, notes)
+    cfg = run["config"]
+    corpora = " → ".join(cfg.get("corpora") or []) if isinstance(cfg.get("corpora"), list) else "?"
+    subtitle = (f"Language-model run <code>{esc(run_dir)}</code> &middot; status "
+                f"<span class=\"status {esc(run['status'])}\">{esc(run['status'])}</span>")
+    return _write(page(f"{cfg.get('model', '?')} on {corpora}, seed {cfg.get('seed', '?')}", subtitle, sections), out)
 
 
 # --- comparisons ---------------------------------------------------------------------------------------------
@@ -381,6 +487,17 @@ def _mean_lists(lists: Sequence[Sequence[float | None]]) -> list[float | None]:
     return out
 
 
+def _band(lists: Sequence[Sequence[float | None]]) -> tuple[list[float | None], list[float | None]]:
+    """Mean - std and mean + std (population) at each point where every list has a value."""
+    lo, hi = [], []
+    for vals in zip(*lists, strict=True):
+        mean, std, n = tables.mean_std([v for v in vals if v is not None])
+        ok = n == len(vals) and mean is not None
+        lo.append(mean - (std or 0.0) if ok else None)
+        hi.append(mean + (std or 0.0) if ok else None)
+    return lo, hi
+
+
 def _summarise(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and std per strategy (`runner.mean_std`, as `lifelong compare` summarises), for comparison files
     written without a summary; over every metric the report shows, not only `runner.SUMMARY_METRICS`."""
@@ -402,30 +519,46 @@ def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Pa
     if not results:
         sections.append(missing("This comparison holds no results."))
 
-    metrics = [k for k in METRIC_ORDER if any(row.get(f"{k}_mean") is not None for row in summary)]
+    matrices = [r["accuracy_matrix"] for r in results if r.get("accuracy_matrix")]
+    show_fwt = tables.fwt_meaningful(data.get("scenario"), matrices)
+    hidden = set() if show_fwt else {"fwt"}
+    metrics = [k for k in METRIC_ORDER if k not in hidden and any(row.get(f"{k}_mean") is not None for row in summary)]
     extra = sorted({k[:-5] for row in summary for k in row if k.endswith("_mean")} - set(metrics) - set(METRIC_ORDER))
     metrics += [k for k in extra if any(isinstance(row.get(f"{k}_mean"), (int, float)) for row in summary)]
+    if any(tables.mean_gap(r) is not None for r in results):
+        metrics.insert(metrics.index("wc_acc") + 1 if "wc_acc" in metrics else len(metrics), "gap")
     sections.append("<h2>Summary (mean &plusmn; std over seeds)</h2>")
     if summary and metrics:
+        counted = {row["strategy"]: row for row in tables.summary_rows(results, metrics)} if results else {}
         rows = []
         for row in summary:
-            cells = [f'<td class="k">{esc(row.get("strategy"))}</td>']
+            name = str(row.get("strategy"))
+            cells = [f'<td class="k">{esc(name)}</td>']
             for k in metrics:
-                mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
-                text = fmt(mean, k) + (f" ± {fmt(std, k)}" if mean is not None and std is not None else "")
+                if name in counted:  # from the results: the spread only over more than one seed
+                    mean, std, n = counted[name][k]
+                else:
+                    mean, std, n = row.get(f"{k}_mean"), row.get(f"{k}_std"), None
+                text = tables.mean_pm(mean, std, KEY_OF_LABEL.get(k, k), n) if k in tables.PERCENT or \
+                    k in tables.COST else fmt(mean, k) + (f" ± {fmt(std, k)}" if n != 1 and std else "")
                 cells.append(f"<td>{esc(text)}</td>" if mean is not None else '<td class="na">—</td>')
             rows.append(cells)
-        sections.append(table(["strategy", *(LABELS.get(k, k) for k in metrics)], rows, cls="summary"))
+        labels = {**LABELS, "gap": "mean stability gap"}
+        sections.append(table(["strategy", *(labels.get(k, k) for k in metrics)], rows, cls="summary"))
+        if not show_fwt and any(row.get("fwt_mean") is not None for row in summary):
+            sections.append(f'<p class="sub">{esc(FWT_NOTE)}</p>')
         bar_metrics = plots.comparison_metrics(summary)
         if bar_metrics:
             png = plots.plot_comparison(summary, plot_dir / "comparison.png", bar_metrics)
-            sections.append(figure(png, "comparison chart across strategies"))
+            sections.append(figure(png, "comparison chart across strategies",
+                                   "Accuracies (left) and forgetting (right), in percent; error bars: std over "
+                                   "seeds."))
     else:
         sections.append(missing("No summary metrics recorded."))
 
     sections.append("<h2>All results</h2>")
     if results:
-        keys = [k for k in METRIC_ORDER if any(r.get(k) is not None for r in results)]
+        keys = [k for k in METRIC_ORDER if k not in hidden and any(r.get(k) is not None for r in results)]
         rows = [[f'<td class="k">{esc(r.get("strategy"))}</td>', cell(r.get("seed")),
                  *(cell(r.get(k), k) for k in keys)] for r in results]
         sections.append(table(["strategy", "seed", *(LABELS.get(k, k) for k in keys)], rows, cls="results"))
@@ -445,14 +578,18 @@ def comparison_sections(data: Mapping[str, Any], compare_dir: Path, plot_dir: Pa
     for r in results:
         if r.get("curve") and r["curve"].get("steps"):
             by_strategy.setdefault(str(r.get("strategy")), []).append(r["curve"])
+    bands: dict[str, tuple[list[float | None], list[float | None]]] = {}
     for name, cs in by_strategy.items():
         same = [c for c in cs if c["steps"] == cs[0]["steps"]]
-        curves[name] = (cs[0]["steps"], _mean_lists([mean_seen_accuracy(c) for c in same]))
+        per_seed = [mean_seen_accuracy(c) for c in same]
+        curves[name] = (cs[0]["steps"], _mean_lists(per_seed))
+        if len(per_seed) > 1:
+            bands[name] = _band(per_seed)
     if curves:
-        png = plots.plot_mean_accuracy_curves(curves, plot_dir / "mean_accuracy_curves.png", boundaries)
+        png = plots.plot_mean_accuracy_curves(curves, plot_dir / "mean_accuracy_curves.png", boundaries, bands=bands)
         sections.append(figure(png, "mean accuracy against step per strategy",
-                               "Mean accuracy over the experiences seen so far, averaged over seeds; dashed lines "
-                               "mark task switches."))
+                               "Mean accuracy over the experiences seen so far, averaged over seeds (shaded: mean "
+                               "± std over seeds); dashed lines mark task switches."))
     else:
         sections.append(missing(NO_CURVE))
 

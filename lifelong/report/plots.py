@@ -14,11 +14,16 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 
 from lifelong.tracking.files import save_figure_atomic
 
 DPI = 100
 COMPARISON_METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "min_acc", "wc_acc", "wf10")
+ACCURACY_BARS = ("final_accuracy", "average_incremental_accuracy", "min_acc", "wc_acc")  # higher is better
+FORGETTING_BARS = ("forgetting", "wf10", "wf100")  # lower is better: a panel of their own
+BAR_LABELS = {"final_accuracy": "final acc", "average_incremental_accuracy": "avg inc acc", "min_acc": "min-ACC",
+              "wc_acc": "WC-ACC", "forgetting": "forgetting", "wf10": "WF(10)", "wf100": "WF(100)"}
 
 
 def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
@@ -50,6 +55,23 @@ def _mark_boundaries(ax: Any, boundaries: Sequence[int] | None, label_experience
         ax.axvline(b, color="0.45", linestyle="--", linewidth=0.9, zorder=1)
 
 
+def _percent_axis(ax: Any, axis: str = "y") -> None:
+    """Ticks of a 0..1 accuracy axis shown as percentages (the report's one convention)."""
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+
+
+def readable_loss_axis(ax: Any, values: Sequence[float]) -> None:
+    """A log axis only when the losses span more than a decade, with plain tick labels at 1, 2, 5 x 10^k
+    (never bare powers of ten with unlabelled minor ticks); a linear axis otherwise."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or min(finite) <= 0 or max(finite) / min(finite) <= 10:
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | os.PathLike,
                          title: str = "Accuracy matrix") -> Path:
     """Heatmap of R[i][j] (accuracy on experience j after training experience i), values written in the cells."""
@@ -60,7 +82,7 @@ def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | os.PathL
     fig = _figure(max(3.5, 0.55 * cols + 2.2), max(2.8, 0.45 * rows + 1.6))
     ax = fig.add_subplot()
     im = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.colorbar(im, ax=ax, label="accuracy", format=PercentFormatter(xmax=1.0, decimals=0))
     ax.set_xlabel("evaluated on experience j")
     ax.set_ylabel("after training experience i")
     ax.set_xticks(range(cols))
@@ -71,7 +93,7 @@ def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | os.PathL
             for j in range(cols):
                 v = data[i][j]
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7,
                             color="black" if v > 0.6 else "white")
     return _save(fig, path)
 
@@ -94,6 +116,7 @@ def plot_accuracy_curves(steps: Sequence[int], accuracy: Sequence[Sequence[float
     if mean is not None:
         ax.plot(steps, _nan(mean), color="black", linewidth=2.0, label="mean (seen)")
     ax.set_ylim(-0.02, 1.02)
+    _percent_axis(ax)
     ax.set_xlabel("global training step")
     ax.set_ylabel("accuracy")
     ax.set_title(title, pad=14)
@@ -130,8 +153,7 @@ def plot_loss(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path:
             ax.plot(steps, _smooth(list(values), window), color=color, linewidth=1.5, label=label)
         else:
             ax.plot(steps, values, color=color, linewidth=1.2, label=label)
-    if all(v > 0 for _, vals in curves.values() for v in vals) and longest:
-        ax.set_yscale("log")
+    readable_loss_axis(ax, [float(v) for _, vals in curves.values() for v in vals])
     ax.set_xlabel("global training step")
     ax.set_ylabel("loss" + (f" (moving average of {window})" if window > 1 else ""))
     ax.set_title(title, pad=14)
@@ -143,14 +165,22 @@ def plot_loss(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path:
 
 def plot_mean_accuracy_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float | None]]],
                               path: str | os.PathLike, boundaries: Sequence[int] | None = None,
-                              title: str = "Mean accuracy over seen experiences") -> Path:
-    """One accuracy-vs-step line per label (e.g. per strategy in a comparison)."""
+                              title: str = "Mean accuracy over seen experiences",
+                              bands: Mapping[str, tuple[Sequence[float | None], Sequence[float | None]]]
+                              | None = None) -> Path:
+    """One accuracy-vs-step line per label (e.g. per strategy in a comparison); `bands[label] = (low, high)`
+    shades a spread around it (e.g. mean ± std over seeds)."""
     fig = _figure(8.0, 4.0)
     ax = fig.add_subplot()
     _mark_boundaries(ax, boundaries)
-    for label, (steps, values) in curves.items():
-        ax.plot(steps, _nan(values), linewidth=1.4, label=label)
+    for i, (label, (steps, values)) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        ax.plot(steps, _nan(values), linewidth=1.4, label=label, color=color)
+        if bands and label in bands:
+            low, high = bands[label]
+            ax.fill_between(steps, _nan(low), _nan(high), color=color, alpha=0.2, linewidth=0)
     ax.set_ylim(-0.02, 1.02)
+    _percent_axis(ax)
     ax.set_xlabel("global training step")
     ax.set_ylabel("accuracy")
     ax.set_title(title, pad=14)
@@ -167,26 +197,38 @@ def comparison_metrics(summary: Sequence[Mapping[str, Any]], wanted: Sequence[st
 
 def plot_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike,
                     metrics: Sequence[str] | None = None, title: str = "Comparison across strategies") -> Path:
-    """Grouped bars: one group per metric, one bar per strategy, mean with a +-std error bar over seeds.
+    """Grouped bars, one bar per strategy, mean with a ±std error bar over seeds, in percent: accuracies
+    (higher is better) on the left panel, forgetting (lower is better) on a panel of its own on the right.
 
     `summary` rows look like {"strategy": "ewc", "final_accuracy_mean": 0.8, "final_accuracy_std": 0.01, ...}."""
     metrics = list(metrics) if metrics is not None else comparison_metrics(summary)
+    panels = [(p, [m for m in metrics if m in group]) for p, group in
+              (("accuracy (higher is better)", ACCURACY_BARS), ("forgetting (lower is better)", FORGETTING_BARS))]
+    other = [m for m in metrics if m not in ACCURACY_BARS and m not in FORGETTING_BARS]
+    if other:
+        panels.append(("other", other))
+    panels = [(p, ms) for p, ms in panels if ms]
     n = max(len(summary), 1)
-    fig = _figure(max(6.0, 1.1 * len(metrics) * (0.5 + 0.25 * n)), 4.2)
-    ax = fig.add_subplot()
+    widths = [max(len(ms), 1) for _, ms in panels]
+    fig = _figure(max(7.0, 1.1 * sum(widths) * (0.5 + 0.25 * n) + 1.5), 4.2)
+    axes = fig.subplots(1, len(panels), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
     width = 0.8 / n
-    for i, row in enumerate(summary):
-        means = [row.get(f"{m}_mean") for m in metrics]
-        stds = [row.get(f"{m}_std") or 0.0 for m in metrics]
-        xs = [k + (i - (n - 1) / 2) * width for k in range(len(metrics))]
-        ax.bar(xs, _nan(means), width=width * 0.95, yerr=stds, capsize=2, label=str(row.get("strategy", i)),
-               color=f"C{i % 10}")
-    ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels(metrics, rotation=15, fontsize=8)
-    ax.axhline(0, color="0.3", linewidth=0.8)
-    ax.set_ylabel("value (mean +- std over seeds)")
-    ax.set_title(title)
+    for ax, (panel, ms) in zip(axes, panels, strict=True):
+        for i, row in enumerate(summary):
+            means = [row.get(f"{m}_mean") for m in ms]
+            stds = [row.get(f"{m}_std") or 0.0 for m in ms]
+            xs = [k + (i - (n - 1) / 2) * width for k in range(len(ms))]
+            ax.bar(xs, _nan(means), width=width * 0.95, yerr=stds, capsize=2, label=str(row.get("strategy", i)),
+                   color=f"C{i % 10}")
+        ax.set_xticks(range(len(ms)))
+        ax.set_xticklabels([BAR_LABELS.get(m, m) for m in ms], fontsize=8)
+        ax.axhline(0, color="0.3", linewidth=0.8)
+        if panel != "other":
+            _percent_axis(ax)
+        ax.set_title(panel, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean ± std over seeds")
     if summary:
-        ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)

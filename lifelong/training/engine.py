@@ -340,7 +340,8 @@ class Engine:
                                     "are kept")
             if eval_every and g % eval_every == 0:
                 self.continual_evaluation(seen)
-            self.recorder.step(g, grand_total, value, self.latest_accuracy, norms)
+            self.recorder.step(g, grand_total, value, self.latest_accuracy, norms,
+                               self.optimizer.param_groups[0]["lr"])
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()
