@@ -13,6 +13,7 @@ class LifelongError(Exception):
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> LifelongError:
     """An error for an unknown `name` of `kind`, suggesting the closest valid name."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    same = [v for v in valid if v.lower() == str(name).lower()]  # the name in another case comes first
+    close = same or difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return LifelongError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}")

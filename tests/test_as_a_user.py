@@ -200,3 +200,66 @@ def test_continual_evaluation_on_small_data_works_with_defaults_and_refuses_an_i
     assert result["curve"]["steps"][0] == 2
     with pytest.raises(LifelongError, match="eval_subsample=100 is larger than the data"):
         Engine(cfg.with_overrides(eval_subsample=100), dataset=data)
+
+
+class TinyNet(torch.nn.Module):
+    """A user's model: built from the data's input shape and the number of classes."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.body = torch.nn.Linear(input_shape[0], 12)
+        self.head = torch.nn.Linear(12, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)))
+
+
+def test_own_model_and_optimizer_through_the_api_store_and_resume(tmp_path):
+    from lifelong.tracking.store import RunStore
+    from lifelong.training import runner
+
+    cfg = RunConfig(scenario="split-digits", experiences=2, batch_size=16, threads=1, checkpoint_every=3,
+                    lr=0.005)
+    engine = Engine(cfg, dataset=toy(), model=TinyNet, optimizer=torch.optim.RMSprop)
+    assert isinstance(engine.model, TinyNet) and type(engine.optimizer) is torch.optim.RMSprop
+    assert engine.optimizer.defaults["lr"] == 0.005  # a class is built with the config's learning rate
+    clean = runner.run(cfg, tmp_path / "clean", dataset=toy(), model=TinyNet, optimizer=torch.optim.RMSprop)
+
+    def crash(g, total, loss, acc):
+        if g == 7:
+            raise Crash
+    with pytest.raises(Crash):
+        runner.run(cfg, tmp_path / "crashed", on_step=crash, dataset=toy(), model=TinyNet,
+                   optimizer=torch.optim.RMSprop)
+    code = RunStore.open(tmp_path / "crashed").meta()["code"]
+    assert code == {"model": "test_as_a_user.TinyNet", "optimizer": "torch.optim.rmsprop.RMSprop"}
+    with pytest.raises(LifelongError, match="your own model test_as_a_user.TinyNet"):
+        runner.resume(tmp_path / "crashed", dataset=toy())
+    resumed = runner.resume(tmp_path / "crashed", dataset=toy(), model=TinyNet, optimizer=torch.optim.RMSprop)
+    assert resumed["accuracy_matrix"] == clean["accuracy_matrix"]
+    factory = Engine(cfg, dataset=toy(), model=TinyNet(toy().shape, 4),
+                     optimizer=lambda params: torch.optim.Adagrad(params, lr=0.1))
+    assert type(factory.optimizer) is torch.optim.Adagrad
+
+
+def test_any_torch_optimizer_by_name_with_its_arguments():
+    engine = Engine(RunConfig(scenario="split-digits", experiences=2, optimizer="rmsprop",
+                              optimizer_params="alpha=0.9,eps=1e-6,centered=True"), dataset=toy())
+    assert type(engine.optimizer) is torch.optim.RMSprop  # not AdamW, as it silently was
+    assert engine.optimizer.defaults["centered"] is True and engine.optimizer.defaults["eps"] == 1e-6
+    engine.run()
+    with pytest.raises(LifelongError, match="unknown argument of RMSprop 'alpah'. Did you mean 'alpha'"):
+        RunConfig(optimizer="rmsprop", optimizer_params="alpah=0.9")
+    with pytest.raises(LifelongError, match="needs a closure"):
+        RunConfig(optimizer="lbfgs")
+
+
+def test_compare_takes_a_model_factory_and_an_optimizer_class(tmp_path):
+    from lifelong.training import runner
+
+    base = RunConfig(scenario="split-digits", experiences=2, batch_size=16, threads=1)
+    out = runner.compare(base, ["naive", "er"], [0], tmp_path / "cmp", workers=1, dataset=toy(), model=TinyNet,
+                         optimizer=torch.optim.RMSprop)
+    assert all("error" not in r for r in out["results"]), out["results"]
+    with pytest.raises(LifelongError, match="not an instance"):
+        runner.compare(base, ["naive"], [0], tmp_path / "cmp2", dataset=toy(), model=TinyNet((6,), 4))

@@ -11,8 +11,8 @@ from lifelong.training.config import RunConfig
     ({"lr": -1.0}, r"lr=-1.0 is out of range"),
     ({"lr": 0.0}, r"lr=0.0 is out of range"),
     ({"epochs": 0}, r"epochs=0 is out of range"),
-    ({"optimizer": "SGD"}, r"optimizer='SGD' is not allowed"),
-    ({"optimizer": "rmsprop"}, r"optimizer='rmsprop' is not allowed"),
+    ({"optimizer": "rmsprup"}, r"unknown optimizer 'rmsprup'. Did you mean 'rmsprop'"),
+    ({"optimizer": "adam", "optimizer_params": "momentum=0.9"}, r"unknown argument of Adam 'momentum'"),
     ({"hidden": "32,x"}, r"hidden='32,x' must be comma-separated integers"),
     ({"hparams": [1, 2]}, r"hparams=\[1, 2\] must be a mapping"),
     ({"optimizer": "sgd-schedulefree", "schedule": "cosine"}, r"replaces the schedule"),
@@ -21,6 +21,11 @@ from lifelong.training.config import RunConfig
 def test_python_api_refuses_bad_settings_at_construction(changes, message):
     with pytest.raises(LifelongError, match=message):
         RunConfig(**changes)
+
+
+def test_optimizer_names_are_lower_case_with_a_suggestion():
+    with pytest.raises(LifelongError, match="Did you mean 'rmsprop'"):
+        RunConfig(optimizer="RMSprop")
 
 
 def test_strings_are_converted_like_flags():

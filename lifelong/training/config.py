@@ -18,7 +18,6 @@ from lifelong.schedules.stream import MODES
 
 MAX_HIDDEN = 65_536  # units per hidden layer (a bound, so a typo cannot ask for terabytes)
 MAX_CONFIG_BYTES = 1 << 20
-OPTIMIZERS = ("sgd", "adam", "adamw", "sgd-schedulefree", "adamw-schedulefree")
 
 SETTINGS: dict[str, Param] = {
     "scenario": Param("split-fashion-mnist", "scenario name: <kind>-<dataset> (see `lifelong list`)"),
@@ -29,7 +28,11 @@ SETTINGS: dict[str, Param] = {
     "shuffle_classes": Param(False, "shuffle the class order with the seed"),
     "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
     "hidden": Param("256,256", "hidden layer sizes of the MLP"),
-    "optimizer": Param("sgd", "optimizer (schedule-free ones need the 'schedulefree' extra)", choices=OPTIMIZERS),
+    "optimizer": Param("sgd", "optimizer: sgd, adam, adamw, sgd-schedulefree, adamw-schedulefree (these need the "
+                       "'schedulefree' extra), or any torch.optim class by name (rmsprop, adagrad, nadam, ...)"),
+    "optimizer_params": Param("", "extra arguments of the optimizer as key=value,key=value (e.g. alpha=0.9,"
+                              "eps=1e-8 or betas=(0.9,0.99)); lr, momentum (sgd) and weight_decay have their own "
+                              "settings"),
     "lr": Param(0.01, "learning rate", low=0.0, low_open=True),
     "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
     "weight_decay": Param(0.0, "weight decay", low=0.0),
@@ -76,6 +79,7 @@ class RunConfig:
     model: str = "mlp"
     hidden: str = "256,256"
     optimizer: str = "sgd"
+    optimizer_params: str = ""
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -105,6 +109,7 @@ class RunConfig:
             setattr(self, name, param.coerce(name, getattr(self, name)))
         if not isinstance(self.hparams, dict) or not all(isinstance(k, str) for k in self.hparams):
             raise LifelongError(f"hparams={self.hparams!r} must be a mapping of hyperparameter names to values")
+        self.optimizer_kwargs()
         self.class_order_list()
         self.hidden_sizes()
         check_device(self.device)
@@ -136,6 +141,12 @@ class RunConfig:
         parse_scenario(self.scenario)
         MODELS.get(self.model)
         make_strategy(self.strategy, self.hparams)
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """`optimizer_params` as keyword arguments of the optimizer (checked against its signature)."""
+        from lifelong.training.optimizers import parse_optimizer_params
+
+        return parse_optimizer_params(self.optimizer_params, self.optimizer)
 
     def class_order_list(self) -> list[int] | None:
         if not self.class_order:

@@ -24,11 +24,12 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.scenarios import make_stream, parse_scenario
@@ -63,6 +64,12 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def describe(obj: Any) -> str:
+    """`module.Name` of a user's class or object (what a run records about the model or optimizer it got)."""
+    cls = obj if isinstance(obj, type) or callable(obj) and not isinstance(obj, nn.Module) else type(obj)
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', type(cls).__name__)}"
+
+
 def data_order(n: int, seed: int, experience: int, epochs: int) -> Tensor:
     """Positions 0..n-1 in the order they are trained on: one fresh permutation per epoch."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + experience * 7919 + 17)
@@ -79,7 +86,8 @@ class Engine:
 
     def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
                  on_step: StepCallback | None = None, loggers: tuple[str, ...] | list[str] = (),
-                 dataset: ArrayDataset | None = None, stream: Stream | None = None) -> None:
+                 dataset: ArrayDataset | None = None, stream: Stream | None = None,
+                 model: nn.Module | Callable[..., nn.Module] | None = None, optimizer: Any = None) -> None:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
@@ -90,12 +98,13 @@ class Engine:
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.hparams)
         self.train_stream = self.strategy.adapt_stream(self.stream)
         torch.manual_seed(cfg.seed)
-        kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
-        model = make_model(cfg.model, self.stream[0].data.shape, self.stream.num_classes, **kwargs).to(self.device)
+        self.model_source = describe(model) if model is not None else None
+        self.optimizer_source = describe(optimizer) if optimizer is not None else None
+        model = self.build_model(model).to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.recorder = Recorder(None, on_step)  # replaced by the run directory's once everything is built
         self.learner = Learner(cfg, self.stream, self.train_stream, self.strategy, model, self.device,
-                               self.generator, self.save_artifact)
+                               self.generator, self.save_artifact, optimizer)
         self.evaluator = Evaluator(cfg, self.stream, self.learner)
         self.check_branch_rates()
         self.position = {"experience": 0, "step": 0, "global_step": 0}
@@ -114,6 +123,18 @@ class Engine:
         elif run_dir is not None:
             self.recorder = Recorder.create(run_dir, cfg.to_dict(), on_step, loggers,
                                             desc=f"{cfg.strategy} s{cfg.seed}", data=self.data_record())
+            self.recorder.store.set_meta(code={"model": self.model_source, "optimizer": self.optimizer_source})
+
+    def build_model(self, given: nn.Module | Callable[..., nn.Module] | None) -> nn.Module:
+        """The configured backbone, or the user's: an nn.Module as is, or a factory(input_shape, num_classes)."""
+        shape, n = self.stream[0].data.shape, self.stream.num_classes
+        if given is None:
+            kwargs = {"hidden": self.cfg.hidden_sizes()} if self.cfg.model == "mlp" else {}
+            return make_model(self.cfg.model, shape, n, **kwargs)
+        model = given if isinstance(given, nn.Module) else given(shape, n)
+        if not isinstance(model, nn.Module):
+            raise LifelongError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+        return model
 
     @property
     def scenario_name(self) -> str:

@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.stream import Experience, Stream
+from lifelong.errors import LifelongError
 from lifelong.schedules.refined import gradient_norms
 from lifelong.schedules.schedulefree_support import make_schedulefree
 from lifelong.schedules.stream import StreamSchedule
 from lifelong.strategies import Batch, Context, Strategy
 from lifelong.strategies.base import Gradients, Segment
 from lifelong.training.config import RunConfig
+from lifelong.training.optimizers import accepted_arguments, resolve_optimizer
 
 
 def _plain(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,24 +70,37 @@ class AdamW(_Eager, torch.optim.AdamW):
     _step = _plain(torch.optim.AdamW.step)
 
 
-def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    """The optimizer named by the config over `params`.
+def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.Optimizer:
+    """The optimizer named by the config over `params`, or the user's: a torch.optim class (built with the
+    config's lr and `optimizer_params`) or a factory called with the parameters.
 
     SGD, Adam and AdamW use torch's multi-tensor (`foreach`) implementation: one call per step for all
     parameters instead of a Python loop over them, with bit-identical results to the single-tensor default
     (tests/test_speed_equivalence.py). Their fused kernels are faster still on CPU but round differently
     (about 1e-8 after a few steps), so they are not used. The classes are torch's own minus the compile hooks
     (see `_plain`)."""
+    extra = cfg.optimizer_kwargs()
+    if factory is not None:
+        made = factory(params, lr=cfg.lr, **extra) if isinstance(factory, type) else factory(params)
+        if not isinstance(made, torch.optim.Optimizer):
+            raise LifelongError(f"the optimizer factory returned {type(made).__name__}, not a torch.optim.Optimizer")
+        return made
+    other = resolve_optimizer(cfg.optimizer)
+    if other is not None:
+        accepted = accepted_arguments(other)
+        defaults = {"weight_decay": cfg.weight_decay} if cfg.weight_decay and "weight_decay" in accepted else {}
+        return other(params, lr=cfg.lr, **{**defaults, **extra})
     if cfg.schedulefree:
         name = cfg.optimizer.removesuffix("-schedulefree")
-        extra = {"momentum": cfg.momentum} if name == "sgd" else {}
+        momentum = {"momentum": cfg.momentum} if name == "sgd" else {}
         constant = cfg.build_schedule()  # '' or 'constant' (checked by the config): its peak and warmup
         return make_schedulefree(params, name, lr=constant.peak, warmup_steps=constant.warmup,
-                                 weight_decay=cfg.weight_decay, **extra)
+                                 weight_decay=cfg.weight_decay, **{**momentum, **extra})
     if cfg.optimizer == "sgd":
-        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+        return SGD(params, lr=cfg.lr, **{"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "foreach": True,
+                                         **extra})
     cls = Adam if cfg.optimizer == "adam" else AdamW
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return cls(params, lr=cfg.lr, **{"weight_decay": cfg.weight_decay, "foreach": True, **extra})
 
 
 class Learner:
@@ -93,13 +108,14 @@ class Learner:
 
     def __init__(self, cfg: RunConfig, stream: Stream, train_stream: Stream, strategy: Strategy, model: nn.Module,
                  device: torch.device, generator: torch.Generator,
-                 save_artifact: Callable[[str, Any], Path | None] | None = None) -> None:
+                 save_artifact: Callable[[str, Any], Path | None] | None = None, optimizer: Any = None) -> None:
         self.cfg, self.stream, self.train_stream, self.strategy = cfg, stream, train_stream, strategy
         self.device = device
         self.data = stream[0].data
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(cfg, self.params)
+        self.optimizer_factory = optimizer
+        self.optimizer = make_optimizer(cfg, self.params, optimizer)
         self.class_task = self.class_to_task()
         self.task_mask = stream.task_class_mask().to(device) if stream.task_aware else None
         self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
@@ -151,7 +167,7 @@ class Learner:
         old = self.optimizer
         self.model = self.ctx.model = model.to(self.device)
         self.params = params
-        self.optimizer = make_optimizer(self.cfg, params)
+        self.optimizer = make_optimizer(self.cfg, params, self.optimizer_factory)
         for p in params:
             if p in old.state:
                 self.optimizer.state[p] = old.state[p]

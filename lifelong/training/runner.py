@@ -20,6 +20,8 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lifelong.data import scenarios
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.stream import Stream
@@ -144,6 +146,10 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
         raise LifelongError(f"run {run_dir} was trained on your own data '{meta['data']['name']}' (passed as "
                             f"{source}=...): resume it from Python with the same data, "
                             f"lifelong.resume('{run_dir}', {source}=...)")
+    for part, used in ((meta.get("code") or {}).items()):
+        if used and part not in engine_kwargs:
+            raise LifelongError(f"run {run_dir} was trained with your own {part} {used}: resume it from Python "
+                                f"with the same one, lifelong.resume('{run_dir}', {part}=...)")
     reset_peak_rss()
     engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
     engine.recorder.resumed()
@@ -384,9 +390,11 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
             on_result: Callable[[dict[str, Any]], None] | None = None, dataset: ArrayDataset | None = None,
-            stream: Stream | None = None) -> dict[str, Any]:
+            stream: Stream | None = None, model: Any = None, optimizer: Any = None) -> dict[str, Any]:
     """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
-    `dataset` (cut by the scenario's kind) or `stream` replace the scenario's data, sent to each worker once.
+    `dataset` (cut by the scenario's kind) or `stream` replace the scenario's data, sent to each worker once;
+    `model` (a factory(input_shape, num_classes), e.g. an nn.Module class) and `optimizer` (a torch.optim class or
+    a factory(params)) replace the configured ones; they must be picklable (defined at a module's top level).
 
     Given an `out_dir` of an earlier comparison with the same settings, finished runs are kept, unfinished
     ones (interrupted, failed, killed) are resumed from their checkpoints and missing ones started."""
@@ -416,7 +424,11 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             on_result(r)
     todo = [i for i in range(len(jobs)) if i not in done]
     index = {i: k for k, i in enumerate(todo)}
-    data = {"stream": stream} if stream is not None else {"dataset": dataset} if dataset is not None else None
+    given = {"stream": stream, "dataset": dataset, "model": model, "optimizer": optimizer}
+    data = {k: v for k, v in given.items() if v is not None} or None
+    if isinstance(model, torch.nn.Module):
+        raise LifelongError("compare trains several models: give a factory (e.g. the nn.Module class), not an "
+                            "instance")
     fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
                      resume_jobs=[index[i] for i in again], data=data) if todo else []
     results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
