@@ -263,3 +263,25 @@ def test_compare_takes_a_model_factory_and_an_optimizer_class(tmp_path):
     assert all("error" not in r for r in out["results"]), out["results"]
     with pytest.raises(LifelongError, match="not an instance"):
         runner.compare(base, ["naive"], [0], tmp_path / "cmp2", dataset=toy(), model=TinyNet((6,), 4))
+
+
+def test_bf16_mixed_precision_trains_resumes_exactly_and_fp16_needs_cuda(tmp_path):
+    from lifelong.training import runner
+
+    base = RunConfig(scenario="split-digits", hidden="32", batch_size=16, threads=1, checkpoint_every=5,
+                     strategy="er", lr=0.05)
+    fp32 = runner.run(base, tmp_path / "fp32")
+    cfg = base.with_overrides(precision="bf16-mixed")
+    clean = runner.run(cfg, tmp_path / "clean")
+    assert abs(clean["final_accuracy"] - fp32["final_accuracy"]) < 0.1 and clean["accuracy_matrix"] != fp32[
+        "accuracy_matrix"]  # bfloat16 arithmetic really ran, and learns as well
+
+    def crash(g, total, loss, acc):
+        if g == 33:
+            raise Crash
+    with pytest.raises(Crash):
+        runner.run(cfg, tmp_path / "crashed", on_step=crash)
+    assert runner.resume(tmp_path / "crashed")["accuracy_matrix"] == clean["accuracy_matrix"]
+    if not torch.cuda.is_available():
+        with pytest.raises(LifelongError, match="16-mixed' needs CUDA"):
+            Engine(base.with_overrides(precision="16-mixed", device="cpu"))

@@ -38,6 +38,9 @@ SETTINGS: dict[str, Param] = {
     "weight_decay": Param(0.0, "weight decay", low=0.0),
     "batch_size": Param(32, "new samples per training step", low=1),
     "epochs": Param(1, "passes over each experience", low=1, high=10_000),
+    "precision": Param("32", "arithmetic of the training step: 32 (float32), bf16-mixed (autocast to bfloat16; "
+                       "CPU and CUDA) or 16-mixed (float16 with a gradient scaler; CUDA)",
+                       choices=("32", "bf16-mixed", "16-mixed")),
     "device": Param("auto", "cpu, cuda, cuda:N or auto (CUDA when present)"),
     "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1,
                      high=1024),
@@ -85,6 +88,7 @@ class RunConfig:
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 1
+    precision: str = "32"
     device: str = "auto"
     threads: int = 1
     checkpoint_every: int = 500

@@ -253,6 +253,7 @@ class Engine:
                 "train_seconds": self.train_seconds, "boundaries": self.boundaries,
                 "curve_steps": self.curve_steps, "curve": self.curve, "branches": self.branches,
                 "pre_anneal": self.pre_anneal, "train_model": train_point,
+                "scaler": None if self.learner.scaler is None else self.learner.scaler.state_dict(),
             }, self.recorder.dir / CHECKPOINT)
 
     def restore(self) -> bool:
@@ -275,6 +276,8 @@ class Engine:
         self.boundaries, self.curve_steps, self.curve = state["boundaries"], state["curve_steps"], state["curve"]
         self.branches = state.get("branches", [])
         self.pre_anneal = state.get("pre_anneal")
+        if self.learner.scaler is not None and state.get("scaler"):
+            self.learner.scaler.load_state_dict(state["scaler"])
         resume_training_point(self.optimizer, self.model, state.get("train_model"))
         return True
 

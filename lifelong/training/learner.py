@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable
@@ -123,6 +124,14 @@ class Learner:
         strategy.setup(self.ctx)
         self.lr_schedule = self.make_lr_schedule()
         self.grad_norms: Tensor | None = torch.zeros(2, device=device) if cfg.record_grad_norms else None
+        self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(cfg.precision)
+        if cfg.precision == "16-mixed" and device.type != "cuda":
+            raise LifelongError("precision='16-mixed' needs CUDA (float16 autocast with a gradient scaler); on the "
+                                "CPU use precision='bf16-mixed'")
+        if cfg.precision == "16-mixed" and strategy.separate_gradients:
+            raise LifelongError(f"{strategy.name} needs the task gradient on its own, which the float16 gradient "
+                                "scaler does not give: use precision='bf16-mixed' or '32'")
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "16-mixed" else None
 
     # --- set-up ---------------------------------------------------------------------------------------
     def class_to_task(self) -> Tensor | None:
@@ -187,6 +196,12 @@ class Learner:
             logits = logits.masked_fill(~self.task_mask[self.class_task[y]], float("-inf"))
         return F.cross_entropy(logits, y)
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision around the forward pass and the task loss (penalties stay in float32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def batch(self, exp: Experience, idx: Tensor) -> Batch:
         """The new data of a step as the batch's "new" segment (scored by the engine's loss)."""
         raw = exp.data.train_x.index_select(0, idx)  # a row gather: ~6x cheaper than advanced indexing
@@ -199,24 +214,33 @@ class Learner:
         """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss."""
         strategy, opt = self.strategy, self.optimizer
         batch = strategy.training_batch(self.batch(exp, idx))
-        out = batch.split(self.model(batch.x))
-        loss = strategy.loss(batch, out)
-        if loss is None:
-            names, y = batch.scored()
-            loss = self.cross_entropy(out.rows(names), y)
+        with self.autocast():
+            out = batch.split(self.model(batch.x))
+            loss = strategy.loss(batch, out)
+            if loss is None:
+                names, y = batch.scored()
+                loss = self.cross_entropy(out.rows(names), y)
+        loss = loss.float()
         extra = strategy.penalty(batch, out)
         opt.zero_grad(set_to_none=True)
         grads = Gradients(self.params)
+        scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
         if strategy.separate_gradients:
             loss.backward(retain_graph=extra is not None)
             grads.task = [None if p.grad is None else p.grad.clone() for p in self.params]
             if extra is not None:
                 extra.backward()
         else:
-            (loss if extra is None else loss + extra).backward()
+            scale(loss if extra is None else loss + extra).backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)  # strategies and the norms see the true gradients
         strategy.before_step(batch, out, grads)
         if self.grad_norms is not None:
             self.grad_norms = gradient_norms(self.params)  # the gradient actually applied (after projections)
-        opt.step()
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
         strategy.after_step(batch, out)
         return loss.detach() if extra is None else (loss + extra).detach()
