@@ -295,7 +295,7 @@ class Engine:
             self.rows.append(self.evaluate())
             self.latest_accuracy = mean_seen(self.rows[-1], self.seen_experiences(i))
             self.boundaries.append(self.position["global_step"])
-            self.recorder.accuracy_row(i, self.rows[-1])
+            self.recorder.accuracy_row(i, self.rows[-1], self.seen_experiences(i))
             self.recorder.boundaries(self.boundaries)
             self.position = {"experience": i + 1, "step": 0, "global_step": self.position["global_step"]}
             self.train_seconds = base_seconds + time.perf_counter() - start
