@@ -257,7 +257,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = ("run", "compare", "resume", "list", "runs")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; for one of the CORE_COMMANDS only the core subcommands (no other layer is imported)."""
     parser = argparse.ArgumentParser(
         prog="lifelong", description="Continual learning for PyTorch: train, compare, resume and inspect runs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -304,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models")
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("roots", nargs="*", help="directories to search [--store]")
+    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
+    p.set_defaults(func=cmd_runs)
+    if command in CORE_COMMANDS:  # the other layers' parsers import matplotlib (report), the LM stack, ...
+        return parser
+
     from lifelong.schedules.cli import add_schedule_parser
 
     add_schedule_parser(sub).set_defaults(func=lambda a: a.handler(a))
@@ -330,16 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lifelong.experiments.schedules import add_reproduce_parser
 
     add_reproduce_parser(sub)
-
-    p = sub.add_parser("runs", help="list stored runs")
-    p.add_argument("roots", nargs="*", help="directories to search [--store]")
-    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
-    p.set_defaults(func=cmd_runs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

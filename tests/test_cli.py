@@ -62,7 +62,7 @@ def test_yaml_config_and_flags(tmp_path, capsys):
     (["run", "--strategy", "er", "-p", "bufer_size=3"], "Did you mean 'buffer_size'?"),
     (["run", "--strategy", "er", "-p", "buffer=fifo"], "expected one of reservoir|class-balanced"),
     (["run", "--class-order", "0,1,2"], "class order must list each class"),
-    (["run", "--optimizer", "sgdd"], "expected one of sgd|adam|adamw"),
+    (["run", "--optimizer", "sgdd"], "unknown optimizer 'sgdd'. Did you mean 'sgd'?"),
     (["resume", "/nonexistent/run"], "no run found"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):
