@@ -32,6 +32,14 @@ def distillation_loss(logits: Tensor, teacher_logits: Tensor, temperature: float
     return loss * t * t if t_squared else loss
 
 
+def old_heads(seen: dict[int, list[int]], task_aware: bool) -> list[list[int]]:
+    """The class groups distilled separately: one per old task (task-aware streams), else all old classes."""
+    if task_aware:
+        return [classes for _, classes in sorted(seen.items())]
+    old = sorted(c for classes in seen.values() for c in classes)
+    return [old] if old else []
+
+
 @register
 class LwF(Strategy):
     name = "lwf"
@@ -51,11 +59,7 @@ class LwF(Strategy):
         self.seen: dict[int, list[int]] = {}  # task id -> classes seen so far
 
     def begin_experience(self, exp: Experience) -> None:
-        if self.ctx.stream.task_aware:
-            self.heads = [classes for _, classes in sorted(self.seen.items())]
-        else:
-            old = sorted(c for classes in self.seen.values() for c in classes)
-            self.heads = [old] if old else []
+        self.heads = old_heads(self.seen, self.ctx.stream.task_aware)
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         if self.teacher is None or not self.heads or self.hp["alpha"] == 0.0:

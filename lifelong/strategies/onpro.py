@@ -53,10 +53,10 @@ from lifelong.strategies.prototypes import (
     FeatureTap,
     Prototyped,
     augment,
-    feature_dim,
     generator_from,
     ope_loss,
     supcon_loss,
+    wrap,
 )
 from lifelong.strategies.replay import BUFFER_PARAMS, ReplayBase
 
@@ -96,10 +96,7 @@ class OnPro(ReplayBase):
         self.means: tuple[Tensor, Tensor] | None = None  # (classes, class means) of the last memory batch
 
     def adapt_model(self, model: nn.Module, exp: Experience) -> nn.Module:
-        if not isinstance(model, Prototyped):
-            init = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
-            model = Prototyped(model, feature_dim(model), self.hp["proj_dim"], self.ctx.stream.num_classes, init,
-                               prototypes=False)
+        model = wrap(model, self.gen, self.hp["proj_dim"], self.ctx.stream.num_classes, prototypes=False)
         self.tap.attach(model)
         return model
 

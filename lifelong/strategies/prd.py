@@ -45,10 +45,10 @@ from lifelong.strategies.prototypes import (
     FeatureTap,
     Prototyped,
     augment,
-    feature_dim,
     generator_from,
     relation_distillation,
     supcon_loss,
+    wrap,
 )
 
 
@@ -77,10 +77,7 @@ class PRD(Strategy):
         self.current: list[int] = []
 
     def adapt_model(self, model: nn.Module, exp: Experience) -> nn.Module:
-        if not isinstance(model, Prototyped):
-            init = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
-            model = Prototyped(model, feature_dim(model), self.hp["proj_dim"], self.ctx.stream.num_classes, init,
-                               prototypes=True)
+        model = wrap(model, self.gen, self.hp["proj_dim"], self.ctx.stream.num_classes, prototypes=True)
         self.tap.attach(model)
         return model
 

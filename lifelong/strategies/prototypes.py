@@ -57,6 +57,16 @@ class Prototyped(nn.Module):
         return self.base(x)
 
 
+def wrap(model: nn.Module, ctx_generator: torch.Generator, proj_dim: int, num_classes: int,
+         prototypes: bool) -> nn.Module:
+    """The model with a projection head (and learnable prototypes), built once, from a seed drawn off the
+    strategy's generator (so a resumed run rebuilds the same parameters before loading the weights)."""
+    if isinstance(model, Prototyped):
+        return model
+    init = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx_generator)))
+    return Prototyped(model, feature_dim(model), proj_dim, num_classes, init, prototypes=prototypes)
+
+
 def feature_dim(model: nn.Module) -> int:
     """Width of the model's penultimate features (the input of its last Linear layer)."""
     return last_linear(model).in_features

@@ -32,7 +32,7 @@ from lifelong.data.stream import Experience
 from lifelong.errors import LifelongError
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Outputs, register
-from lifelong.strategies.lwf import distillation_loss
+from lifelong.strategies.lwf import distillation_loss, old_heads
 from lifelong.strategies.regularization import FISHER_SAMPLES, QuadraticAnchor
 
 
@@ -98,11 +98,7 @@ class RehearsalFree(QuadraticAnchor):
         return self.hp["pred_kd"] > 0 or self.hp["feat_kd"] > 0
 
     def begin_experience(self, exp: Experience) -> None:
-        if self.ctx.stream.task_aware:
-            self.heads = [classes for _, classes in sorted(self.seen.items())]
-        else:
-            old = sorted(c for classes in self.seen.values() for c in classes)
-            self.heads = [old] if old else []
+        self.heads = old_heads(self.seen, self.ctx.stream.task_aware)
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         total = super().penalty(batch, out)
