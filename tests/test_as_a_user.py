@@ -285,3 +285,20 @@ def test_bf16_mixed_precision_trains_resumes_exactly_and_fp16_needs_cuda(tmp_pat
     if not torch.cuda.is_available():
         with pytest.raises(LifelongError, match="16-mixed' needs CUDA"):
             Engine(base.with_overrides(precision="16-mixed", device="cpu"))
+
+
+def test_own_pieces_through_the_cli_are_logged_reported_and_listed(plugin):
+    import csv
+
+    from lifelong import cli
+
+    run = plugin / "logged"
+    assert cli.main(["run", "--scenario", "split-myplug:load", "--experiences", "2", "--strategy", "myplug:Mine",
+                     "--model", "myplug:Net", "--optimizer", "rmsprop", "--optimizer-params", "alpha=0.9",
+                     "--lr", "0.005", "--run-dir", str(run), "-q", "--log", "csv"]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert any(r.get("loss") for r in rows) and any(r.get("accuracy/exp_1") for r in rows)
+    assert cli.main(["report", str(run), "-o", str(plugin / "report.html")]) == 0
+    page = (plugin / "report.html").read_text()
+    assert "myplug:Mine" in page and "split-myplug:load" in page
+    assert cli.main(["runs", str(plugin)]) == 0
