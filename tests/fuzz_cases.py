@@ -130,7 +130,7 @@ def setting_cases() -> list[Case]:
         elif isinstance(p.default, float):
             values = [v for v in bad_float if not (v == "-1" and p.low is None)]
         elif p.choices:
-            values = ["bogus", "", p.choices[0].upper()]
+            values = ["bogus", "", *[c.upper() for c in p.choices[:1] if c.upper() not in p.choices]]
         else:
             values = {"scenario": ["bogus", "split-", "split-digits-x", ""],
                       "strategy": ["bogus", "er+", "+", "naive+naive+bogus"],
