@@ -31,3 +31,8 @@ def test_optimizer_names_are_lower_case_with_a_suggestion():
 def test_strings_are_converted_like_flags():
     cfg = RunConfig(shuffle_classes="no", batch_size="16", lr="0.5")
     assert cfg.shuffle_classes is False and cfg.batch_size == 16 and cfg.lr == 0.5
+
+
+def test_unknown_setting_in_the_python_api_is_one_line_with_a_suggestion():
+    with pytest.raises(LifelongError, match="unknown setting 'bach_size'. Did you mean 'batch_size'"):
+        RunConfig(bach_size=4)

@@ -69,8 +69,18 @@ SETTINGS: dict[str, Param] = {
 }
 
 
+class _NamedSettings(type):
+    """Unknown setting names get the one-line error (with a suggestion) instead of Python's TypeError."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        for name in kwargs:
+            if name not in SETTINGS and name != "hparams":
+                raise unknown_name("setting", name, [*SETTINGS, "hparams"])
+        return super().__call__(*args, **kwargs)
+
+
 @dataclass
-class RunConfig:
+class RunConfig(metaclass=_NamedSettings):
     """Settings of one run plus the strategy's hyperparameters (`hparams`)."""
 
     scenario: str = "split-fashion-mnist"
