@@ -12,7 +12,7 @@ from lifelong.analytic import store
 from lifelong.analytic.acil import ACIL
 from lifelong.analytic.cli import add_unlearn_parser, run_unlearn_command
 from lifelong.analytic.dsal import DSAL
-from lifelong.analytic.features import FeatureCache, extract_features, train_base_phase
+from lifelong.analytic.features import FeatureCache, extract_features
 from lifelong.analytic.nmc import NMC
 from lifelong.errors import LifelongError
 
@@ -199,23 +199,6 @@ def test_feature_cache_and_base_phase(tmp_path):
     assert cache.misses == 2 and not torch.equal(a, c)
     extract_features(ext, data_ + 1, cache=cache)  # changed data: recomputed
     assert cache.misses == 3
-    y = (data_[:, 0] > 0).long()
-    bb = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
-    w0 = bb[0].weight.clone()
-    train_base_phase(bb, 8, data_, y, epochs=2, batch_size=16)
-    assert not torch.equal(w0, bb[0].weight) and not bb.training
-    assert all(not p.requires_grad for p in bb.parameters())
-    # cached base phase: the second call trains nothing and gives the same weights
-    cache2 = FeatureCache(tmp_path / "base")
-
-    def fresh():
-        torch.manual_seed(1)
-        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
-
-    b1 = train_base_phase(fresh(), 8, data_, y, epochs=1, batch_size=16, cache=cache2)
-    b2 = train_base_phase(fresh(), 8, data_, y, epochs=1, batch_size=16, cache=cache2)
-    assert (cache2.misses, cache2.hits) == (1, 1) and torch.equal(b1[0].weight, b2[0].weight)
-    assert not torch.equal(b2[0].weight, fresh()[0].weight) and not b2.training
 
 
 def test_versions_and_requests_recorded_in_run_store(tmp_path, model):

@@ -2,7 +2,8 @@
 
 The cache key is a hash of the extractor (class + every parameter/buffer) and of the data, so a sweep over
 analytic methods or hyperparameters re-uses features, and a changed backbone never gets stale ones.
-`train_base_phase` trains a backbone with backprop on the base experience(s) and freezes it, as ACIL does.
+The base phase of ACIL-style learners (backprop on the first experiences, then frozen) is the engine's own SGD
+steps: see `base_experiences` in lifelong/strategies/analytic.py.
 """
 
 from __future__ import annotations
@@ -117,79 +118,6 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module.eval()
-
-
-def train_base_phase(
-    backbone: nn.Module,
-    feature_dim: int,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    epochs: int = 3,
-    lr: float = 0.05,
-    batch_size: int = 128,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    label_smoothing: float = 0.05,
-    seed: int = 0,
-    log: Callable[[str], None] | None = None,
-    cache: FeatureCache | None = None,
-) -> nn.Module:
-    """Backprop-train `backbone` + a temporary linear head on the base data (cosine LR), then freeze it.
-
-    With a `cache`, the trained weights are stored under a key of (initial weights, data, hyperparameters),
-    so a sweep trains the base phase once.
-    """
-    if cache is not None:
-        hp = (feature_dim, epochs, lr, batch_size, momentum, weight_decay, label_smoothing, seed)
-        key = hashlib.sha256(
-            f"base|{module_hash(backbone)}|{tensor_hash(inputs)}|{tensor_hash(torch.as_tensor(labels))}|{hp}".encode()
-        ).hexdigest()[:32]
-
-        def compute() -> dict:
-            trained = train_base_phase(backbone, feature_dim, inputs, labels, epochs=epochs, lr=lr,
-                                       batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                                       label_smoothing=label_smoothing, seed=seed, log=log)  # fmt: skip
-            return trained.state_dict()
-
-        backbone.load_state_dict(cache.get_or_compute(key, compute))
-        if log and cache.hits:
-            log("base phase: trained backbone loaded from the cache")
-        return freeze(backbone)
-    if epochs < 0 or lr <= 0 or batch_size < 1:
-        raise LifelongError(f"base phase needs epochs >= 0, lr > 0, batch_size >= 1 (got {epochs}, {lr}, {batch_size})")
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    classes = torch.unique(labels)
-    remap = torch.full((int(classes.max()) + 1,), -1, dtype=torch.int64)
-    remap[classes] = torch.arange(len(classes))
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head = nn.Linear(feature_dim, len(classes))
-    params = list(backbone.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps = max(1, epochs * ((len(labels) + batch_size - 1) // batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    backbone.train()
-    for ep in range(epochs):
-        order = torch.randperm(len(labels), generator=g)
-        total, correct = 0.0, 0
-        for s in range(0, len(labels), batch_size):
-            idx = order[s : s + batch_size]
-            xb = inputs[idx]
-            if xb.dtype == torch.uint8:
-                xb = xb.float() / 255.0
-            z = head(backbone(xb).reshape(len(idx), -1))
-            yb = remap[labels[idx]]
-            loss = nn.functional.cross_entropy(z, yb, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            correct += int((z.argmax(1) == yb).sum())
-        if log:
-            log(f"base phase epoch {ep + 1}/{epochs}: loss {total / len(labels):.4f} acc {correct / len(labels):.3f}")
-    return freeze(backbone)
 
 
 # --- features of a model inside a run (strategies and `lifelong unlearn` compute them the same way) ----------
