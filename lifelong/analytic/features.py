@@ -114,12 +114,6 @@ def extract_features(
     return cache.get_or_compute(key, lambda: _run(extractor, data, batch_size, device))
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
-
-
 # --- features of a model inside a run (strategies and `lifelong unlearn` compute them the same way) ----------
 
 FEATURE_SOURCES = ("backbone", "input")
