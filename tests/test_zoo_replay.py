@@ -117,7 +117,7 @@ def test_mir_retrieves_the_top_k_candidates_by_loss_increase(data):
 def test_gss_score_is_max_cosine_of_per_sample_gradients_plus_one(data):
     x, y = data
     model = nn.Linear(3, 4)
-    s = strategy("gss", model, buffer_size=10, candidates=10)
+    s = strategy("gss", model, buffer_size=20, candidates=10)  # not full: every sample is scored
     s.offer(x[:10], y[:10])
     c = s.scores_of(x[10:13], y[10:13])
 
@@ -149,6 +149,24 @@ def test_gss_keeps_the_sample_with_the_lowest_score():
         s.offer(e1, torch.tensor([1]))
         assert s.store["y"].tolist().count(1) == 1 and s.store["y"][3] == 0 and s.store["score"][3] == 0
         assert s.store["score"].tolist().count(2.0) == 2
+
+
+def test_gss_full_memory_refuses_a_batch_whose_gradient_agrees_with_the_memory():
+    """Alg. 2 (and the authors' code, change_th 0): once the memory is full, a batch enters only if its gradient's
+    largest cosine to the memory subset is negative (c < 1). W = 0: the gradient of (2 e1, 0) is parallel to that
+    of the stored (e1, 0) (c = 2), so nothing is replaced although every stored score is 2 (without the gate each
+    new sample would replace one with probability 2 / (2 + 2)). A batch of (e1, 1) (c = 0) does enter."""
+    e1 = torch.tensor([[1.0, 0.0]])
+    for seed in range(3):
+        model = nn.Linear(2, 2, bias=False)
+        nn.init.zeros_(model.weight)
+        s = strategy("gss", model, seed=seed, buffer_size=4, candidates=4)
+        s.store = {"raw": e1.repeat(4, 1), "y": torch.zeros(4, dtype=torch.long), "score": torch.full((4,), 2.0)}
+        s.size = 4
+        s.offer(2 * e1.repeat(8, 1), torch.zeros(8, dtype=torch.long))
+        assert torch.equal(s.store["raw"], e1.repeat(4, 1)) and torch.equal(s.store["score"], torch.full((4,), 2.0))
+        s.offer(e1.repeat(8, 1), torch.ones(8, dtype=torch.long))
+        assert int(s.store["y"].sum()) > 0
 
 
 def fake_experience(index, x, y, classes):

@@ -86,3 +86,14 @@ def per_sample_gradients(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn
 def max_cosine(a: Tensor, b: Tensor) -> Tensor:
     """For each row of `a`, the largest cosine similarity to a row of `b` (rows: flattened gradients)."""
     return (F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).max(1).values
+
+
+def batch_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+    """The gradient of loss_fn(f(x), y) over the whole batch w.r.t. the trainable parameters, flattened: (P,).
+    One forward and backward; the model's `.grad` and running statistics are left untouched."""
+    params, rest = named_state(model)
+
+    def loss_of(p: dict[str, Tensor]) -> Tensor:
+        return loss_fn(functional_call(model, {**p, **rest}, (x,)), y)
+
+    return torch.cat([v.reshape(-1) for v in grad(loss_of)(params).values()])
