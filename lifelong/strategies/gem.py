@@ -61,24 +61,19 @@ class GEM(Strategy):
                                 f"experiences ({len(ctx.stream)}): each needs at least one memory sample")
 
     def past_gradients(self, params: list) -> Tensor:
-        """Rows: the gradient of the loss on each past experience's memory (one forward, batched backward)."""
-        ctx = self.ctx
-        sizes = [len(y) for y in self.y]
-        seg = ctx.segment(torch.cat(self.raw), torch.cat(self.y))
+        """Rows: the gradient of the loss on each past experience's memory, one forward and backward over that
+        experience's samples only (the work grows linearly with the memory, not with its square)."""
+        ctx, rows = self.ctx, []
         with torch.enable_grad():
-            logits = ctx.model(seg.x)
-            mask = None
-            if ctx.stream.task_aware:
-                mask = ctx.stream.task_class_mask().to(logits.device)[seg.task]
-            losses = per_sample_cross_entropy(logits, seg.y, mask)
-            owner = torch.repeat_interleave(torch.arange(len(sizes), device=losses.device),
-                                            torch.tensor(sizes, device=losses.device))
-            per_task = torch.zeros(len(sizes), dtype=losses.dtype, device=losses.device).index_add(0, owner, losses)
-            per_task = per_task / torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
-            eye = torch.eye(len(sizes), dtype=losses.dtype, device=losses.device)
-            rows = torch.autograd.grad(per_task, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
-        return torch.cat([(p.new_zeros(len(sizes), p.numel()) if r is None else r.reshape(len(sizes), -1))
-                          for r, p in zip(rows, params, strict=True)], dim=1)
+            for raw, y in zip(self.raw, self.y, strict=True):
+                seg = ctx.segment(raw, y)
+                logits = ctx.model(seg.x)
+                mask = None if not ctx.stream.task_aware else ctx.stream.task_class_mask().to(logits.device)[seg.task]
+                loss = per_sample_cross_entropy(logits, seg.y, mask).mean()
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                rows.append(torch.cat([(p.new_zeros(p.numel()) if g is None else g.reshape(-1))
+                                       for g, p in zip(grads, params, strict=True)]))
+        return torch.stack(rows)
 
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
         if not self.y:
