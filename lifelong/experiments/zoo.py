@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lifelong.experiments.schedules import parse_list, pct
 from lifelong.strategies import STRATEGIES
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.training import runner
@@ -49,8 +50,6 @@ def add_zoo_parser(targets: Any) -> argparse.ArgumentParser:
 
 
 def cmd_reproduce_zoo(args: argparse.Namespace) -> int:
-    from lifelong.experiments.schedules import parse_list
-
     seeds = [0] if args.quick else parse_list("--seeds", args.seeds, int)
     strategies = parse_list("--strategies", args.strategies) if args.strategies else default_strategies()
     scenarios = list(QUICK_SCENARIOS) if args.quick else parse_list("--scenarios", args.scenarios)
@@ -115,13 +114,6 @@ def summarize(runs: Sequence[dict[str, Any]], scenarios: Sequence[str],
             row["time_vs_er"] = seconds / er_time if er_time else None
             rows.append(row)
     return rows
-
-
-def pct(pair: tuple[float | None, float | None] | None) -> str:
-    if pair is None or pair[0] is None:
-        return "-"
-    m, s = pair
-    return f"{100 * m:.1f} ± {100 * s:.1f}" if s else f"{100 * m:.1f}"
 
 
 def format_markdown(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> str:
