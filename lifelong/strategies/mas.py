@@ -97,7 +97,8 @@ class MAS(QuadraticAnchor):
     name = "mas"
     description = "memory aware synapses: quadratic penalty weighted by the output norm's sensitivity (unsupervised)"
     params = {
-        "mas_lambda": Param(1.0, "penalty strength lambda", low=0.0),
+        "mas_lambda": Param(0.1, "penalty strength lambda (1, the paper's, diverges on split-fashion-mnist seed 1)",
+                            low=0.0),
         "mas_samples": Param(1000, "samples of the experience used to estimate the importance", low=1),
     }
     neutral = {"mas_lambda": 0.0}
