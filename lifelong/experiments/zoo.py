@@ -127,7 +127,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], seeds: Sequence[int]) -> str
                 lines.append(f"| {r['strategy']} | {r['family']} | failed or refused: {r['error']} | | | |")
                 continue
             ratio = "-" if r["time_vs_er"] is None else f"{r['time_vs_er']:.2f}x"
-            lines.append(f"| {r['strategy']} | {r['family']} | {pct(r['final_accuracy'])} | "
+            name = r["strategy"] if r["runs"] == len(seeds) else f"{r['strategy']} ({r['runs']} of {len(seeds)} seeds)"
+            lines.append(f"| {name} | {r['family']} | {pct(r['final_accuracy'])} | "
                          f"{pct(r['forgetting'])} | {ratio} | {r['peak_rss_mb'][0]:.0f} |")
         lines.append("")
     return "\n".join(lines).rstrip()
