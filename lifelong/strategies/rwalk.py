@@ -34,6 +34,7 @@ from lifelong.data.stream import Experience
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Gradients, Outputs, register
 from lifelong.strategies.regularization import QuadraticAnchor
+from lifelong.strategies.si import PathSteps
 
 EPSILON = 1e-8
 
@@ -75,7 +76,7 @@ class RWalk(QuadraticAnchor):
         self.mark: dict[str, Tensor] = {}  # theta at the last interval's end
         self.steps = 0
         self.experiences = 0
-        self.pending: list[tuple[str, Tensor, Tensor, Tensor]] = []
+        self.path = PathSteps()
 
     def begin_experience(self, exp: Experience) -> None:
         if not self.mark:
@@ -89,19 +90,16 @@ class RWalk(QuadraticAnchor):
         self.steps = 0
 
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
-        if self.strength == 0.0:
-            return
-        names = {id(p): n for n, p in self.ctx.model.named_parameters()}
-        self.pending = [(names[id(p)], p, p.detach().clone(), g)
-                        for p, g in zip(grads.params, grads.task, strict=True) if g is not None]
+        if self.strength != 0.0:
+            self.path.record(self.ctx.model, grads)
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
-        if not self.pending:
+        steps = self.path.take()
+        if not steps:
             return
-        for name, p, old, g in self.pending:
-            self.w[name].sub_(g * (p.detach() - old))
+        for name, g, delta in steps:
+            self.w[name].sub_(g * delta)
             self.fisher_tmp[name].add_(g.pow(2))
-        self.pending = []
         self.steps += 1
         if self.steps % self.hp["update_every"] == 0:
             self.update_interval(self.hp["update_every"])

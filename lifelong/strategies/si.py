@@ -23,6 +23,25 @@ from lifelong.strategies.base import Batch, Gradients, Outputs, register
 from lifelong.strategies.regularization import QuadraticAnchor
 
 
+class PathSteps:
+    """Each step's task-loss gradient g and parameter change delta, the terms of SI's (and RWalk's) path integral
+    -sum g * delta: `record` before the optimizer step, `take` after it."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Tensor, Tensor, Tensor]] = []  # (name, parameter, before, task gradient)
+
+    def record(self, model: torch.nn.Module, grads: Gradients) -> None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.pending = [(names[id(p)], p, p.detach().clone(), g)
+                        for p, g in zip(grads.params, grads.task, strict=True) if g is not None]
+
+    def take(self) -> list[tuple[str, Tensor, Tensor]]:
+        """(name, task gradient, parameter change) of the step just taken; empty if none was recorded."""
+        steps = [(name, g, p.detach() - old) for name, p, old, g in self.pending]
+        self.pending = []
+        return steps
+
+
 @register
 class SI(QuadraticAnchor):
     name = "si"
@@ -40,23 +59,19 @@ class SI(QuadraticAnchor):
         super().__init__(**hp)
         self.omega: dict[str, Tensor] = {}
         self.start: dict[str, Tensor] = {}  # parameters at the start of the experience
-        self.pending: list[tuple[str, Tensor, Tensor, Tensor]] = []  # (name, parameter, before, task gradient)
+        self.path = PathSteps()
 
     def begin_experience(self, exp: Experience) -> None:
         self.start = self.snapshot()
         self.omega = {k: torch.zeros_like(v) for k, v in self.start.items()}
 
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
-        if self.strength == 0.0:
-            return
-        names = {id(p): n for n, p in self.ctx.model.named_parameters()}
-        self.pending = [(names[id(p)], p, p.detach().clone(), g)
-                        for p, g in zip(grads.params, grads.task, strict=True) if g is not None]
+        if self.strength != 0.0:
+            self.path.record(self.ctx.model, grads)
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
-        for name, p, old, g in self.pending:
-            self.omega[name].sub_(g * (p.detach() - old))
-        self.pending = []
+        for name, g, delta in self.path.take():
+            self.omega[name].sub_(g * delta)
 
     def end_experience(self, exp: Experience) -> None:
         if self.strength == 0.0:
