@@ -28,6 +28,8 @@ class Experience:
 
     `input_map`, when set, is applied to stored inputs before they are prepared (domain shifts that are
     cheaper to compute than to store). `task_id` is what task-aware (multi-head) prediction selects.
+    `label_map`, when set, maps every stored label to the label this experience uses (a tensor indexed by the
+    stored label): concept shift relabels the same inputs, hierarchical streams show fine labels as coarse ones.
     """
 
     index: int
@@ -37,6 +39,7 @@ class Experience:
     classes: list[int]
     task_id: int = 0
     input_map: Permute | None = None
+    label_map: Tensor | None = None
 
     def raw(self, idx: Tensor, split: str = "train") -> Tensor:
         """Stored (compact) inputs of the given dataset indices, with the input map applied."""
@@ -44,7 +47,9 @@ class Experience:
         return self.input_map(x) if self.input_map is not None else x
 
     def labels(self, idx: Tensor, split: str = "train") -> Tensor:
-        return (self.data.train_y if split == "train" else self.data.test_y)[idx]
+        """Labels of the given dataset indices, as this experience uses them (`label_map` applied)."""
+        y = (self.data.train_y if split == "train" else self.data.test_y)[idx]
+        return y if self.label_map is None else self.label_map.to(y.device)[y]
 
     @property
     def num_train(self) -> int:
@@ -56,6 +61,12 @@ class Stream:
     """An ordered list of experiences over one label space.
 
     `task_aware`: predictions are restricted to the classes of the sample's task (task-incremental).
+    `online`: boundaries are hidden from the strategy (task-free). The experiences are consecutive segments of one
+    stream whose arrival order is each experience's `train_idx` order; every sample is seen once, in batches,
+    with `online_iter` steps per batch; the head only scores labels seen so far (it grows on first sight).
+    `eval_sets`: the test sets a row of the accuracy matrix reports on (experiences whose `test_idx`, `classes`,
+    `label_map` and `task_id` define them; their `train_idx` is unused), when they differ from the training
+    experiences: per-level sets of hierarchical streams, one set per class for long recurring streams.
     """
 
     name: str
@@ -63,6 +74,8 @@ class Stream:
     num_classes: int
     task_aware: bool = False
     info: dict = field(default_factory=dict)
+    online: bool = False
+    eval_sets: list[Experience] | None = None
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -76,12 +89,21 @@ class Stream:
     def fingerprint(self) -> str:
         """SHA-256 of the data and of how the stream cuts it (indices, classes, tasks, input maps)."""
         h = hashlib.sha256(repr((self.num_classes, self.task_aware)).encode())
-        for e in self.experiences:
+        if self.online or self.eval_sets is not None:  # kept out of the key of the streams that predate them
+            h.update(repr(("online", self.online, "eval_sets", len(self.eval_sets or []))).encode())
+        for e in [*self.experiences, *(self.eval_sets or [])]:
             h.update(e.data.fingerprint().encode())
             h.update(repr((e.index, e.classes, e.task_id)).encode())
-            for t in (e.train_idx, e.test_idx, *([e.input_map.perm] if e.input_map is not None else [])):
+            maps = [*([e.input_map.perm] if e.input_map is not None else []),
+                    *([e.label_map] if e.label_map is not None else [])]
+            for t in (e.train_idx, e.test_idx, *maps):
                 h.update(memoryview(t.detach().cpu().contiguous().to(torch.int64).numpy()))
         return h.hexdigest()
+
+    @property
+    def evaluated(self) -> list[Experience]:
+        """The test sets one row of the accuracy matrix covers: `eval_sets`, else the experiences."""
+        return self.eval_sets if self.eval_sets is not None else self.experiences
 
     def task_class_mask(self) -> Tensor:
         """[num_tasks, num_classes] boolean mask of the classes each task may predict."""
@@ -100,7 +122,7 @@ def merge(experiences: list[Experience], index: int = 0) -> Experience:
     """
     first = experiences[0]
     classes = sorted({c for e in experiences for c in e.classes})
-    shared = all(e.data is first.data and e.input_map is None for e in experiences)
+    shared = all(e.data is first.data and e.input_map is None and e.label_map is None for e in experiences)
     if shared:
         train = torch.cat([e.train_idx for e in experiences])
         test = torch.cat([e.test_idx for e in experiences])
