@@ -223,7 +223,6 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
     features are recomputed with the stored backbone, chunk by chunk as in training, so they match the
     ledger's digests."""
     from lifelong.analytic.features import experience_features
-    from lifelong.data.scenarios import make_stream
     from lifelong.models.backbones import make_model
     from lifelong.tracking.store import DB_NAME, RunStore
     from lifelong.training.config import RunConfig
@@ -243,8 +242,7 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
         device = pick_device(cfg.device)
     except LifelongError:
         device = torch.device("cpu")
-    stream = make_stream(cfg.scenario, cfg.experiences or None, cfg.class_order_list(), cfg.seed,
-                         cfg.shuffle_classes, cfg.data_dir or None)
+    stream = cfg.make_stream()
     kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
     model = make_model(cfg.model, stream[0].data.shape, stream.num_classes, **kwargs)
     model.load_state_dict(payload["backbone"])

@@ -7,8 +7,10 @@ A scenario name is `<kind>-<dataset>`, e.g. `split-fashion-mnist` (class-increme
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -162,11 +164,46 @@ def parse_scenario(name: str) -> tuple[ScenarioKind, str]:
     raise unknown_name("scenario", name, scenario_names())
 
 
+SHARED_ARGUMENTS = ("data", "n_experiences", "class_order", "seed", "shuffle")
+
+
+def kind_parameters(kind: ScenarioKind) -> dict[str, inspect.Parameter]:
+    """The parameters a scenario kind takes beyond the shared ones (set with `scenario_params`)."""
+    signature = inspect.signature(kind.build)
+    return {n: p for n, p in signature.parameters.items() if n not in SHARED_ARGUMENTS}
+
+
+def convert_parameters(kind: ScenarioKind, params: dict[str, Any]) -> dict[str, Any]:
+    """`scenario_params` (strings from the command line, or values) typed by the kind's signature defaults."""
+    accepted = kind_parameters(kind)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise unknown_name(f"parameter of {kind.name} scenarios", key, list(accepted)) if accepted else \
+                LifelongError(f"{kind.name} scenarios take no scenario_params (got {key!r})")
+        default = accepted[key].default
+        if not isinstance(value, str) or isinstance(default, str) or default is None:
+            out[key] = value
+            continue
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes")
+            else:
+                out[key] = type(default)(value)
+        except ValueError:
+            raise LifelongError(f"scenario parameter {key}={value!r} must be {type(default).__name__}") from None
+    return out
+
+
 def make_stream(name: str, n_experiences: int | None = None, class_order: Sequence[int] | None = None,
                 seed: int = 0, shuffle_classes: bool = False, data_dir: str | None = None,
-                dataset: ArrayDataset | None = None) -> Stream:
-    """Build the stream of scenario `name`; `dataset` overrides loading (for adapters and tests)."""
+                dataset: ArrayDataset | None = None, params: dict[str, Any] | None = None) -> Stream:
+    """Build the stream of scenario `name`; `dataset` overrides loading (for adapters and tests); `params` are
+    the kind's own parameters (`scenario_params`)."""
     kind, dataset_name = parse_scenario(name)
+    extra = convert_parameters(kind, params or {})
     n = n_experiences or kind.default_experiences
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_EXPERIENCES:
         raise LifelongError(f"experiences={n_experiences!r} is out of range: allowed [1, {MAX_EXPERIENCES}]")
@@ -183,4 +220,4 @@ def make_stream(name: str, n_experiences: int | None = None, class_order: Sequen
         data = DATASET_CACHE[key]
     else:
         data = load_dataset(dataset_name, root=data_dir)
-    return kind.build(data, n, class_order, seed, shuffle_classes)
+    return kind.build(data, n, class_order, seed, shuffle_classes, **extra)

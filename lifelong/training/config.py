@@ -24,6 +24,8 @@ SETTINGS: dict[str, Param] = {
     "strategy": Param("naive", "strategy name, or several joined with '+' (e.g. er+lwf)"),
     "seed": Param(0, "random seed (model init, data order, strategy randomness)", low=0, high=2**32 - 1),
     "experiences": Param(0, "number of experiences (0: the scenario's default)", low=0, high=1000),
+    "scenario_params": Param("", "parameters of the scenario kind as key=value,key=value (e.g. disjoint=50,"
+                             "blurred=10 for si-blurry); `lifelong list` shows each kind's parameters"),
     "class_order": Param("", "comma-separated class order (default: 0,1,2,...)"),
     "shuffle_classes": Param(False, "shuffle the class order with the seed"),
     "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
@@ -69,6 +71,23 @@ SETTINGS: dict[str, Param] = {
 }
 
 
+def parse_key_values(setting: str, text: str) -> dict[str, str]:
+    """`key=value,key=value` as a dict; a piece without '=' continues the previous value (pit_stops=1,2,3)."""
+    values: dict[str, str] = {}
+    key = None
+    for piece in str(text).split(","):
+        if "=" in piece:
+            key, value = (part.strip() for part in piece.split("=", 1))
+            if not key:
+                raise LifelongError(f"{setting}={text!r}: a piece has no name before '='")
+            values[key.replace("-", "_")] = value
+        elif piece.strip():
+            if key is None:
+                raise LifelongError(f"{setting}={text!r} must be key=value,key=value")
+            values[key.replace("-", "_")] += "," + piece.strip()
+    return values
+
+
 class _NamedSettings(type):
     """Unknown setting names get the one-line error (with a suggestion) instead of Python's TypeError."""
 
@@ -87,6 +106,7 @@ class RunConfig(metaclass=_NamedSettings):
     strategy: str = "naive"
     seed: int = 0
     experiences: int = 0
+    scenario_params: str = ""
     class_order: str = ""
     shuffle_classes: bool = False
     model: str = "mlp"
@@ -148,11 +168,12 @@ class RunConfig(metaclass=_NamedSettings):
 
     def check_names(self) -> None:
         """The scenario, model and strategy exist and the strategy's hyperparameters are valid."""
-        from lifelong.data.scenarios import parse_scenario
+        from lifelong.data.scenarios import convert_parameters, parse_scenario
         from lifelong.models.backbones import MODELS
         from lifelong.strategies import make_strategy
 
-        parse_scenario(self.scenario)
+        convert_parameters(parse_scenario(self.scenario)[0], parse_key_values("scenario_params",
+                                                                              self.scenario_params))
         MODELS.get(self.model)
         make_strategy(self.strategy, self.hparams)
 
@@ -187,19 +208,15 @@ class RunConfig(metaclass=_NamedSettings):
 
     def schedule_values(self) -> dict[str, str]:
         """`schedule_params` as a dict; a piece without '=' continues the previous value (pit_stops=1,2,3)."""
-        values: dict[str, str] = {}
-        key = None
-        for piece in str(self.schedule_params).split(","):
-            if "=" in piece:
-                key, value = (part.strip() for part in piece.split("=", 1))
-                if not key:
-                    raise LifelongError(f"schedule_params={self.schedule_params!r}: a piece has no name before '='")
-                values[key.replace("-", "_")] = value
-            elif piece.strip():
-                if key is None:
-                    raise LifelongError(f"schedule_params={self.schedule_params!r} must be key=value,key=value")
-                values[key.replace("-", "_")] += "," + piece.strip()
-        return values
+        return parse_key_values("schedule_params", self.schedule_params)
+
+    def make_stream(self, dataset: Any = None) -> Any:
+        """The stream this run trains on: the scenario built on its dataset (or on `dataset`, a user's)."""
+        from lifelong.data.scenarios import make_stream
+
+        return make_stream(self.scenario, self.experiences or None, self.class_order_list(), self.seed,
+                           self.shuffle_classes, self.data_dir or None, dataset=dataset,
+                           params=parse_key_values("scenario_params", self.scenario_params))
 
     def build_schedule(self) -> Schedule:
         """The schedule named by `schedule` ('' = constant at `lr`), its peak defaulting to `lr`; unbound."""

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.data.datasets import ArrayDataset
-from lifelong.data.scenarios import make_stream, parse_scenario
+from lifelong.data.scenarios import parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
@@ -92,8 +92,7 @@ class Engine:
         torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         self.data_source = "stream" if stream is not None else "dataset" if dataset is not None else "scenario"
-        stream = stream or make_stream(cfg.scenario, cfg.experiences or None, cfg.class_order_list(), cfg.seed,
-                                       cfg.shuffle_classes, cfg.data_dir or None, dataset=dataset)
+        stream = stream or cfg.make_stream(dataset)
         self.stream = self.to_device(stream)
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.hparams)
         self.train_stream = self.strategy.adapt_stream(self.stream)
