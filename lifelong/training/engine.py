@@ -82,13 +82,17 @@ class Engine:
     `run_dir`: record into a new run directory (created only after everything has been validated and built),
     or, with `resume=True`, continue the interrupted run there from its checkpoint. `on_step` and `loggers`
     (csv, jsonl, tensorboard, mlflow) receive progress. `dataset` or `stream` replace the scenario's data.
+    `on_experience(i, row)` is called after experience i's evaluation and checkpoint (a tuner prunes from it:
+    an exception it raises ends the run, resumable from that checkpoint).
     """
 
     def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
                  on_step: StepCallback | None = None, loggers: tuple[str, ...] | list[str] = (),
                  dataset: ArrayDataset | None = None, stream: Stream | None = None,
-                 model: nn.Module | Callable[..., nn.Module] | None = None, optimizer: Any = None) -> None:
+                 model: nn.Module | Callable[..., nn.Module] | None = None, optimizer: Any = None,
+                 on_experience: Callable[[int, list[float]], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_experience = on_experience
         torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         self.data_source = "stream" if stream is not None else "dataset" if dataset is not None else "scenario"
@@ -299,6 +303,8 @@ class Engine:
             self.position = {"experience": i + 1, "step": 0, "global_step": self.position["global_step"]}
             self.train_seconds = base_seconds + time.perf_counter() - start
             self.checkpoint()
+            if self.on_experience is not None:
+                self.on_experience(i, self.rows[-1])
         self.evaluator.close()
         return self.result()
 
