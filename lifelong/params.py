@@ -14,7 +14,11 @@ MAX_INT = 2**53  # no integer setting may exceed this (beyond it, floats and see
 
 @dataclass(frozen=True)
 class Param:
-    """One hyperparameter. `low`/`high` bound numbers (inclusive unless `low_open`); `choices` bounds strings."""
+    """One hyperparameter. `low`/`high` bound numbers (inclusive unless `low_open`); `choices` bounds strings.
+
+    For tuning (`lifelong tune`): `search` is the range searched by default when the allowed range is unbounded
+    or wider than worth searching; `log` says whether it is searched on a log scale (None: automatic, see
+    `log_scale`)."""
 
     default: Any
     help: str
@@ -22,6 +26,15 @@ class Param:
     high: float | None = None
     low_open: bool = False
     choices: tuple[str, ...] | None = None
+    log: bool | None = None
+    search: tuple[float, float] | None = None
+
+    def log_scale(self, low: float, high: float) -> bool:
+        """Whether [low, high] is searched on a log scale: the declared `log` flag, else automatically when
+        the range is positive and spans two decades or more (high / low >= 100: strengths, learning rates)."""
+        if self.log is not None:
+            return self.log
+        return low > 0 and high / low >= 100
 
     @property
     def type(self) -> type:
