@@ -138,6 +138,9 @@ def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[in
     return Stream(f"rotated-{data.name}", exps, data.num_classes)
 
 
+# the generators of the online streams use the helpers above
+from lifelong.data.blurry import blurry, online_split, si_blurry  # noqa: E402
+
 SCENARIO_KINDS: dict[str, ScenarioKind] = {
     k.name: k for k in (
         ScenarioKind("split", "class-incremental: disjoint classes per experience, single head",
@@ -146,13 +149,23 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
                      task_incremental, 5),
         ScenarioKind("permuted", "domain-incremental: a fixed input permutation per experience", permuted, 5),
         ScenarioKind("rotated", "domain-incremental: images rotated further in each experience", rotated, 5),
+        ScenarioKind("online-split", "online class-incremental: one pass, hidden boundaries", online_split, 5),
+        ScenarioKind("blurry", "online i-Blurry: disjoint and blurry classes, blurred samples cross tasks",
+                     blurry, 5),
+        ScenarioKind("si-blurry", "online Si-Blurry: i-Blurry with random task sizes and blur", si_blurry, 5),
     )
 }
 
 
 def scenario_names() -> list[str]:
     return [f"{k}-{d}" for k in SCENARIO_KINDS for d in DATASETS
-            if not (k == "rotated" and d in ("mnist1d", "fortunes-minilm"))]  # not images
+            if not (k == "rotated" and d in ("mnist1d", "fortunes-minilm"))  # not images
+            ]
+
+
+def format_kind_parameters(kind: ScenarioKind) -> str:
+    """`name=default, ...` of a kind's own parameters (for `lifelong list`), or `-` when it has none."""
+    return ", ".join(f"{n}={p.default}" for n, p in kind_parameters(kind).items()) or "-"
 
 
 def parse_scenario(name: str) -> tuple[ScenarioKind, str]:
