@@ -138,8 +138,9 @@ def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[in
     return Stream(f"rotated-{data.name}", exps, data.num_classes)
 
 
-# the generators of the online streams use the helpers above
+# the generators of the online and recurring streams use the helpers above
 from lifelong.data.blurry import blurry, online_split, si_blurry  # noqa: E402
+from lifelong.data.recurring import power_law, scole  # noqa: E402
 
 SCENARIO_KINDS: dict[str, ScenarioKind] = {
     k.name: k for k in (
@@ -153,6 +154,9 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
         ScenarioKind("blurry", "online i-Blurry: disjoint and blurry classes, blurred samples cross tasks",
                      blurry, 5),
         ScenarioKind("si-blurry", "online Si-Blurry: i-Blurry with random task sizes and blur", si_blurry, 5),
+        ScenarioKind("scole", "SCoLe: many short tasks of classes drawn i.i.d. (classes recur)", scole, 500),
+        ScenarioKind("power-law", "class splits with old tasks rehearsed by a power law of time since seen",
+                     power_law, 5),
     )
 }
 
