@@ -138,9 +138,11 @@ def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[in
     return Stream(f"rotated-{data.name}", exps, data.num_classes)
 
 
-# the generators of the online and recurring streams use the helpers above
+# the generators of the online, hierarchical, recurring and shifting streams use the helpers above
 from lifelong.data.blurry import blurry, online_split, si_blurry  # noqa: E402
+from lifelong.data.hierarchy import has_hierarchy, hle  # noqa: E402
 from lifelong.data.recurring import power_law, scole  # noqa: E402
+from lifelong.data.shift import concept_shift, imbalanced  # noqa: E402
 
 SCENARIO_KINDS: dict[str, ScenarioKind] = {
     k.name: k for k in (
@@ -154,9 +156,14 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
         ScenarioKind("blurry", "online i-Blurry: disjoint and blurry classes, blurred samples cross tasks",
                      blurry, 5),
         ScenarioKind("si-blurry", "online Si-Blurry: i-Blurry with random task sizes and blur", si_blurry, 5),
+        ScenarioKind("hle", "online hierarchical label expansion: coarse labels first, fine labels later",
+                     hle, 5),
         ScenarioKind("scole", "SCoLe: many short tasks of classes drawn i.i.d. (classes recur)", scole, 500),
         ScenarioKind("power-law", "class splits with old tasks rehearsed by a power law of time since seen",
                      power_law, 5),
+        ScenarioKind("concept-shift", "the same inputs under a labelling that changes (permuted or merged)",
+                     concept_shift, 5),
+        ScenarioKind("imbalanced", "class-incremental with long-tailed class counts", imbalanced, 5),
     )
 }
 
@@ -164,7 +171,7 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
 def scenario_names() -> list[str]:
     return [f"{k}-{d}" for k in SCENARIO_KINDS for d in DATASETS
             if not (k == "rotated" and d in ("mnist1d", "fortunes-minilm"))  # not images
-            ]
+            and not (k == "hle" and not has_hierarchy(d))]
 
 
 def format_kind_parameters(kind: ScenarioKind) -> str:
