@@ -190,7 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from lifelong.data.datasets import DATASETS
-    from lifelong.data.scenarios import SCENARIO_KINDS, scenario_names
+    from lifelong.data.scenarios import SCENARIO_KINDS, format_kind_parameters, kind_parameters, scenario_names
     from lifelong.models.backbones import MODELS
     from lifelong.strategies import STRATEGIES
 
@@ -200,9 +200,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("datasets:")
     for name in DATASETS:
         print(f"  {name:16} {DATASETS.help(name)}")
-    print("scenarios (<kind>-<dataset>):")
+    print("scenarios (<kind>-<dataset>; set a kind's parameters with --scenario-params KEY=VALUE,...):")
     for kind in SCENARIO_KINDS.values():
         print(f"  {kind.name + '-*':16} {kind.help} [{kind.default_experiences} experiences]")
+        if kind_parameters(kind):
+            print(f"  {'':16}   {format_kind_parameters(kind)}")
     print("  " + ", ".join(scenario_names()))
     print("strategies (combine with '+', e.g. er+lwf; set hyperparameters with -p NAME=VALUE):")
     for name, cls in STRATEGIES.items():
@@ -341,6 +343,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from lifelong.experiments.schedules import add_reproduce_parser
 
     add_reproduce_parser(sub)
+
+    from lifelong.tuning.cli import add_tune_parser
+
+    add_tune_parser(sub)
     return parser
 
 
