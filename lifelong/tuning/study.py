@@ -1,0 +1,353 @@
+"""Optuna studies: one per strategy, trials pulled by local worker processes from a shared storage.
+
+Objective: the final average accuracy (mean over the tuning seeds) of a run on the scenario's *validation
+data*: a held-out part of its training data (`HOLDOUT` of each class's training samples, fixed by `HOLDOUT_SEED`,
+the same for every trial), which plays the test split's role while the rest trains. The scenario's test split is
+never read while tuning, so a tuned setting can then be reported on the test split without having been chosen on
+it. Each trial reports its running average accuracy (over the experiences seen) after every experience, at step
+`seed_index * experiences + experience`, and the pruner (median or successive halving) may stop it there.
+
+Resumability: trials live in the storage (SQLite `<store>/tune.db` by default). A trial whose process died
+(kill -9, out of memory) is left RUNNING by Optuna; it is marked failed and re-queued with the same parameters
+(Optuna's RetryFailedTrialCallback, at most `MAX_RETRY` times) either at the next invocation's start (a trial of
+this host whose process is gone) or, for any host, once its heartbeat is older than `GRACE_PERIOD` seconds.
+Such a trial is not counted; its re-run is. `--trials N` runs N more trials per invocation (each ends complete,
+pruned or failed); `n_trials` counts every trial of the study, whoever ran it, that ended complete, pruned or
+failed by its own setting (diverged, refused: recorded with the reason, and counted, since re-running it would
+fail again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import LifelongError
+from lifelong.tuning.space import Dim, sample, split_values
+
+HOLDOUT = 0.1
+HOLDOUT_SEED = 0
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 60
+MAX_RETRY = 3
+_VALIDATION_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def validation_dataset(scenario: str, data_dir: str = "") -> Any:
+    """The scenario's dataset with its test split replaced by a held-out part of its training data.
+
+    `HOLDOUT` of every class's training samples (at least one per class), chosen with `HOLDOUT_SEED`, become the
+    test split; the others stay for training. The returned dataset holds no sample of the original test split."""
+    import torch
+
+    from lifelong.data.datasets import load_dataset
+    from lifelong.data.scenarios import parse_scenario
+
+    dataset_name = parse_scenario(scenario)[1]
+    key = (dataset_name, data_dir)
+    if key in _VALIDATION_CACHE:
+        return _VALIDATION_CACHE[key]
+    data = load_dataset(dataset_name, root=data_dir or None)
+    g = torch.Generator().manual_seed(HOLDOUT_SEED)
+    held = []
+    for c in torch.unique(data.train_y).tolist():
+        idx = torch.nonzero(data.train_y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[:max(1, round(HOLDOUT * len(idx)))])
+    held_idx = torch.sort(torch.cat(held)).values
+    keep = torch.ones(len(data.train_y), dtype=torch.bool)
+    keep[held_idx] = False
+    val = replace(data, name=f"{data.name}-validation", train_x=data.train_x[keep], train_y=data.train_y[keep],
+                  test_x=data.train_x[held_idx], test_y=data.train_y[held_idx])
+    _VALIDATION_CACHE[key] = val
+    return val
+
+
+def storage_url(store: str | os.PathLike, given: str | None) -> str:
+    """--storage, else SQLite in the run store (`<store>/tune.db`)."""
+    if given:
+        return given
+    path = Path(store)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LifelongError(f"cannot create the run store {path}: {err.strerror}") from None
+    return f"sqlite:///{(path / 'tune.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> Any:
+    """Optuna's RDB storage with heartbeats and retries of dead trials (a journal file for other URLs)."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    interval, grace = heartbeat or (HEARTBEAT_INTERVAL, GRACE_PERIOD)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                                          grace_period=grace,
+                                          failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors, as one line
+        raise LifelongError(f"cannot open the study storage {url}: {str(err).splitlines()[0][:200]}") from None
+
+
+def study_name(prefix: str, strategy: str) -> str:
+    return f"{prefix}:{strategy}"
+
+
+def signature(spec: Mapping[str, Any]) -> str:
+    """What makes two invocations the same study: scenario, base settings, space, seeds, validation split."""
+    keys = ("scenario", "strategy", "base", "space", "seeds", "holdout")
+    return json.dumps({k: spec[k] for k in keys}, sort_keys=True, default=str)
+
+
+def make_pruner(name: str) -> Any:
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise LifelongError(f"--pruner {name!r}: expected median, halving or none")
+
+
+def load_or_create(spec: Mapping[str, Any], storage: Any) -> Any:
+    """The study of `spec` (created on first use); one set up with other settings is refused."""
+    import optuna
+
+    study = optuna.create_study(study_name=spec["study"], storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=None), pruner=make_pruner(spec["pruner"]),
+                                load_if_exists=True)
+    mine = signature(spec)
+    stored = study.user_attrs.get("signature")
+    if stored is None:
+        study.set_user_attr("signature", mine)
+    elif stored != mine:
+        raise LifelongError(f"study '{spec['study']}' in {spec['storage']} was set up with other settings (scenario, "
+                            "space, seeds or run settings); name a new one with --study, or use the same settings")
+    return study
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(study: Any) -> int:
+    """Mark dead RUNNING trials failed and re-queue them; returns how many. A trial of this host whose process is
+    gone is dead now; any other is dead once its heartbeat is older than the grace period."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    host = socket.gethostname()
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and isinstance(t.user_attrs.get("pid"), int) \
+                and not pid_alive(t.user_attrs["pid"]):
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                callback = getattr(storage, "get_failed_trial_callback", lambda: None)()
+                if callback is not None:
+                    callback(study, storage.get_trial(t._trial_id))
+                count += 1
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    optuna.storages.fail_stale_trials(study)
+    return count + len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
+
+
+def run_trial(trial: Any, spec: Mapping[str, Any]) -> float:
+    """Train the trial's setting on the validation data, once per tuning seed; the mean final accuracy."""
+    import optuna
+
+    from lifelong.training import runner
+    from lifelong.training.config import RunConfig
+
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    space = {k: Dim(**v) for k, v in spec["space_dims"].items()}
+    values = sample(trial, space)
+    settings, hparams = split_values(spec["strategy"], values)
+    dataset = validation_dataset(spec["scenario"], spec["base"].get("data_dir", ""))
+    finals = []
+    start = time.perf_counter()
+    for k, seed in enumerate(spec["seeds"]):
+        cfg = RunConfig.from_dict({**spec["base"], **settings, "scenario": spec["scenario"],
+                                   "strategy": spec["strategy"], "seed": seed, "threads": 1,
+                                   "hparams": {**spec["base"].get("hparams", {}), **hparams}})
+        holder: dict[str, Any] = {}
+
+        def on_experience(i: int, row: list[float], k: int = k, holder: dict[str, Any] = holder) -> None:
+            engine = holder["engine"]
+            trial.report(float(engine.latest_accuracy), step=k * len(engine.train_stream) + i)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after experience {i} (seed index {k})")
+
+        try:
+            engine = runner.build_engine(cfg, None, on_experience=on_experience, dataset=dataset)
+        except LifelongError as err:
+            return refused(trial, err)
+        holder["engine"] = engine
+        try:
+            result = runner.execute(engine)
+        except LifelongError as err:  # the setting diverged or was refused: a failed trial, counted
+            return refused(trial, err)
+        finally:
+            with contextlib.suppress(Exception):
+                engine.evaluator.close()
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+        finals.append(float(result["final_accuracy"]))
+    trial.set_user_attr("seed_accuracies", finals)
+    return statistics.fmean(finals)
+
+
+def refused(trial: Any, err: LifelongError) -> float:
+    """A trial whose setting failed (diverged, refused): recorded with its reason; NaN makes Optuna fail it."""
+    trial.set_user_attr("error", str(err))
+    print(f"trial {trial.number} failed: {err}", file=sys.stderr)
+    return float("nan")
+
+
+def work(spec: Mapping[str, Any], take: Callable[[], bool], deadline: float | None) -> None:
+    """Pull trials of one study until no ticket is left or the deadline has passed (a trial in flight finishes)."""
+    import optuna
+
+    from lifelong.errors import LifelongError as Refused
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(spec["storage"], spec.get("heartbeat"))
+    study = optuna.load_study(study_name=spec["study"], storage=storage, pruner=make_pruner(spec["pruner"]))
+    while (deadline is None or time.time() < deadline) and take():
+        study.optimize(lambda t: run_trial(t, spec), n_trials=1, catch=(Refused,), gc_after_trial=False)
+
+
+def worker_main(spec: dict[str, Any], tickets: Any, deadline: float | None) -> None:
+    """A worker process: one thread, trials of one study from the shared storage."""
+    import torch
+
+    torch.set_num_threads(1)
+
+    def take() -> bool:
+        with tickets.get_lock():
+            if tickets.value <= 0:
+                return False
+            tickets.value -= 1
+            return True
+
+    try:
+        work(spec, take, deadline)
+    except LifelongError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def optimize(spec: dict[str, Any], trials: int, workers: int, timeout: float | None) -> list[str]:
+    """Run `trials` more trials of the study with `workers` local processes (in this process when 1);
+    returns one line per worker that died."""
+    deadline = time.time() + timeout if timeout else None
+    if workers == 1:
+        left = [trials]
+
+        def take() -> bool:
+            left[0] -= 1
+            return left[0] >= 0
+
+        work(spec, take, deadline)
+        return []
+    from multiprocessing import get_context
+
+    ctx = get_context("spawn")
+    tickets = ctx.Value("i", trials)
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        procs = [ctx.Process(target=worker_main, args=(spec, tickets, deadline), daemon=False)
+                 for _ in range(min(workers, max(trials, 1)))]
+        for p in procs:
+            p.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    problems = []
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
+    for p in procs:
+        if p.exitcode not in (0, None):
+            how = f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+            problems.append(f"a worker of {spec['study']} ended early ({how})")
+    return problems
+
+
+def counted(study: Any) -> list[Any]:
+    """The trials `n_trials` counts: complete, pruned, and failed by their setting (diverged, refused); a trial
+    whose process died is not counted (it is re-queued and its re-run is)."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.FAIL))
+            if t.state != TrialState.FAIL or "error" in t.user_attrs]
+
+
+def best(study: Any, fixed: Mapping[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+    """The best complete trial's value and every value of its setting (sampled and fixed)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None, None
+    top = max(done, key=lambda t: t.value)
+    return float(top.value), {**fixed, **top.params}
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """Every trial of the study: number, state, value, parameters, seconds, last reported step, retry of."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
+                     "seconds": t.user_attrs.get("seconds"),
+                     "steps": (max(t.intermediate_values) + 1) if t.intermediate_values else 0,
+                     "retry_of": t.system_attrs.get("failed_trial")})
+    return rows
+
+
+def importances(study: Any) -> tuple[dict[str, float], str]:
+    """Parameter importances (fANOVA; mean decrease in impurity if that fails), and the evaluator's name."""
+    import optuna
+
+    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) < 2:
+        return {}, "none (fewer than 2 complete trials)"
+    for name, make in (("fANOVA", optuna.importance.FanovaImportanceEvaluator),
+                       ("mean decrease in impurity", optuna.importance.MeanDecreaseImpurityImportanceEvaluator)):
+        try:
+            values = optuna.importance.get_param_importances(study, evaluator=make(seed=0))
+            return {k: float(v) for k, v in values.items()}, name
+        except Exception:  # noqa: BLE001,S112 - any evaluator failure falls back to the next one
+            continue
+    return {}, "none (the evaluators failed)"
