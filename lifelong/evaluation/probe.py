@@ -31,6 +31,13 @@ def correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> Te
     return (logits.argmax(1) == labels).sum()
 
 
+def masked_correct(logits: Tensor, labels: Tensor, allowed: Tensor) -> Tensor:
+    """Correct arg-max predictions among the classes in `allowed` (a class mask); a sample whose label is not
+    allowed is never correct (also when no class is allowed, where arg-max would pick class 0)."""
+    hit = logits.masked_fill(~allowed, float("-inf")).argmax(1) == labels
+    return (hit & allowed[labels]).sum()
+
+
 def count_correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> int:
     """Correct arg-max predictions; `allowed` (a class mask) restricts them to a task's classes."""
     return int(correct(logits, labels, allowed))
@@ -59,7 +66,7 @@ class ContinualProbe:
     def __init__(self, stream: Stream, prepare, task_mask: Tensor | None, n: int, seed: int, model: nn.Module,
                  background: bool = True,
                  predict: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
-        smallest = min(len(e.test_idx) for e in stream)
+        smallest = min(len(e.test_idx) for e in stream.evaluated)
         if n > smallest:
             raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
                                 f"{smallest} test samples")
@@ -67,7 +74,7 @@ class ContinualProbe:
         self.predict = predict or (lambda model, x: model(x))
         g = torch.Generator().manual_seed(seed + 12345)
         self.sets = []
-        for e in stream:
+        for e in stream.evaluated:
             pick = e.test_idx[torch.randperm(len(e.test_idx), generator=g)[:n].to(e.test_idx.device)]
             self.sets.append(ProbeSet(prepare(e.raw(pick, "test")), e.labels(pick, "test"), e.task_id))
         self.task_mask = task_mask
@@ -82,22 +89,29 @@ class ContinualProbe:
             p.requires_grad_(False)
         return twin
 
-    def evaluate(self, seen: int) -> list[float | None]:
-        """Accuracy of the twin on the first `seen` probe sets (one forward pass), None for the others."""
+    def evaluate(self, seen: int, labels: Tensor | None = None) -> list[float | None]:
+        """Accuracy of the twin on the first `seen` probe sets (one forward pass), None for the others.
+        `labels`: a class mask of the labels that exist so far (online streams): others are never predicted."""
         with no_autograd(self.twin if self.model_forward else None):
             logits = self.predict(self.twin, torch.cat([s.x for s in self.sets[:seen]]))
             counts = []
             start = 0
             for s in self.sets[:seen]:
                 allowed = None if self.task_mask is None else self.task_mask[s.task]
-                counts.append(correct(logits[start:start + len(s.x)], s.y, allowed))
+                part = logits[start:start + len(s.x)]
+                if labels is None:
+                    counts.append(correct(part, s.y, allowed))
+                else:
+                    counts.append(masked_correct(part, s.y, labels if allowed is None else allowed & labels))
                 start += len(s.x)
             hits = torch.stack(counts).tolist()
         return [h / len(s.y) for h, s in zip(hits, self.sets, strict=False)] + [None] * (len(self.sets) - seen)
 
     @torch.no_grad()
-    def submit(self, step: int, seen: int, model: nn.Module) -> None:
-        """Snapshot `model` now and evaluate it (in the background when enabled)."""
+    def submit(self, step: int, seen: int, model: nn.Module, labels: Tensor | None = None) -> None:
+        """Snapshot `model` (and `labels`, the class mask of online streams) now and evaluate it (in the
+        background when enabled)."""
+        labels = None if labels is None else labels.clone()
         if self.pending and isinstance(self.pending[-1][1], Future):
             self.pending[-1][1].result()  # the twin is free again
         mine, theirs = self.twin.state_dict(), model.state_dict()
@@ -107,9 +121,9 @@ class ContinualProbe:
             for a, b in zip(mine.values(), theirs.values(), strict=True):
                 a.copy_(b)
         if self.pool is None:
-            self.pending.append((step, self.evaluate(seen)))
+            self.pending.append((step, self.evaluate(seen, labels)))
         else:
-            self.pending.append((step, self.pool.submit(self.evaluate, seen)))
+            self.pending.append((step, self.pool.submit(self.evaluate, seen, labels)))
 
     def collect(self, wait: bool = False) -> list[tuple[int, list[float | None]]]:
         """Finished evaluations in step order (all of them when `wait`)."""

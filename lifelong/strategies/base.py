@@ -250,6 +250,8 @@ class Strategy:
     composable: ClassVar[bool] = True  # False: refuses to be combined with '+' (e.g. its loss covers every row)
     family: ClassVar[str] = "baseline"  # replay, regularisation, reference, analytic, isolation, ... (for listing
     # and for the contract tests, which compose every pair of replay and regularisation strategies)
+    task_free: ClassVar[bool] = False  # learns without experience boundaries (runs on online streams): its
+    # begin/end_experience only do bookkeeping that one call before and one after the whole stream satisfies
 
     def __init__(self, **hparams: Any) -> None:
         self.hp = resolve(self.params, hparams, self.name)
@@ -356,6 +358,7 @@ class Compose(Strategy):
             raise LifelongError(f"'{'+'.join(names)}': {loss_owner[0].name} replaces the loss, so the rows "
                                 f"{', '.join(replays)} replays would not be scored: use them separately")
         self.separate_gradients = any(p.separate_gradients for p in parts)  # type: ignore[misc]
+        self.task_free = all(p.task_free for p in parts)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return " + ".join(map(repr, self.parts))
@@ -486,4 +489,13 @@ def make_strategy(spec: str, hparams: dict[str, Any] | None = None) -> Strategy:
     return Compose(parts)
 
 
-register(Strategy)
+def task_free_names() -> list[str]:
+    """Names of the registered strategies that run on online (task-free) streams."""
+    return sorted(name for name in STRATEGIES if STRATEGIES.get(name).task_free)
+
+
+@register
+class Naive(Strategy):
+    """Naive fine-tuning: the base's hooks, all no-ops; needs no boundaries."""
+
+    task_free = True

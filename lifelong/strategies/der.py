@@ -24,6 +24,7 @@ from lifelong.strategies.replay import BUFFER_PARAMS
 @register
 class DER(DERpp):
     name = "der"
+    task_free = True
     description = "dark experience replay: match the logits recorded when each memory sample was stored"
     params = {
         **BUFFER_PARAMS,

@@ -17,6 +17,7 @@ from lifelong.strategies.replay import BUFFER_PARAMS, ReplayBase
 @register
 class DERpp(ReplayBase):
     name = "derpp"
+    task_free = True
     description = "dark experience replay++: replay labels and the logits recorded at storage time"
     params = {
         **BUFFER_PARAMS,

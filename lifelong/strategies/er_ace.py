@@ -40,6 +40,7 @@ def mask_absent(logits: Tensor, y: Tensor) -> Tensor:
 @register
 class ERACE(ReplayBase):
     name = "er-ace"
+    task_free = True
     description = "ER with asymmetric cross-entropy: new data scored only over the classes of its batch"
 
     def training_batch(self, batch: Batch) -> Batch:

@@ -179,6 +179,7 @@ class FineTuning:
 @register
 class FPF(FineTuning, ER):
     name = "fpf"
+    task_free = False  # its begin/end_experience need the boundaries (ER, its base, does not)
     description = "forgetting prioritized finetuning: ER, then tune only the forgetting-prone modules on the buffer"
     params = {
         **BUFFER_PARAMS,

@@ -50,6 +50,7 @@ GATE = 1.0  # a full memory takes samples only from batches whose gradient has c
 @register
 class GSS(ReplayBase):
     name = "gss"
+    task_free = True
     description = "gradient-based sample selection (greedy): keep samples whose gradients differ from the memory's"
     params = {
         "buffer_size": Param(500, "samples kept in the replay memory", low=1),

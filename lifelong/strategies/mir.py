@@ -33,6 +33,7 @@ from lifelong.strategies.retrieval import per_sample_losses, virtual_step
 @register
 class MIR(ReplayBase):
     name = "mir"
+    task_free = True
     description = "maximally interfered retrieval: replay the memory samples a virtual step would hurt most"
     params = {
         **BUFFER_PARAMS,

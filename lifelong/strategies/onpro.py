@@ -72,6 +72,7 @@ def pair_probabilities(means: Tensor) -> tuple[Tensor, Tensor]:
 @register
 class OnPro(ReplayBase):
     name = "onpro"
+    task_free = True
     family = "prototype"
     composable = False
     description = "online prototype learning: prototype equilibrium + adaptive prototypical feedback (mixup)"

@@ -45,6 +45,7 @@ class ReplayBase(Strategy):
 @register
 class ER(ReplayBase):
     name = "er"
+    task_free = True
     description = "experience replay: each step adds a batch from a reservoir memory (compact storage)"
 
     def training_batch(self, batch: Batch) -> Batch:

@@ -47,6 +47,7 @@ def ncm_scores(features: Tensor, means: Tensor) -> Tensor:
 @register
 class SCR(ReplayBase):
     name = "scr"
+    task_free = True
     family = "prototype"
     composable = False
     description = "supervised contrastive replay: SupCon on new + replayed views, nearest-class-mean prediction"

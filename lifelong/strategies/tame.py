@@ -111,6 +111,7 @@ class Experts(nn.Module):
 @register
 class TAME(ReplayBase):
     name = "tame"
+    task_free = True
     family = "isolation"
     composable = False
     description = "task-agnostic experts: loss-jump shift detection spawns/switches experts, a selector routes"

@@ -59,6 +59,7 @@ def norm_factor(h: Tensor, weight: Tensor) -> Tensor:
 @register
 class UER(ReplayBase):
     name = "uer"
+    task_free = True
     description = "unbias experience replay: new samples by cosine (angle) logits, replayed ones by dot products"
     params = {
         **BUFFER_PARAMS,

@@ -79,6 +79,7 @@ def one_to_many_kl(anchor_logits: Tensor, view_logits: Tensor, repeats: int) -> 
 @register
 class ViewBatch(ReplayBase):
     name = "view-batch"
+    task_free = True
     description = "view-batch replay: r augmented views of every sample in one step, plus one-to-many KL between views"
     params = {
         **BUFFER_PARAMS,

@@ -40,6 +40,12 @@ SETTINGS: dict[str, Param] = {
     "weight_decay": Param(0.0, "weight decay", low=0.0),
     "batch_size": Param(32, "new samples per training step", low=1),
     "epochs": Param(1, "passes over each experience", low=1, high=10_000),
+    "online_iter": Param(1, "online streams: gradient steps on each incoming batch (the MVP and Si-Blurry papers "
+                         "use 3)", low=1, high=1000),
+    "eval_every_samples": Param(1000, "online streams: anytime evaluation (for A_auc) every N incoming samples, on "
+                                "the test samples of the classes seen so far (0: off)", low=0),
+    "output_mask": Param("none", "experience: the cross-entropy of training covers only the logits of the current "
+                         "experience's classes (SCoLe); evaluation is never masked", choices=("none", "experience")),
     "precision": Param("32", "arithmetic of the training step: 32 (float32), bf16-mixed (autocast to bfloat16; "
                        "CPU and CUDA) or 16-mixed (float16 with a gradient scaler; CUDA)",
                        choices=("32", "bf16-mixed", "16-mixed")),
@@ -118,6 +124,9 @@ class RunConfig(metaclass=_NamedSettings):
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 1
+    online_iter: int = 1
+    eval_every_samples: int = 1000
+    output_mask: str = "none"
     precision: str = "32"
     device: str = "auto"
     threads: int = 1

@@ -11,6 +11,18 @@ and every `checkpoint_every` steps; resuming from one gives the same numbers as 
 (data order is a function of (seed, experience, epoch); strategy randomness comes from one generator whose state
 is checkpointed; model growth is replayed).
 
+Online (task-free) streams (`Stream.online`) run `train_segment` instead: the strategy (which must be
+`task_free`) gets `adapt_model`/`begin_experience` once before the first segment, with a view of the first
+segment that holds no sample yet (nothing from the future), and `end_experience` once after the last, with a
+view of everything that arrived; it never learns where segments end (`Batch.experience` counts the incoming
+batches before the current one instead). Each segment is read once in its `train_idx` order, in batches of
+`batch_size`; each incoming batch is (a) predicted with the current model (prequential accuracy), (b) its
+labels join the seen ones (the head grows on first sight: the learner's cross-entropy and every evaluation score
+only seen labels), (c) trained on with `online_iter` steps. Every `eval_every_samples` incoming samples the
+model is evaluated on the test samples of the seen classes (anytime accuracy; A_auc is their mean). Segment ends
+still give accuracy-matrix rows and checkpoints; a checkpoint inside a segment (at an incoming batch's end)
+holds the seen labels, the prequential counts and the anytime curve, so resuming is exact.
+
 Learning-rate schedules are pure functions of the position: an experience's rates are computed once when it
 starts. In `schedule_mode=infinite`, each experience after the first continues from the weights saved just
 before the previous experience's anneal (`infinite_continue=pre-anneal`, as Ibrahim et al. 2024) or from the
@@ -21,6 +33,7 @@ experience-end hook. Decay branches (`branch_every_experience`) are described in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -36,11 +49,13 @@ from lifelong.data.scenarios import parse_scenario
 from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
+from lifelong.evaluation.online import evaluation_points, online_summary
 from lifelong.models.backbones import MODELS, make_model
 from lifelong.schedules.basic import Constant
 from lifelong.schedules.schedulefree_support import eval_mode, resume_training_point, training_point
 from lifelong.schedules.wsd import check_branch_floor, decay_branch
 from lifelong.strategies import Strategy, make_strategy
+from lifelong.strategies.base import task_free_names
 from lifelong.tracking.files import save_torch_atomic
 from lifelong.tracking.resources import peak_rss_mb
 from lifelong.training.checkpoint import load_checkpoint, save_checkpoint
@@ -100,6 +115,7 @@ class Engine:
         self.stream = self.to_device(stream)
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.hparams)
         self.train_stream = self.strategy.adapt_stream(self.stream)
+        self.check_stream_settings()
         torch.manual_seed(cfg.seed)
         self.model_source = describe(model) if model is not None else None
         self.optimizer_source = describe(optimizer) if optimizer is not None else None
@@ -120,6 +136,8 @@ class Engine:
         self.latest_accuracy: float | None = None
         self.branches: list[dict[str, Any]] = []
         self.pre_anneal: dict[str, Any] | None = None
+        self.online: dict[str, Any] = {"hits": 0, "samples": 0, "anytime_samples": [], "anytime_accuracy": []}
+        self.hits = torch.zeros((), dtype=torch.long, device=self.device)  # prequential hits not yet in `online`
         if run_dir is not None and resume:
             self.recorder = Recorder.open(run_dir, on_step, loggers)
             self.check_same_data(self.recorder.store.meta().get("data"))
@@ -166,6 +184,37 @@ class Engine:
                                 f"fingerprint {stored['fingerprint'][:12]}, now {self.stream.fingerprint()[:12]}): "
                                 "pass the same data to resume it")
 
+    def check_stream_settings(self) -> None:
+        """Settings and strategy fit the stream (one line each, before anything is trained or written)."""
+        cfg, stream = self.cfg, self.stream
+        if cfg.output_mask == "experience":
+            if stream.online:
+                raise LifelongError("output_mask=experience masks the current experience's classes, which an "
+                                    "online stream hides: use output_mask=none")
+            if self.strategy.family == "replay" or any(getattr(p, "family", "") == "replay"
+                                                       for p in getattr(self.strategy, "parts", [])):
+                raise LifelongError(f"output_mask=experience scores only the current experience's classes, so "
+                                    f"{cfg.strategy}'s replayed samples of other classes cannot be scored: use "
+                                    "output_mask=none with replay")
+        if not stream.online:
+            if cfg.online_iter != 1:
+                raise LifelongError(f"online_iter={cfg.online_iter} applies to online streams only ({stream.name} "
+                                    "has boundaries): use epochs for more passes")
+            return
+        if not self.strategy.task_free:
+            raise LifelongError(f"{cfg.strategy} needs experience boundaries, which the online stream {stream.name} "
+                                f"hides; task-free strategies: {', '.join(task_free_names())}")
+        if cfg.epochs != 1:
+            raise LifelongError(f"epochs={cfg.epochs}: an online stream is seen once (use online_iter={cfg.epochs} "
+                                "for more steps on each incoming batch)")
+        if cfg.branch_every_experience:
+            raise LifelongError("branch_every_experience needs experience boundaries, which online streams hide")
+        if cfg.schedule and cfg.schedule_mode != "continue":
+            raise LifelongError(f"schedule_mode={cfg.schedule_mode} restarts at experience boundaries, which online "
+                                "streams hide: use schedule_mode=continue")
+        if len(self.train_stream) != len(stream):
+            raise LifelongError(f"{cfg.strategy} rebuilds the stream, which online streams do not allow")
+
     @staticmethod
     def validate(cfg: RunConfig) -> None:
         """Check names and hyperparameters without loading any data (fails fast, before work starts)."""
@@ -206,8 +255,10 @@ class Engine:
         if self.device.type == "cpu":
             return stream
         moved: dict[int, ArrayDataset] = {}
-        for e in stream:
+        for e in [*stream, *(stream.eval_sets or [])]:
             e.data = moved.setdefault(id(e.data), e.data.to(self.device))
+            if e.label_map is not None:
+                e.label_map = e.label_map.to(self.device)
         return stream
 
     def check_branch_rates(self) -> None:
@@ -220,7 +271,10 @@ class Engine:
                            else [self.optimizer.param_groups[0]["lr"]] * n)
 
     def seen_experiences(self, train_index: int) -> int:
-        """How many experiences of the original stream training experience `train_index` has shown."""
+        """How many evaluated sets count as seen after training experience `train_index`: all of them for
+        streams with `eval_sets` (their order is not the training order) and for rebuilt streams."""
+        if self.stream.eval_sets is not None:
+            return len(self.stream.eval_sets)
         if len(self.train_stream) != len(self.stream):
             return len(self.stream)
         return train_index + 1
@@ -257,6 +311,7 @@ class Engine:
                 "curve_steps": self.curve_steps, "curve": self.curve, "branches": self.branches,
                 "pre_anneal": self.pre_anneal, "train_model": train_point,
                 "scaler": None if self.learner.scaler is None else self.learner.scaler.state_dict(),
+                **({"online": self.online_state()} if self.stream.online else {}),
             }, self.recorder.dir / CHECKPOINT)
 
     def restore(self) -> bool:
@@ -268,8 +323,12 @@ class Engine:
             return False
         position = state["position"]
         begun = position["experience"] + (1 if position["step"] > 0 else 0)
-        for k in range(min(begun, len(self.train_stream))):
-            self.learner.adapt(self.train_stream[k])  # replay model growth before loading the weights
+        if self.stream.online:
+            if begun > 0:
+                self.learner.adapt(self.first_view())  # the online loop grows the model once
+        else:
+            for k in range(min(begun, len(self.train_stream))):
+                self.learner.adapt(self.train_stream[k])  # replay model growth before loading the weights
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])
@@ -282,7 +341,88 @@ class Engine:
         if self.learner.scaler is not None and state.get("scaler"):
             self.learner.scaler.load_state_dict(state["scaler"])
         resume_training_point(self.optimizer, self.model, state.get("train_model"))
+        if self.stream.online:
+            online = state["online"]
+            self.learner.allowed.copy_(torch.tensor(online.pop("seen"), dtype=torch.bool))  # type: ignore[union-attr]
+            self.online = online
         return True
+
+    # --- online streams ------------------------------------------------------------------------------------
+    def online_state(self) -> dict[str, Any]:
+        """The online counters with the prequential hits folded in, and the seen labels (for a checkpoint)."""
+        self.online["hits"] += int(self.hits)
+        self.hits.zero_()
+        return {**self.online, "seen": self.learner.allowed.tolist()}  # type: ignore[union-attr]
+
+    def first_view(self) -> Experience:
+        """What the strategy's `adapt_model`/`begin_experience` get on an online stream: the first segment with
+        no sample in it (no data, classes or test samples from the future)."""
+        first = self.train_stream[0]
+        return dataclasses.replace(first, train_idx=first.train_idx[:0], test_idx=first.test_idx[:0], classes=[])
+
+    def arrived_view(self) -> Experience:
+        """What `end_experience` gets on an online stream: every sample that arrived (index 0, the labels seen),
+        when the segments share their data and maps; otherwise the last segment (as index 0)."""
+        segments, last = self.train_stream.experiences, self.train_stream[-1]
+        seen = torch.nonzero(self.learner.allowed).flatten().tolist()  # type: ignore[arg-type]
+        if all(e.data is last.data and e.input_map is last.input_map and e.label_map is last.label_map
+               for e in segments):
+            return dataclasses.replace(last, index=0, train_idx=torch.cat([e.train_idx for e in segments]),
+                                       test_idx=last.test_idx[:0], classes=seen)
+        return dataclasses.replace(last, index=0, classes=seen)
+
+    def anytime_evaluation(self, before: int, after: int) -> None:
+        """The anytime evaluations due when the samples seen went from `before` to `after`."""
+        for _ in range(evaluation_points(before, after, self.cfg.eval_every_samples)):
+            self.online["anytime_samples"].append(after)
+            self.online["anytime_accuracy"].append(self.evaluator.anytime())
+
+    def train_segment(self, exp: Experience, base_seconds: float, start: float) -> None:
+        """One segment of an online stream: incoming batches in arrival order, each predicted, then learned."""
+        cfg, learner, evaluator = self.cfg, self.learner, self.evaluator
+        B, iters = cfg.batch_size, cfg.online_iter
+        if exp.index == 0 and self.position["step"] == 0:
+            view = self.first_view()
+            learner.adapt(view)
+            self.strategy.begin_experience(view)
+        batches = math.ceil(exp.num_train / B)
+        before = sum(math.ceil(e.num_train / B) for e in self.train_stream.experiences[:exp.index])
+        grand_total = self.total_steps()
+        seen_sets = self.seen_experiences(exp.index)
+        k0, g0 = self.position["experience"], self.position["global_step"] - self.position["step"] * iters
+        rates = learner.rates(k0, g0, batches * iters)
+        allowed = learner.allowed
+        order = exp.train_idx
+        self.model.train()
+        for b in range(self.position["step"], batches):
+            idx = order[b * B:(b + 1) * B]
+            self.hits += evaluator.prequential(exp, idx)
+            allowed[exp.labels(idx)] = True  # type: ignore[index]
+            for j in range(iters):
+                if rates is not None:
+                    learner.set_rate(rates[b * iters + j])
+                loss = learner.step(exp, idx, before + b)
+                value = loss.item()
+                g = self.position["global_step"] = self.position["global_step"] + 1
+                if not math.isfinite(value):
+                    raise LifelongError(f"loss became {value} at step {g} (experience {exp.index}): lower the "
+                                        "learning rate or the penalty strength; results up to the last checkpoint "
+                                        "are kept")
+                if cfg.eval_every and g % cfg.eval_every == 0:
+                    self.continual_evaluation(seen_sets)
+                self.recorder.step(g, grand_total, value, self.latest_accuracy, None,
+                                   self.optimizer.param_groups[0]["lr"])
+            self.position["step"] = b + 1
+            samples = self.online["samples"]
+            self.online["samples"] = samples + len(idx)
+            self.anytime_evaluation(samples, samples + len(idx))
+            if cfg.checkpoint_every and g // cfg.checkpoint_every > (g - iters) // cfg.checkpoint_every \
+                    and b + 1 < batches:
+                self.train_seconds = base_seconds + time.perf_counter() - start
+                self.checkpoint()
+        if exp.index == len(self.train_stream) - 1:
+            with eval_mode(learner.optimizer):
+                self.strategy.end_experience(self.arrived_view())
 
     # --- training ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -293,8 +433,9 @@ class Engine:
             self.recorder.accuracy_row(-1, self.initial)
         start = time.perf_counter()
         base_seconds = self.train_seconds
+        train = self.train_segment if self.stream.online else self.train_experience
         for i in range(self.position["experience"], len(self.train_stream)):
-            self.train_experience(self.train_stream[i], base_seconds, start)
+            train(self.train_stream[i], base_seconds, start)
             self.rows.append(self.evaluate())
             self.latest_accuracy = mean_seen(self.rows[-1], self.seen_experiences(i))
             self.boundaries.append(self.position["global_step"])
@@ -305,6 +446,8 @@ class Engine:
             self.checkpoint()
             if self.on_experience is not None:
                 self.on_experience(i, self.rows[-1])
+        if self.stream.online:
+            self.online["a_last"] = self.evaluator.anytime()
         self.evaluator.close()
         return self.result()
 
@@ -328,6 +471,7 @@ class Engine:
         cfg, learner, strategy = self.cfg, self.learner, self.strategy
         if self.position["step"] == 0:
             self.begin_experience(exp)
+        learner.allow_experience(exp)
         if not strategy.learns_by_sgd(exp):
             self.model.eval()
             strategy.fit_experience(exp)
@@ -427,13 +571,29 @@ class Engine:
                               "seconds": time.perf_counter() - started})
         self.recorder.branches(self.branches)
 
+    def learned_at(self) -> list[int | None]:
+        """For each eval set, the first training experience holding one of its classes (None: never trained)."""
+        firsts: list[int | None] = []
+        for s in self.stream.evaluated:
+            want = set(s.classes)
+            firsts.append(next((i for i, e in enumerate(self.train_stream) if want & set(e.classes)), None))
+        return firsts
+
     def result(self) -> dict[str, Any]:
         seconds = self.train_seconds
         samples = sum(self.cfg.epochs * e.num_train for e in self.train_stream)
+        online = {}
+        if self.stream.online:
+            state = self.online_state()
+            online = online_summary(state["hits"], state["samples"], state["anytime_samples"],
+                                    state["anytime_accuracy"], state.get("a_last"))
+        evaluated = self.stream.eval_sets
         return {
             "strategy": self.cfg.strategy,
             "seed": self.cfg.seed,
-            **summarize(self.rows, self.initial),
+            **(summarize(self.rows, self.initial) if evaluated is None else
+               summarize(self.rows, self.initial, learned_at=self.learned_at())),
+            **online,
             "accuracy_matrix": self.rows,
             "initial_accuracy": self.initial,
             "train_seconds": seconds,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lifelong.data.stream import Experience, Stream
-from lifelong.evaluation.probe import ContinualProbe, correct, no_autograd
+from lifelong.evaluation.probe import ContinualProbe, correct, masked_correct, no_autograd
 from lifelong.schedules.schedulefree_support import eval_mode
 from lifelong.training.config import RunConfig
 from lifelong.training.learner import Learner
@@ -27,22 +27,60 @@ class Evaluator:
         strategy = learner.strategy
         custom = strategy.overrides("predict")
         self.model_forward = not custom
-        n = cfg.eval_subsample or min(DEFAULT_PROBE, min(len(e.test_idx) for e in stream))
+        n = cfg.eval_subsample or min(DEFAULT_PROBE, min(len(e.test_idx) for e in stream.evaluated))
         self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, n, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
                                     strategy.predict if custom else None) if cfg.eval_every else None
 
-    def correct(self, exp: Experience, chunk: int = 4096) -> torch.Tensor:
-        """Correct test predictions on one experience (within its task's classes on task-aware streams), as a
-        tensor: chunks of `chunk` rows, one conversion of the stored inputs per chunk, no synchronisation."""
-        learner, idx = self.learner, exp.test_idx
+    def correct(self, exp: Experience, chunk: int = 4096, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Correct test predictions on one experience (within its task's classes on task-aware streams; within
+        the labels seen so far on online streams), as a tensor: chunks of `chunk` rows, one conversion of the
+        stored inputs per chunk, no synchronisation. `idx`: these test samples instead of the experience's."""
+        learner, idx = self.learner, exp.test_idx if idx is None else idx
         allowed = None if learner.task_mask is None else learner.task_mask[exp.task_id]
+        seen = learner.allowed if self.stream.online else None
+        if seen is not None:
+            allowed = seen if allowed is None else allowed & seen
         hits = torch.zeros((), dtype=torch.long, device=learner.device)
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
             scores = learner.strategy.predict(learner.model, learner.prepare(exp.raw(part, "test")))
-            hits = hits + correct(scores, exp.labels(part, "test"), allowed)
+            if seen is None:
+                hits = hits + correct(scores, exp.labels(part, "test"), allowed)
+            else:
+                hits = hits + masked_correct(scores, exp.labels(part, "test"), allowed)
         return hits
+
+    def prequential(self, exp: Experience, idx: torch.Tensor) -> torch.Tensor:
+        """Online streams: correct predictions on the incoming training samples `idx` with the current model,
+        before it trains on them (eval mode, gradients off; labels not seen yet are never predicted)."""
+        learner = self.learner
+        model = learner.model
+        was = model.training
+        model.eval()
+        with eval_mode(learner.optimizer), no_autograd(model if self.model_forward else None):
+            scores = learner.strategy.predict(model, learner.prepare(exp.raw(idx)))
+            hits = masked_correct(scores, exp.labels(idx), learner.allowed)  # type: ignore[arg-type]
+        model.train(was)
+        return hits
+
+    def anytime(self) -> float | None:
+        """Online streams: accuracy on the test samples (of every evaluated set) whose label was seen so far, as
+        the i-Blurry / Si-Blurry code evaluates; None before any label was seen."""
+        learner = self.learner
+        model = learner.model
+        seen = learner.allowed
+        was = model.training
+        model.eval()
+        hits, total = [], 0
+        with eval_mode(learner.optimizer), no_autograd(model if self.model_forward else None):
+            for e in self.stream.evaluated:
+                idx = e.test_idx[seen[e.labels(e.test_idx, "test")]]  # type: ignore[index]
+                if len(idx):
+                    hits.append(self.correct(e, idx=idx))
+                    total += len(idx)
+        model.train(was)
+        return int(torch.stack(hits).sum()) / total if total else None
 
     def accuracy(self, exp: Experience, chunk: int = 4096) -> float:
         """Test accuracy on one experience (within its task's classes on task-aware streams)."""
@@ -57,15 +95,16 @@ class Evaluator:
         was = model.training
         model.eval()
         with eval_mode(self.learner.optimizer), no_autograd(model if self.model_forward else None):
-            hits = torch.stack([self.correct(e) for e in self.stream]).tolist()
+            hits = torch.stack([self.correct(e) for e in self.stream.evaluated]).tolist()
         model.train(was)
         return [h / len(e.test_idx) if len(e.test_idx) else float("nan")
-                for h, e in zip(hits, self.stream, strict=True)]
+                for h, e in zip(hits, self.stream.evaluated, strict=True)]
 
     def submit(self, step: int, seen: int) -> None:
         """Queue a continual evaluation of experiences 0..seen-1 at `step` (the probe snapshots the weights)."""
+        allowed = self.learner.allowed if self.stream.online else None
         with eval_mode(self.learner.optimizer):
-            self.probe.submit(step, seen, self.learner.model)
+            self.probe.submit(step, seen, self.learner.model, allowed)
 
     def collect(self, wait: bool = False) -> list[tuple[int, list[float | None]]]:
         """Finished continual evaluations in step order (all of them when `wait`)."""

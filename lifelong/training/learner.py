@@ -119,6 +119,14 @@ class Learner:
         self.optimizer = make_optimizer(cfg, self.params, optimizer)
         self.class_task = self.class_to_task()
         self.task_mask = stream.task_class_mask().to(device) if stream.task_aware else None
+        self.allowed: Tensor | None = None  # classes the engine's cross-entropy scores (online, output_mask)
+        if stream.online or cfg.output_mask == "experience":
+            self.allowed = torch.zeros(stream.num_classes, dtype=torch.bool, device=device)
+            self.cross_entropy = self.masked_cross_entropy  # type: ignore[method-assign]
+        augment = getattr(self.data, "augment", None)
+        self.augment: Callable[[Tensor, torch.Generator], Tensor] | None = augment
+        self.generator = generator
+        self.assemble: Callable[[Batch], Batch] = strategy.training_batch if augment is None else self.augmented
         self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
                            cfg.batch_size, *([save_artifact] if save_artifact else []))
         strategy.setup(self.ctx)
@@ -144,7 +152,7 @@ class Learner:
 
     def experience_steps(self) -> list[int]:
         """Optimizer steps of every training experience (0 for experiences learned in closed form)."""
-        B, E = self.cfg.batch_size, self.cfg.epochs
+        B, E = self.cfg.batch_size, self.cfg.epochs * (self.cfg.online_iter if self.stream.online else 1)
         return [E * math.ceil(e.num_train / B) if self.strategy.learns_by_sgd(e) else 0 for e in self.train_stream]
 
     def make_lr_schedule(self) -> StreamSchedule | None:
@@ -196,24 +204,60 @@ class Learner:
             logits = logits.masked_fill(~self.task_mask[self.class_task[y]], float("-inf"))
         return F.cross_entropy(logits, y)
 
+    def masked_cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The cross-entropy over the classes in `self.allowed` only (the others' logits set to -inf).
+
+        Online streams: `allowed` holds the labels seen so far, which is the same loss as a head that grows an
+        output on first sight of a label (as Koh et al.'s CLIB / Si-Blurry code expands it): the softmax covers
+        exactly the outputs that exist. `output_mask=experience` (SCoLe, Lesort et al. 2023): `allowed` holds
+        the current experience's classes. This is the engine's loss and `Context.cross_entropy`; a strategy's
+        own loss computed from raw logits sees the whole head."""
+        if self.task_mask is not None:
+            logits = logits.masked_fill(~self.task_mask[self.class_task[y]], float("-inf"))
+        return F.cross_entropy(logits.masked_fill(~self.allowed, float("-inf")), y)  # type: ignore[operator]
+
+    def allow_experience(self, exp: Experience) -> None:
+        """`output_mask=experience`: let the cross-entropy score only `exp.classes` from now on."""
+        if self.cfg.output_mask == "experience" and self.allowed is not None:
+            self.allowed.zero_()
+            self.allowed[exp.classes] = True
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision around the forward pass and the task loss (penalties stay in float32)."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def batch(self, exp: Experience, idx: Tensor) -> Batch:
-        """The new data of a step as the batch's "new" segment (scored by the engine's loss)."""
+    def batch(self, exp: Experience, idx: Tensor, experience: int | None = None) -> Batch:
+        """The new data of a step as the batch's "new" segment (scored by the engine's loss), with the labels
+        the experience uses (`label_map` applied), so replay memories store those. `experience` replaces
+        `exp.index` as `Batch.experience` (online streams hide the boundaries)."""
         raw = exp.data.train_x.index_select(0, idx)  # a row gather: ~6x cheaper than advanced indexing
         if exp.input_map is not None:
             raw = exp.input_map(raw)
         y = exp.data.train_y.index_select(0, idx)
-        return Batch(Segment.stored(raw, self.prepare, y, self.task_of(y), scored=True), exp.index)
+        if exp.label_map is not None:
+            y = exp.label_map.index_select(0, y)
+        return Batch(Segment.stored(raw, self.prepare, y, self.task_of(y), scored=True),
+                     exp.index if experience is None else experience)
 
-    def step(self, exp: Experience, idx: Tensor) -> Tensor:
+    def augmented(self, batch: Batch) -> Batch:
+        """The strategy's batch with the dataset's `augment` applied to the inputs of every segment (new and
+        replayed, after the strategy assembled them), drawn from the engine's checkpointed generator. What
+        segments store (`raw`, which memories keep) is untouched; evaluation never augments."""
+        batch = self.strategy.training_batch(batch)
+        x = self.augment(batch.x, self.generator)  # type: ignore[misc]
+        start = 0
+        for _, seg in batch:
+            seg.x = x[start:start + len(seg)]
+            start += len(seg)
+        batch._x = x
+        return batch
+
+    def step(self, exp: Experience, idx: Tensor, experience: int | None = None) -> Tensor:
         """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss."""
         strategy, opt = self.strategy, self.optimizer
-        batch = strategy.training_batch(self.batch(exp, idx))
+        batch = self.assemble(self.batch(exp, idx, experience))
         with self.autocast():
             out = batch.split(self.model(batch.x))
             loss = strategy.loss(batch, out)
