@@ -6,8 +6,10 @@ A dataset is four tensors (train/test inputs and labels). Images stay uint8 (4x 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import json
 import math
 import os
 import struct
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lifelong.data import archives
+from lifelong.data.download import Remote, cache_dir, locate
 from lifelong.errors import LifelongError
 from lifelong.registry import Registry
 
@@ -44,6 +48,11 @@ class ArrayDataset:
     Inputs are stored flat, one row per sample (compact, and every scenario transform works on rows);
     `shape` is the shape of one model input: (channels, height, width) for images, (features,) for vectors.
     Inputs given with more dimensions are read as images (see `as_channels_first`) and flattened once.
+    `mean`/`std` are one number, or one per channel of an image (C, H, W) (CIFAR's per-channel statistics).
+    `coarse_of[fine]` is the coarse class of each fine class (CIFAR-100's 20 super-classes), for hierarchical
+    streams. `augment(batch, generator)`, when set, is the training augmentation applied to prepared training
+    inputs (never to buffers or evaluation). `default_model` names the backbone the standard papers use on this
+    dataset. `extras` holds dataset-specific tables (CORe50's protocol files); inputs may be memory-mapped.
     """
 
     name: str
@@ -53,9 +62,13 @@ class ArrayDataset:
     test_y: Tensor
     classes: list[int] = field(default_factory=list)
     scale: float = 1.0
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
     shape: tuple[int, ...] = ()
+    coarse_of: list[int] | None = None
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    default_model: str = ""
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.train_x.dim() > 2 or self.test_x.dim() > 2:
@@ -79,6 +92,18 @@ class ArrayDataset:
                 raise LifelongError(f"dataset '{self.name}': {part} labels must be integers, got {y.dtype}")
         if not self.classes:
             self.classes = sorted(torch.cat([self.train_y, self.test_y]).unique().tolist())
+        for what in ("mean", "std"):
+            value = getattr(self, what)
+            if isinstance(value, (tuple, list)):
+                if len(self.shape) != 3 or len(value) != self.shape[0]:
+                    raise LifelongError(f"dataset '{self.name}': per-channel {what} {tuple(value)} needs image "
+                                        f"inputs with {len(value)} channels, not inputs of shape {self.shape}")
+                setattr(self, what, tuple(float(v) for v in value))
+        if isinstance(self.std, tuple) and min(self.std) <= 0 or not isinstance(self.std, tuple) and self.std <= 0:
+            raise LifelongError(f"dataset '{self.name}': std {self.std} must be positive")
+        if self.coarse_of is not None and len(self.coarse_of) < self.num_classes:
+            raise LifelongError(f"dataset '{self.name}': coarse_of has {len(self.coarse_of)} entries for "
+                                f"{self.num_classes} classes")
 
     @property
     def num_classes(self) -> int:
@@ -89,17 +114,31 @@ class ArrayDataset:
         return self.shape
 
     def prepare(self, x: Tensor) -> Tensor:
-        """Stored inputs -> normalised float32 inputs for the model: (x * scale - mean) / std, in place."""
+        """Stored inputs -> normalised float32 inputs for the model: (x * scale - mean) / std, in place
+        (per channel when `mean`/`std` are per channel)."""
         out = x.to(torch.float32, copy=True)
-        if self.scale != 1.0 or self.mean != 0.0 or self.std != 1.0:
+        if isinstance(self.mean, tuple) or isinstance(self.std, tuple):
+            factor, offset = self.channel_affine(out.device)
+            out.mul_(factor).sub_(offset)
+        elif self.scale != 1.0 or self.mean != 0.0 or self.std != 1.0:
             out.mul_(self.scale / self.std).sub_(self.mean / self.std)
         return out
+
+    def channel_affine(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Per-feature (scale / std, mean / std) of flat image rows, channel-major (cached per device)."""
+        cache = self.__dict__.setdefault("_affine", {})
+        if device not in cache:
+            c, pixels = self.shape[0], math.prod(self.shape[1:])
+            mean = torch.tensor(self.mean if isinstance(self.mean, tuple) else (self.mean,) * c, dtype=torch.float64)
+            std = torch.tensor(self.std if isinstance(self.std, tuple) else (self.std,) * c, dtype=torch.float64)
+            cache[device] = tuple((v.repeat_interleave(pixels)).to(torch.float32).to(device)
+                                  for v in (self.scale / std, mean / std))
+        return cache[device]
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """Move all tensors to `device` (data stays where the compute is)."""
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
-        return ArrayDataset(self.name, **moved, classes=self.classes, scale=self.scale, mean=self.mean,
-                            std=self.std, shape=self.shape)
+        return dataclasses.replace(self, **moved)
 
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
@@ -109,6 +148,8 @@ class ArrayDataset:
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
             h = hashlib.sha256(repr((self.shape, self.scale, self.mean, self.std)).encode())
+            if self.coarse_of is not None:
+                h.update(repr(list(self.coarse_of)).encode())
             for t in (self.train_x, self.train_y, self.test_x, self.test_y):
                 t = t.detach().cpu().contiguous()
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())
@@ -130,10 +171,11 @@ def register_dataset(name: str, help: str) -> Callable[[Callable[..., ArrayDatas
     return DATASETS.register(name, help)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None) -> ArrayDataset:
+def load_dataset(name: str, root: str | os.PathLike | None = None, **options: Any) -> ArrayDataset:
     """Load a dataset by name (built-in, `package.module:loader`, or an entry point of `lifelong.datasets`).
-    `root` is a directory to look in first (for file-based datasets)."""
-    data = DATASETS.get(name)(root=root)
+    `root` is a directory to look in first (for file-based datasets); `options` go to the loader (e.g.
+    augment=False for the standard image benchmarks)."""
+    data = DATASETS.get(name)(root=root, **options)
     if not isinstance(data, ArrayDataset):
         raise LifelongError(f"dataset '{name}' returned {type(data).__name__}, not an ArrayDataset (build one "
                             "with lifelong.data.from_tensors or from_torch_dataset)")
@@ -254,6 +296,149 @@ def fortunes_minilm(root: str | os.PathLike | None = None) -> ArrayDataset:
     emb = embed_texts(texts, cache=FeatureCache())
     train, test = stratified_split(labels, 0.25, 0)
     return ArrayDataset("fortunes-minilm", emb[train], labels[train], emb[test], labels[test])
+
+
+# --- standard image benchmarks (original archives, downloaded on first use) ------------------------------
+# Normalisation statistics as Mammoth's dataset classes use them (CORe50: ImageNet's, as Avalanche uses them).
+# Training augmentation (crop with padding 4 + horizontal flip) is on by default where the papers use it;
+# pass augment=False to the loader (load_dataset(name, augment=False)) or set `data.augment = None` to drop it.
+
+TORONTO = "https://www.cs.toronto.edu/~kriz/"
+CIFAR10_FILE = Remote("cifar-10-python.tar.gz", TORONTO + "cifar-10-python.tar.gz",
+                      md5="c58f30108f718f92721af3b95e74349a")
+CIFAR100_FILE = Remote("cifar-100-python.tar.gz", TORONTO + "cifar-100-python.tar.gz",
+                       md5="eb9058c3a382ffc7106e4002c42a8d85")
+TINY_IMAGENET_FILE = Remote("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                            md5="90528d7ca1a48142e341f4ef8d21d0de")
+SVHN_FILES = (Remote("train_32x32.mat", "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+                     md5="e26dedcc434d2e4c54c9b2d4a06d8373"),
+              Remote("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+                     md5="eb5a983be6a315427106f1b164d9cef3"))
+KMNIST_FILES = tuple(Remote(f"kmnist-{part}-{kind}.npz", f"http://codh.rois.ac.jp/kmnist/dataset/kmnist/kmnist-"
+                            f"{part}-{kind}.npz") for part in ("train", "test") for kind in ("imgs", "labels"))
+CORE50_PAGES = "https://vlomonaco.github.io/core50/data/"
+CORE50_TABLES = (Remote("paths.pkl", CORE50_PAGES + "paths.pkl", md5="b568f86998849184df3ec3465290f1b0"),
+                 Remote("LUP.pkl", CORE50_PAGES + "LUP.pkl", md5="33afc26faa460aca98739137fdfa606e"),
+                 Remote("labels.pkl", CORE50_PAGES + "labels.pkl", md5="281c95774306a2196f4505f22fd60ab1"))
+CORE50_NPZ = Remote("core50_imgs.npz", "http://bias.csr.unibo.it/maltoni/download/core50/core50_imgs.npz",
+                    md5="3689d65d0a1c760b87821b114c8c4c6c")
+CORE50_ZIP = Remote("core50_128x128.zip", "http://bias.csr.unibo.it/maltoni/download/core50/core50_128x128.zip",
+                    md5="745f3373fed08d69343f1058ee559e13")
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+TINY_IMAGENET_STATS = ((0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821))
+SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def image_benchmark(name: str, arrays: dict[str, Any], shape: tuple[int, int, int],
+                    stats: tuple[Any, Any], augment: bool, **fields: Any) -> ArrayDataset:
+    """An ArrayDataset of uint8 rows with the papers' normalisation, crop+flip augmentation and backbone."""
+    from lifelong.data.augment import standard_augment
+
+    def t(a: Any) -> Tensor:
+        return a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    mean, std = stats
+    return ArrayDataset(name, t(arrays["train_x"]), t(arrays["train_y"]).long(), t(arrays["test_x"]),
+                        t(arrays["test_y"]).long(), scale=1 / 255, mean=mean, std=std, shape=shape,
+                        augment=standard_augment(shape, mean, std) if augment else None,
+                        default_model="resnet18", **fields)
+
+
+def remember_fingerprint(data: ArrayDataset, directory: str) -> ArrayDataset:
+    """Memory-mapped datasets hash their inputs once (at decode time) and keep the hash next to the cache."""
+    path = Path(directory) / "fingerprints.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    key = repr((data.shape, data.scale, data.mean, data.std))
+    if key in known:
+        data.__dict__["_fingerprint"] = known[key]
+    else:
+        known[key] = data.fingerprint()
+        path.write_text(json.dumps(known))
+    return data
+
+
+@register_dataset("cifar10", "CIFAR-10, 50k/10k 32x32 colour images, 10 classes (downloaded: 163 MB)")
+def cifar10(root: str | os.PathLike | None = None, augment: bool = True) -> ArrayDataset:
+    path = locate("cifar10", [CIFAR10_FILE], root) / CIFAR10_FILE.filename
+    return image_benchmark("cifar10", archives.read_cifar10(path), (3, 32, 32), CIFAR10_STATS, augment)
+
+
+@register_dataset("cifar100", "CIFAR-100, 50k/10k 32x32 colour images, 100 classes in 20 super-classes "
+                  "(downloaded: 161 MB)")
+def cifar100(root: str | os.PathLike | None = None, augment: bool = True) -> ArrayDataset:
+    path = locate("cifar100", [CIFAR100_FILE], root) / CIFAR100_FILE.filename
+    arrays = archives.read_cifar100(path)
+    coarse = archives.coarse_table(np.concatenate([arrays["train_y"], arrays["test_y"]]),
+                                   np.concatenate([arrays["train_coarse"], arrays["test_coarse"]]), 100)
+    return image_benchmark("cifar100", arrays, (3, 32, 32), CIFAR100_STATS, augment, coarse_of=coarse)
+
+
+@register_dataset("tiny-imagenet", "TinyImageNet, 100k/10k 64x64 colour images, 200 classes (downloaded: 237 MB; "
+                  "decoded once to a 1.3 GB memory-mapped cache)")
+def tiny_imagenet(root: str | os.PathLike | None = None, augment: bool = True) -> ArrayDataset:
+    path = locate("tiny-imagenet", [TINY_IMAGENET_FILE], root) / TINY_IMAGENET_FILE.filename
+    arrays = archives.read_tiny_imagenet(path)
+    data = image_benchmark("tiny-imagenet", arrays, (3, 64, 64), TINY_IMAGENET_STATS, augment,
+                           extras={"wnids": arrays["wnids"]})
+    return remember_fingerprint(data, arrays["directory"])
+
+
+@register_dataset("core50", "CORe50, 50 objects (10 categories) in 11 sessions, 128x128 colour; test sessions 3, "
+                  "7, 10 (downloaded: core50_imgs.npz or core50_128x128.zip + protocol tables; memory-mapped)")
+def core50(root: str | os.PathLike | None = None, augment: bool = True) -> ArrayDataset:
+    """Labels are the 50 objects; `coarse_of` maps each to its category (object // 5). Augmentation is the
+    horizontal flip only, as Avalanche's CORe50 benchmark uses it."""
+    from lifelong.data.augment import CropFlip
+
+    images = None
+    if root:
+        for d in (Path(root), Path(root) / "core50"):
+            images = next((d / r.filename for r in (CORE50_NPZ, CORE50_ZIP) if (d / r.filename).is_file()), None)
+            if images is not None:
+                break
+    else:
+        cached = cache_dir("core50")
+        images = next((cached / r.filename for r in (CORE50_NPZ, CORE50_ZIP) if (cached / r.filename).is_file()),
+                      None)
+    if images is None:
+        images = locate("core50", [CORE50_NPZ], root) / CORE50_NPZ.filename
+    tables_dir = locate("core50", CORE50_TABLES, images.parent if root else None)
+    arrays = archives.read_core50(tables_dir, images)
+    mean, std = IMAGENET_STATS
+    data = image_benchmark("core50", arrays, (3, 128, 128), IMAGENET_STATS, False,
+                           coarse_of=[o // 5 for o in range(50)], classes=list(range(50)),
+                           extras={k: arrays[k] for k in ("tables", "row_of", "is_test", "session")})
+    if augment:
+        data.augment = CropFlip((3, 128, 128), padding=0, fill=[-m / s for m, s in zip(mean, std, strict=True)])
+    return remember_fingerprint(data, arrays["directory"])
+
+
+@register_dataset("svhn", "SVHN cropped digits, 73k/26k 32x32 colour images, 10 classes (downloaded: 246 MB)")
+def svhn(root: str | os.PathLike | None = None, augment: bool = False) -> ArrayDataset:
+    """No augmentation by default (flipping digits changes them); augment=True adds the crop + flip."""
+    where = locate("svhn", SVHN_FILES, root)
+    (train_x, train_y), (test_x, test_y) = (archives.read_svhn_mat(where / r.filename) for r in SVHN_FILES)
+    return image_benchmark("svhn", {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y},
+                           (3, 32, 32), SVHN_STATS, augment)
+
+
+@register_dataset("kmnist", "Kuzushiji-MNIST, 60k/10k 28x28 grey images of 10 cursive Japanese characters "
+                  "(downloaded: 20 MB)")
+def kmnist(root: str | os.PathLike | None = None) -> ArrayDataset:
+    where = locate("kmnist", KMNIST_FILES, root)
+    arrays = {f"{part}_{k}": archives.read_npz_array(where / f"kmnist-{part}-{kind}.npz")
+              for part in ("train", "test") for k, kind in (("x", "imgs"), ("y", "labels"))}
+    for part in ("train", "test"):
+        x, y = arrays[f"{part}_x"], arrays[f"{part}_y"]
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
+            raise LifelongError(f"kmnist {part}: images {x.dtype} {x.shape} and {len(y)} labels; expected uint8 "
+                                "(N, 28, 28) with one label each")
+        arrays[f"{part}_x"] = x.reshape(len(x), -1)
+        arrays[f"{part}_y"] = y.astype(np.int64)
+    return ArrayDataset("kmnist", *(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y")),
+                        scale=1 / 255, mean=0.1918, std=0.3483, shape=(1, 28, 28))
 
 
 # --- adapters ---------------------------------------------------------------------------------------------
