@@ -87,7 +87,13 @@ class BasicBlock(nn.Module):
 
 
 class ReducedResNet18(nn.Module):
-    """ResNet-18 with `nf` base filters (20 in GEM's reduced version) instead of 64."""
+    """ResNet-18 with `nf` base filters (20 in GEM's reduced version) instead of 64.
+
+    Layer for layer GEM's `ResNet18(nclasses, nf=20)` (model/common.py): bias-free 3x3 stem + BN + ReLU, four
+    stages of two BasicBlocks (strides 1, 2, 2, 2; 1x1 conv + BN shortcuts), linear head; 1.11 M parameters
+    for 100 classes. GEM pools with avg_pool2d(out, 4), which is the global mean on 32x32 inputs; this class
+    takes the global mean for every input size, as Mammoth's version does (TinyImageNet's 64x64, CORe50's
+    128x128). The default backbone of the standard image benchmarks (`ArrayDataset.default_model`)."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, nf: int = 20) -> None:
         super().__init__()
