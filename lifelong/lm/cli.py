@@ -17,7 +17,7 @@ from lifelong.lm.corpora import BUILTIN_CORPORA
 from lifelong.lm.experiment import run_experiment
 from lifelong.lm.models import MODEL_PRESETS
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES
-from lifelong.lm.train import LMConfig, run_lm
+from lifelong.lm.train import LMConfig, default_out_dir, resume_lm, run_lm
 
 DEFAULTS = LMConfig()
 
@@ -88,6 +88,10 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
         "--eval-every", type=int, default=DEFAULTS.eval_every, help="updates between evaluations (default: %(default)s)"
     )
     p.add_argument(
+        "--log-every", type=int, default=DEFAULTS.log_every, help="updates between train-loss records "
+        "(default: %(default)s)"
+    )
+    p.add_argument(
         "--eval-windows",
         type=int,
         default=DEFAULTS.eval_windows,
@@ -101,6 +105,9 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     )
     p.add_argument("--cache-dir", default=None, help="token cache (default: ~/.cache/lifelong/lm-tokens)")
     p.add_argument("--no-checkpoints", action="store_true", help="do not save the phase-end checkpoints")
+    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, metavar="N",
+                   help="updates between resume checkpoints, also written at each phase end; 0: none "
+                   "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress output (a bar on a terminal, plain "
                    "lines elsewhere)")
     p.add_argument("--log", metavar="NAMES", default="", help="extra metric logs, comma-separated: csv, jsonl, "
@@ -118,6 +125,9 @@ def add_lm_parser(subparsers) -> argparse.ArgumentParser:
         "torchrun --nproc_per_node=N it trains data-parallel.",
     )
     _add_run_flags(p)
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="finish the interrupted run in RUN_DIR from its last checkpoint, with its stored settings "
+                   "(only --threads, --no-progress, --json and --log may be given with it)")
     p.set_defaults(func=run_lm_command)
     return p
 
@@ -175,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> LMConfig:
         decay_shape=args.decay_shape,
         replay=args.replay,
         eval_every=args.eval_every,
+        log_every=args.log_every,
         eval_windows=args.eval_windows,
         probes=args.probes,
         probe_step=args.probe_step,
@@ -187,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> LMConfig:
         threads=args.threads,
         device=args.device,
         save_checkpoints=not args.no_checkpoints,
+        checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
         loggers=[n.strip() for n in (getattr(args, "log", "") or "").split(",") if n.strip()],
     )
@@ -209,9 +221,41 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+RESUME_FLAGS = ("resume", "threads", "no_progress", "json_path", "log")
+
+
+def _flag_defaults() -> dict:
+    p = argparse.ArgumentParser()
+    _add_run_flags(p)
+    return vars(p.parse_args([]))
+
+
 def run_lm_command(args: argparse.Namespace) -> int:
-    """Run `lifelong lm`; LifelongError propagates to the caller (printed as one line by the CLI)."""
-    result = run_lm(config_from_args(args))
+    """Run `lifelong lm` (or finish one with --resume); LifelongError propagates to the caller (printed as one
+    line by the CLI)."""
+    if args.resume:
+        given = [k for k, v in _flag_defaults().items()
+                 if k not in RESUME_FLAGS and getattr(args, k, v) != v]
+        if given:
+            flag = {"out_dir": "out", "json_path": "json"}.get(given[0], given[0]).replace("_", "-")
+            raise LifelongError(f"--resume continues a run with its stored settings: drop --{flag} (only "
+                                "--threads, --no-progress, --json and --log may be given with --resume)")
+        log = [n.strip() for n in (args.log or "").split(",") if n.strip()]
+        try:
+            result = resume_lm(args.resume, threads=args.threads, progress=not args.no_progress,
+                               json_path=args.json_path, loggers=log or None)
+        except KeyboardInterrupt:
+            raise LifelongError(f"interrupted; resume with: lifelong lm --resume {args.resume}") from None
+    else:
+        cfg = config_from_args(args)
+        if cfg.out_dir is None:
+            cfg.out_dir = str(default_out_dir())
+        try:
+            result = run_lm(cfg)
+        except KeyboardInterrupt:
+            if not cfg.checkpoint_every:
+                raise LifelongError("interrupted (no resume checkpoints: --checkpoint-every 0)") from None
+            raise LifelongError(f"interrupted; resume with: lifelong lm --resume {cfg.out_dir}") from None
     if int(os.environ.get("RANK", 0)) == 0:
         print(format_summary(result))
     return 0

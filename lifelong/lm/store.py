@@ -4,8 +4,10 @@ numbers.
 
 The run directory (`--out`) holds `run.sqlite` with meta `kind: "lm"`, the config, the environment, the phase
 boundaries, the status and, once finished, the result summary; scalars `loss` and `lr` (every `log_every`
-updates) and `eval_loss/<domain>` (every evaluation). An LM run is not resumable, so a new run given the same
-`--out` replaces the old LM run's store (as it replaces its result.json); a classification run there is refused.
+updates) and `eval_loss/<domain>` (every evaluation). `lifelong lm --resume DIR` continues an interrupted LM run
+in the same store (:meth:`LMRecorder.rewind` drops what the killed process recorded after its last checkpoint). A
+new run given the same `--out` replaces the old LM run's store (as it replaces its result.json); a classification
+run there is refused.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class LMRecorder:
     elsewhere). Only the main process records; the others get `LMRecorder(None)`, which does nothing."""
 
     def __init__(self, out_dir: Path | None, config: Mapping[str, Any] | None = None, loggers: Sequence[str] = (),
-                 total: int | None = None, progress: bool = True) -> None:
+                 total: int | None = None, progress: bool = True, resume: bool = False) -> None:
         self.store: RunStore | None = None
         self.loggers: list[Any] = []
         self.boundaries: list[int] = []
@@ -57,9 +59,19 @@ class LMRecorder:
         if out_dir is None:
             return
         config = dict(config or {})
-        clear_old_lm_run(out_dir)
-        self.store = RunStore.create(out_dir, {"kind": KIND, "config": config, "env": environment(),
-                                               "boundaries": []})
+        if resume:
+            self.store = RunStore.open(out_dir)
+            if self.store.meta().get("kind") != KIND:
+                self.store.close()
+                raise LifelongError(f"{out_dir} holds no language-model run to resume")
+            with self.store.conn:
+                self.store.conn.execute("DELETE FROM meta WHERE key='error'")
+            self.store.set_meta(status="running")
+            self.store.add_event("resume", {"time": time.time()})
+        else:
+            clear_old_lm_run(out_dir)
+            self.store = RunStore.create(out_dir, {"kind": KIND, "config": config, "env": environment(),
+                                                   "boundaries": []})
         try:
             self.loggers = make_loggers(["progress", *loggers] if progress else list(loggers), out_dir,
                                         total=total, params=config, run_name=out_dir.name, desc="lm")
@@ -67,6 +79,26 @@ class LMRecorder:
             self.store.set_meta(status="failed", error="could not start its loggers")
             self.store.close()
             raise
+
+    def note(self, **values: Any) -> None:
+        """Extra metadata of the run (e.g. the thread count a resume reuses)."""
+        if self.store is not None:
+            self.store.set_meta(**values)
+
+    def rewind(self, step: int, boundaries: Sequence[int], phase_ends: int, done: int) -> None:
+        """Back to a resume checkpoint taken after main-branch update `step` (`done` updates in all): keep the
+        phase boundaries and the first `phase_ends` phase-end events it had, drop the scalars and events the
+        killed process recorded after it (the resumed run records them again)."""
+        self.boundaries = list(boundaries)
+        self.last_step = step
+        if self.store is not None:
+            self.store.set_meta(boundaries=self.boundaries)
+            with self.store.conn:
+                self.store.conn.execute("DELETE FROM scalars WHERE step > ?", (step,))
+                ids = [r[0] for r in self.store.conn.execute(
+                    "SELECT id FROM events WHERE kind='phase_end' ORDER BY id")][phase_ends:]
+                self.store.conn.executemany("DELETE FROM events WHERE id=?", [(i,) for i in ids])
+        self.tick(done)
 
     @property
     def progress(self) -> ProgressLogger | None:

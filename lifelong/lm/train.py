@@ -11,6 +11,10 @@ Data parallel: launched under ``torchrun --nproc_per_node=N`` (WORLD_SIZE > 1) t
 so a
 run with global batch B on N processes follows the single-process run with batch B (up to float reduction
 order).
+
+Resumable: every ``checkpoint_every`` updates and at each phase end the loop writes a resume checkpoint
+(:mod:`lifelong.lm.resume`); :func:`resume_lm` continues a run killed at any moment from its last one to the same
+numbers as an uninterrupted run (bit-identical on CPU with the same thread count and world size).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import torch.nn.functional as F
 
 from lifelong.errors import LifelongError
 from lifelong.lm import corpora as C
+from lifelong.lm import resume as resume_state
 from lifelong.lm.evaluate import ProbeSet, _autocast, domain_loss, eval_windows
 from lifelong.lm.models import build_model, count_parameters
 from lifelong.lm.replay import MixtureSampler, check_replay
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
-from lifelong.lm.store import LMRecorder
+from lifelong.lm.store import KIND, LMRecorder
 from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
 from lifelong.tracking.files import write_json_atomic
@@ -81,6 +86,7 @@ class LMConfig:
     threads: int | None = None
     device: str = "auto"
     save_checkpoints: bool = True
+    checkpoint_every: int = 100  # updates between resume checkpoints (also at each phase end); 0: none
     plot: bool = True
     progress: bool = True
     log_every: int = 10
@@ -107,10 +113,12 @@ PARAMS = {
     "grad_clip": Param(1.0, "gradient-norm clip (0: off)", low=0),
     "val_fraction": Param(0.05, "held-out fraction of documents", low=0, high=0.5, low_open=True),
     "log_every": Param(10, "updates between train-loss records", low=1),
+    "checkpoint_every": Param(100, "updates between resume checkpoints (0: none)", low=0),
     "seed": Param(0, "random seed", low=0, high=2**32 - 1),
 }
 LIMITS = {"steps_per_phase": 10**8, "batch_size": 1 << 20, "seq_len": 1 << 20, "eval_windows": 1 << 20,
-          "eval_every": 10**8, "probes": 1 << 20, "probe_len": 1 << 20, "log_every": 10**8}
+          "eval_every": 10**8, "probes": 1 << 20, "probe_len": 1 << 20, "log_every": 10**8,
+          "checkpoint_every": 10**8}
 PARAMS = {k: dataclasses.replace(p, high=LIMITS[k]) if k in LIMITS else p for k, p in PARAMS.items()}
 THREADS = Param(1, "CPU threads", low=1, high=1024)
 
@@ -263,8 +271,11 @@ def default_out_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- the run
-def run_lm(cfg: LMConfig) -> dict:
-    """Continually pre-train over ``cfg.corpora`` and return the result dict (also written as JSON)."""
+def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
+    """Continually pre-train over ``cfg.corpora`` and return the result dict (also written as JSON).
+
+    With `resume`, continue the interrupted run in ``cfg.out_dir`` from its resume checkpoint (from the start if
+    it has none); :func:`resume_lm` builds that call from a run directory."""
     cfg = validate(cfg)
     rank, world, local_rank = _dist_env()
     torch.set_num_threads(cfg.threads or auto_threads(world))
@@ -409,8 +420,9 @@ def run_lm(cfg: LMConfig) -> dict:
     total_updates = sum(sched.phase_steps) + sum(len(b) for b in sched.branches)
     # the run store, the loggers and the progress (a bar on a terminal, plain lines elsewhere): main process only
     rec = LMRecorder(out_dir if main_proc else None, json_safe(dataclasses.asdict(cfg)), cfg.loggers, total_updates,
-                     cfg.progress)
-    done = 0  # updates taken, decay branches included (the progress count)
+                     cfg.progress, resume=resume)
+    rec.note(threads=torch.get_num_threads(), world_size=world)
+    every = cfg.checkpoint_every
 
     def fail(what: str) -> None:
         """Stop the run: keep the results so far (valid JSON, status failed) and say so in one line."""
@@ -424,20 +436,79 @@ def run_lm(cfg: LMConfig) -> dict:
                 write_json_atomic(json_safe(failed), Path(cfg.json_path), indent=1)
         raise LifelongError(message)
 
+    def checkpoint(phase: int, step: int, branch_step: int | None, main_branch: tuple | None) -> None:
+        """The resume checkpoint: training continues at update `step` of `phase` (or at update `branch_step` of
+        its decayed branch, `main_branch` being the pre-decay model and optimizer)."""
+        mine = {"rng": resume_state.capture_rng(device), "loss_sum": loss_sum.detach().cpu(), "loss_n": loss_n}
+        ranks = [mine]
+        if world > 1:
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, mine)
+        if not main_proc:
+            return
+        resume_state.save_state({
+            "config": json.dumps(json_safe(dataclasses.asdict(cfg))),
+            "model": module.state_dict(),
+            "optimizer": opt.state_dict(),
+            "main_branch": None if main_branch is None else {"model": main_branch[0], "optimizer": main_branch[1]},
+            "position": {"phase": phase, "step": step, "branch_step": branch_step, "t": t, "done": done},
+            "ranks": ranks,
+            "result": json.dumps(result),
+            "probe_baseline": None if probe_set is None or probe_set.baseline is None else list(probe_set.baseline),
+            "boundaries": list(rec.boundaries),
+            "train_seconds": train_seconds,
+            "train_tokens": train_tokens,
+            "wall_seconds": time.perf_counter() - wall0,
+            "threads": torch.get_num_threads(),
+            "world_size": world,
+        }, out_dir)
+
     try:
-        module.train()
-        result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
-        rec.evaluation(0, result["eval"][-1]["loss"])
-        train_seconds, train_tokens, t = 0.0, 0, 0
+        done, t = 0, 0  # updates taken (decay branches included: the progress count), main-branch updates
+        train_seconds, train_tokens = 0.0, 0
         loss_sum, loss_n = torch.zeros((), device=device), 0
-        for k, phase in enumerate(phases):
+        start_phase, start_step, branch_start, main_saved = 0, 0, None, None
+        state = resume_state.load_state(out_dir) if resume else None
+        if state is None and main_proc:
+            resume_state.remove_state(out_dir)  # a fresh start (or a resume with no checkpoint yet)
+        if state is not None:
+            resume_state.check_state(state, json_safe(dataclasses.asdict(cfg)), world, out_dir)
+            module.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if state["main_branch"] is not None:
+                main_saved = (state["main_branch"]["model"], state["main_branch"]["optimizer"])
+            pos = state["position"]
+            start_phase, start_step, branch_start = pos["phase"], pos["step"], pos["branch_step"]
+            t, done = pos["t"], pos["done"]
+            result.clear()
+            result.update(json.loads(state["result"]))
+            mine = state["ranks"][rank]
+            resume_state.restore_rng(mine["rng"], device)
+            loss_sum, loss_n = mine["loss_sum"].to(device), mine["loss_n"]
+            train_seconds, train_tokens = state["train_seconds"], state["train_tokens"]
+            wall0 -= state["wall_seconds"]
+            if probe_set is not None and state["probe_baseline"] is not None:
+                probe_set.baseline = tuple(state["probe_baseline"])
+            rec.rewind(t, state["boundaries"], len(result["phase_end"]), done)
+            module.train()
+        else:
+            if resume:
+                rec.rewind(0, [], 0, 0)
+            module.train()
+            result["eval"].append({"step": 0, "phase": 0, "loss": evaluate_all()})
+            rec.evaluation(0, result["eval"][-1]["loss"])
+        for k in range(start_phase, len(phases)):
+            phase = phases[k]
             current = [corp[n].train for n in phase]
             past_names = [n for p in phases[:k] for n in p if n not in phase]
             past = [corp[n].train for n in dict.fromkeys(past_names)]
             sampler = MixtureSampler(current, past, cfg.replay, cfg.batch_size, cfg.seq_len, cfg.seed, k)
             n_steps = sched.phase_steps[k]
+            branch = sched.branch(k)
+            in_branch = k == start_phase and branch_start is not None
+            first = n_steps if in_branch else start_step if k == start_phase else 0
             t0 = time.perf_counter()
-            for i in range(n_steps):
+            for i in range(first, n_steps):
                 lr = sched.main(t)  # t updates done so far: this is the update at global step t
                 t += 1
                 if probe_set is not None and t == probe_step:
@@ -481,21 +552,34 @@ def run_lm(cfg: LMConfig) -> dict:
                     if probe_set is not None and t > probe_step:
                         probe_record(t)
                     t0 = time.perf_counter()
+                if every and done % every == 0 and not (at_end and branch is None):  # (a phase end follows)
+                    sync()
+                    train_seconds += time.perf_counter() - t0
+                    checkpoint(k, i + 1, None, None)
+                    t0 = time.perf_counter()
 
             # the deployable checkpoint of this phase: a decayed branch off the main branch, or the main branch
-            branch = sched.branch(k)
             kind = "main"
             if branch is not None:
-                saved = (
-                    {n: v.detach().clone() for n, v in module.state_dict().items()},
-                    copy.deepcopy(opt.state_dict()),
-                )
+                if in_branch:
+                    saved, j0 = main_saved, branch_start
+                else:
+                    saved = (
+                        {n: v.detach().clone() for n, v in module.state_dict().items()},
+                        copy.deepcopy(opt.state_dict()),
+                    )
+                    j0 = 0
                 t0 = time.perf_counter()
-                for j, lr_branch in enumerate(branch):
-                    update(sampler.batch(n_steps + j, rows), lr_branch)
+                for j in range(j0, len(branch)):
+                    update(sampler.batch(n_steps + j, rows), branch[j])
                     train_tokens += cfg.batch_size * cfg.seq_len
                     done += 1
                     rec.tick(done)
+                    if every and done % every == 0 and j < len(branch) - 1:
+                        sync()
+                        train_seconds += time.perf_counter() - t0
+                        checkpoint(k, n_steps, j + 1, saved)
+                        t0 = time.perf_counter()
                 sync()
                 train_seconds += time.perf_counter() - t0
                 kind = "decayed"
@@ -531,6 +615,8 @@ def run_lm(cfg: LMConfig) -> dict:
             if branch is not None:  # continue from the pre-decay state (the main branch)
                 module.load_state_dict(saved[0])
                 opt.load_state_dict(saved[1])
+            if every:
+                checkpoint(k + 1, 0, None, None)
 
         result["summary"] = summarize(result, phases)
         result["train_tokens"] = train_tokens
@@ -548,15 +634,56 @@ def run_lm(cfg: LMConfig) -> dict:
                 plot_run(result, out_dir / "loss.png")
         rec.finished(result)
         rec.close()
+        if main_proc:
+            resume_state.remove_state(out_dir)  # a finished run is not resumed; its checkpoint only takes space
     except BaseException as err:
         if rec.store is not None:  # not already recorded by fail()
-            rec.failed(str(err).splitlines()[0][:300] if not isinstance(err, KeyboardInterrupt) else None)
+            first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+            rec.failed(first if not isinstance(err, KeyboardInterrupt) else None)
         rec.close()
         raise
     result["out_dir"] = str(out_dir)
     if own_group:
         torch.distributed.destroy_process_group()
     return result
+
+
+def resume_lm(run_dir: str | os.PathLike, threads: int | None = None, progress: bool = True,
+              json_path: str | None = None, loggers: list[str] | None = None) -> dict:
+    """Finish the interrupted `lifelong lm` run in `run_dir` from its last resume checkpoint, with its stored
+    settings; the numbers equal an uninterrupted run's. `threads` defaults to the thread count the run used
+    (another count gives the same numbers only within float tolerance on CPU)."""
+    from lifelong.tracking.store import RunStore
+
+    run_dir = Path(run_dir)
+    store = RunStore.open(run_dir)
+    try:
+        meta = store.checked_meta()
+    finally:
+        store.close()
+    if meta.get("kind") != KIND:
+        raise LifelongError(f"{run_dir} holds a classification run, not a language-model run: resume it with "
+                            f"lifelong resume {run_dir}")
+    if meta.get("status") == "finished":
+        raise LifelongError(f"run {run_dir} already finished; nothing to resume (its result: "
+                            f"{run_dir / 'result.json'})")
+    fields = {f.name for f in dataclasses.fields(LMConfig)}
+    stored = meta["config"]
+    unknown = sorted(set(stored) - fields)
+    if unknown:
+        raise LifelongError(f"run {run_dir} was written by another version of lifelong (unknown setting "
+                            f"'{unknown[0]}'); it cannot be resumed by this one")
+    cfg = LMConfig(**stored)
+    stored_threads = meta.get("threads")
+    cfg = dataclasses.replace(
+        cfg,
+        out_dir=str(run_dir),
+        threads=threads or (stored_threads if isinstance(stored_threads, int) else None) or cfg.threads,
+        progress=progress,
+        json_path=json_path if json_path is not None else cfg.json_path,
+        loggers=list(loggers) if loggers is not None else cfg.loggers,
+    )
+    return run_lm(cfg, resume=True)
 
 
 class _null:
