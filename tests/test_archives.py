@@ -225,7 +225,8 @@ def test_core50_reads_npz_or_png_zip_and_builds_ni_nc(tmp_path, cache, as_zip):
     with pytest.raises(LifelongError, match="run=3 is out of range"):
         archives.core50_ni(data, 8, run=3)
     with pytest.raises(LifelongError, match="needs the core50 dataset"):
-        archives.core50_ni(D.load_dataset("digits"), 8)
+        archives.core50_ni(D.ArrayDataset("toy", data.train_x[:2], data.train_y[:2], data.test_x[:2],
+                                          data.test_y[:2]), 8)
 
 
 def test_core50_labels_must_agree_with_paths(tmp_path, cache):
