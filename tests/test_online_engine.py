@@ -228,3 +228,16 @@ def test_augment_applies_to_every_training_segment_only():
         assert result["accuracy_matrix"][-1] == engine.evaluate()  # evaluation is not augmented (deterministic)
     finally:
         del d.augment
+
+
+def test_online_metrics_reach_the_store_and_the_report(tmp_path):
+    from lifelong.report.html import read_run
+    from lifelong.report.tables import comparison_table
+
+    result = runner.run(cfg(strategy="er"), tmp_path / "run", stream=online_stream())
+    run = read_run(tmp_path / "run")
+    for key in ("a_auc", "a_last", "online_accuracy"):
+        assert run["metrics"][key] == result[key]
+    assert run["meta"]["anytime"] == result["anytime"]
+    table = comparison_table([result])
+    assert "A_auc" in table and "online acc" in table

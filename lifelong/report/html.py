@@ -33,13 +33,15 @@ DEFAULT_ROOTS = ("runs", ".")
 
 MATRIX_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting")
 CURVE_METRICS = ("min_acc", "wc_acc", "wf10", "wf100", "wp10", "wp100", "lca")
+ONLINE_METRICS = ("a_auc", "a_last", "online_accuracy")
 COST_METRICS = ("train_seconds", "samples_per_second", "peak_rss_mb")
-METRIC_ORDER = MATRIX_METRICS + CURVE_METRICS + COST_METRICS
+METRIC_ORDER = MATRIX_METRICS + ONLINE_METRICS + CURVE_METRICS + COST_METRICS
 LABELS = {
     "final_accuracy": "final accuracy", "average_incremental_accuracy": "average incremental accuracy",
     "bwt": "backward transfer (BWT)", "fwt": "forward transfer (FWT)", "forgetting": "average forgetting",
     "min_acc": "min-ACC", "wc_acc": "WC-ACC", "wf10": "WF(10)", "wf100": "WF(100)", "wp10": "WP(10)",
-    "wp100": "WP(100)", "lca": "LCA(10)", "train_seconds": "training time (s)",
+    "wp100": "WP(100)", "lca": "LCA(10)", "a_auc": "anytime accuracy (A_auc)", "a_last": "A_last",
+    "online_accuracy": "online (prequential) accuracy", "train_seconds": "training time (s)",
     "samples_per_second": "samples / s", "peak_rss_mb": "peak memory (MiB)",
 }
 COST_LABELS = {LABELS[k] for k in COST_METRICS}
@@ -236,9 +238,14 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     boundaries = list(meta.get("boundaries") or [])
     metrics: dict[str, Any] = {}
     if trained:
-        metrics.update(summarize(trained, rows.get(-1)))
+        learned_at = result.get("learned_at")  # streams with eval sets: columns are sets, not experiences
+        metrics.update(summarize(trained, rows.get(-1), learned_at=learned_at if isinstance(learned_at, list)
+                                 and len(learned_at) == len(trained[-1]) else None))
     if curve:
         metrics.update(curve_metrics(curve, boundaries))
+    for key in ONLINE_METRICS:
+        if key in result:
+            metrics[key] = result.get(key)
     for key in COST_METRICS:
         metrics[key] = result.get(key)
     return {"dir": Path(run_dir), "meta": meta, "config": config, "status": meta.get("status", "unknown"),

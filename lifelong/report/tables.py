@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 PERCENT = {"final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting", "min_acc", "wc_acc",
-           "wf10", "wf100", "wp10", "wp100", "lca", "gap", "accuracy", "before", "min", "end", "size", "recovery"}
+           "wf10", "wf100", "wp10", "wp100", "lca", "gap", "accuracy", "before", "min", "end", "size", "recovery",
+           "a_auc", "a_last", "online_accuracy"}
 SIGNED = {"bwt", "fwt"}
 COST = {"train_seconds": 1, "samples_per_second": 0, "peak_rss_mb": 0}
 
@@ -115,6 +116,8 @@ def comparison_columns(results: Sequence[Mapping[str, Any]], scenario: str | Non
     matrices = [r["accuracy_matrix"] for r in results if r.get("accuracy_matrix")]
     if fwt_meaningful(scenario, matrices) and any(is_number(r.get("fwt")) for r in results):
         cols.append(("fwt", "FWT"))
+    if any(is_number(r.get("a_auc")) or is_number(r.get("online_accuracy")) for r in results):
+        cols += [("a_auc", "A_auc"), ("a_last", "A_last"), ("online_accuracy", "online acc")]
     if any(is_number(r.get("min_acc")) for r in results):
         cols += [("min_acc", "min-ACC"), ("wc_acc", "WC-ACC"), ("gap", "gap")]
     return cols + [("train_seconds", "time s"), ("peak_rss_mb", "peak MiB")]

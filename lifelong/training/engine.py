@@ -301,6 +301,8 @@ class Engine:
         if self.recorder.dir is None:
             return
         self.recorder.flush()
+        if self.stream.online:
+            self.recorder.anytime(self.online["anytime_samples"], self.online["anytime_accuracy"])
         train_point = training_point(self.optimizer, self.model)  # schedule-free: exact weights to resume from
         with eval_mode(self.optimizer):
             save_checkpoint({
@@ -593,6 +595,7 @@ class Engine:
             "seed": self.cfg.seed,
             **(summarize(self.rows, self.initial) if evaluated is None else
                summarize(self.rows, self.initial, learned_at=self.learned_at())),
+            **({"learned_at": self.learned_at()} if evaluated is not None else {}),
             **online,
             "accuracy_matrix": self.rows,
             "initial_accuracy": self.initial,

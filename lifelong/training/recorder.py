@@ -152,6 +152,12 @@ class Recorder:
             values["eval/mean_seen"] = sum(seen.values()) / len(seen)
             emit(self.loggers, "evaluation", step, values)
 
+    def anytime(self, samples: list[int], accuracy: list[float | None]) -> None:
+        """The anytime-accuracy curve of an online stream so far (samples seen, accuracy on seen classes) to the
+        store's meta (the final one is also in the result)."""
+        if self.store is not None:
+            self.store.set_meta(anytime={"samples": samples, "accuracy": accuracy})
+
     def branches(self, branches: list[dict[str, Any]]) -> None:
         if self.store is not None:
             self.store.set_meta(branches=branches)

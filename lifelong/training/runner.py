@@ -35,7 +35,7 @@ from lifelong.training.engine import Engine
 from lifelong.training.recorder import StepCallback
 
 SUMMARY_METRICS = ("final_accuracy", "average_incremental_accuracy", "bwt", "fwt", "forgetting", "min_acc",
-                   "wc_acc", "train_seconds", "peak_rss_mb")
+                   "wc_acc", "a_auc", "a_last", "online_accuracy", "train_seconds", "peak_rss_mb")
 
 
 def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
