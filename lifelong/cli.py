@@ -190,7 +190,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from lifelong.data.datasets import DATASETS
-    from lifelong.data.scenarios import SCENARIO_KINDS, format_kind_parameters, kind_parameters, scenario_names
+    from lifelong.data.scenarios import (
+        FIXED_SCENARIOS,
+        SCENARIO_KINDS,
+        format_kind_parameters,
+        kind_parameters,
+        scenario_names,
+    )
     from lifelong.models.backbones import MODELS
     from lifelong.strategies import STRATEGIES
 
@@ -202,7 +208,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:16} {DATASETS.help(name)}")
     print("scenarios (<kind>-<dataset>; set a kind's parameters with --scenario-params KEY=VALUE,...):")
     for kind in SCENARIO_KINDS.values():
-        print(f"  {kind.name + '-*':16} {kind.help} [{kind.default_experiences} experiences]")
+        shown = kind.name if kind.name in FIXED_SCENARIOS else kind.name + "-*"
+        print(f"  {shown:16} {kind.help} [{kind.default_experiences} experiences]")
         if kind_parameters(kind):
             print(f"  {'':16}   {format_kind_parameters(kind)}")
     print("  " + ", ".join(scenario_names()))

@@ -149,3 +149,13 @@ def test_torchvision_style_dataset_is_read_without_per_sample_calls():
     assert torch.equal(x, with_transform.data) and y.tolist() == [0, 1, 2, 3, 4]
     s = make_stream("split-digits", dataset=d)
     assert len(s) == 5 and s[0].classes == [0, 1]
+
+
+def test_fixed_protocol_scenarios_parse_without_a_dataset_suffix():
+    from lifelong.data.scenarios import parse_scenario, scenario_names
+
+    kind, dataset = parse_scenario("core50-nc")
+    assert (kind.name, dataset) == ("core50-nc", "core50")
+    assert "core50-ni" in scenario_names() and not any(n.startswith("core50-ni-") for n in scenario_names())
+    with pytest.raises(LifelongError):
+        parse_scenario("core50-ni-digits")

@@ -139,6 +139,7 @@ def rotated(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[in
 
 
 # the generators of the online, hierarchical, recurring and shifting streams use the helpers above
+from lifelong.data.archives import core50_nc, core50_ni, core50_nic  # noqa: E402
 from lifelong.data.blurry import blurry, online_split, si_blurry  # noqa: E402
 from lifelong.data.hierarchy import has_hierarchy, hle  # noqa: E402
 from lifelong.data.recurring import power_law, scole  # noqa: E402
@@ -164,14 +165,20 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
         ScenarioKind("concept-shift", "the same inputs under a labelling that changes (permuted or merged)",
                      concept_shift, 5),
         ScenarioKind("imbalanced", "class-incremental with long-tailed class counts", imbalanced, 5),
+        ScenarioKind("core50-ni", "CORe50 NI: 8 training sessions of all 50 objects (new instances)",
+                     core50_ni, 8),
+        ScenarioKind("core50-nc", "CORe50 NC: 9 batches of new objects", core50_nc, 9),
+        ScenarioKind("core50-nic", "CORe50 NIC: 79 batches of new instances and new objects", core50_nic, 79),
     )
 }
+# scenarios that are a protocol of one dataset: the name is the whole scenario (no `-<dataset>` suffix)
+FIXED_SCENARIOS = {"core50-ni": "core50", "core50-nc": "core50", "core50-nic": "core50"}
 
 
 def scenario_names() -> list[str]:
-    return [f"{k}-{d}" for k in SCENARIO_KINDS for d in DATASETS
+    return [f"{k}-{d}" for k in SCENARIO_KINDS if k not in FIXED_SCENARIOS for d in DATASETS
             if not (k == "rotated" and d in ("mnist1d", "fortunes-minilm"))  # not images
-            and not (k == "hle" and not has_hierarchy(d))]
+            and not (k == "hle" and not has_hierarchy(d))] + list(FIXED_SCENARIOS)
 
 
 def format_kind_parameters(kind: ScenarioKind) -> str:
@@ -181,7 +188,11 @@ def format_kind_parameters(kind: ScenarioKind) -> str:
 
 def parse_scenario(name: str) -> tuple[ScenarioKind, str]:
     """Split `task-split-digits` into its kind and its dataset name."""
+    if name in FIXED_SCENARIOS:
+        return SCENARIO_KINDS[name], FIXED_SCENARIOS[name]
     for kind in sorted(SCENARIO_KINDS, key=len, reverse=True):
+        if kind in FIXED_SCENARIOS:
+            continue
         prefix = kind + "-"
         if name.startswith(prefix) and name[len(prefix):] in DATASETS:
             return SCENARIO_KINDS[kind], name[len(prefix):]
