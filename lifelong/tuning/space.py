@@ -1,7 +1,8 @@
 """Search spaces built from declared parameters (`Param`), restricted or overridden by a YAML file.
 
 Default space of a strategy (what `lifelong tune` searches when --space says nothing):
-  - lr in [1e-3, 0.1] (log), epochs in [1, 3], batch_size in {16, 32, 64} (the run settings);
+  - lr in [1e-3, 0.1] (always log unless --space says log: false), epochs in [1, 3], batch_size in
+    {16, 32, 64} (the run settings);
   - each float hyperparameter the strategy declares: its `search` range if it declares one; else its allowed range
     when both ends are bounded; else, when only a lower bound of 0 (or none) is declared and the default is
     positive, [default / 10, default * 10] clipped to the allowed range (the authors' default at the centre of two
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lifelong.errors import LifelongError, unknown_name
@@ -74,8 +75,13 @@ def declared(strategy: str) -> dict[str, Param]:
     return {f"{c.name}.{k}": p for c in classes for k, p in c.params.items()}
 
 
+LOG_SETTINGS = ("lr",)  # searched on a log scale whatever the range (until SETTINGS["lr"] declares log=True)
+
+
 def range_dim(name: str, param: Param, low: Any, high: Any, log: bool | None) -> Dim:
     """A range checked against the parameter's allowed range; log by the flag given, else the parameter's rule."""
+    if name in LOG_SETTINGS and param.log is None:
+        param = replace(param, log=True)
     kind = param.type
     if kind not in (int, float):
         raise LifelongError(f"--space {name}: a range needs a number parameter; give a list of choices instead")
