@@ -18,6 +18,7 @@ from lifelong.lm import resume as R
 from lifelong.lm import train as T
 from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.replay import MixtureSampler
+from lifelong.lm.store import lock_run_dir
 from lifelong.tracking.store import RunStore
 
 pytestmark = pytest.mark.skipif(
@@ -139,7 +140,7 @@ def test_sigkill_then_lifelong_lm_resume(tmp_path, cache, reference, capsys):
     run = tmp_path / "runs" / "lm"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "lifelong", "lm", *FLAGS, "--cache-dir", str(cache), "--out", str(run),
+    cmd = [sys.executable, "-m", "lifelong.lm", "lm", *FLAGS, "--cache-dir", str(cache), "--out", str(run),
            "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -193,6 +194,19 @@ def test_resume_refusals_are_one_line(tmp_path, reference, capsys):
     assert "drop --lr" in one_line_error(capsys, ["lm", "--resume", str(ref_dir), "--lr", "0.1"])
     RunStore.create(tmp_path / "cl", {"config": {"strategy": "er"}}).close()
     assert "classification run" in one_line_error(capsys, ["lm", "--resume", str(tmp_path / "cl")])
+
+
+def test_a_run_still_going_is_not_resumed_twice(tmp_path, cache, monkeypatch, capsys):
+    run = tmp_path / "run"
+    crash(monkeypatch, 0, 6)
+    with pytest.raises(Killed):
+        T.run_lm(config(run, cache))
+    monkeypatch.undo()
+    held = lock_run_dir(run)  # as the process still training would hold it
+    try:
+        assert "in use by another lifelong lm process" in one_line_error(capsys, ["lm", "--resume", str(run)])
+    finally:
+        held.close()
 
 
 def test_another_world_size_or_other_settings_are_refused():

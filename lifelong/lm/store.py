@@ -23,10 +23,33 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.tracking.loggers import ProgressLogger, close_all, emit, log_all, make_loggers
 from lifelong.tracking.resources import environment
-from lifelong.tracking.store import DB_NAME, RunStore
+from lifelong.tracking.store import DB_NAME, RunStore, describe_os_error
 
 KIND = "lm"
 EVAL_PREFIX = "eval_loss/"
+LOCK_NAME = ".lm.lock"
+
+
+def lock_run_dir(out_dir: Path) -> Any:
+    """An exclusive lock on `out_dir` for this process's lifetime (released by `close()` or by its death, kill
+    -9 included), so that a run still going cannot be resumed or overwritten by a second process. None where
+    the platform has no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        f = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the run ends
+    except OSError as err:
+        raise LifelongError(f"run directory {out_dir} is not writable: {describe_os_error(err)}") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise LifelongError(f"{out_dir} is in use by another lifelong lm process (a run still going): wait for it "
+                            "to end or stop it first") from None
+    return f
 
 
 def clear_old_lm_run(out_dir: Path) -> None:
@@ -56,14 +79,33 @@ class LMRecorder:
         self.loggers: list[Any] = []
         self.boundaries: list[int] = []
         self.last_step = 0
+        self.lock: Any = None
         if out_dir is None:
             return
         config = dict(config or {})
+        self.lock = lock_run_dir(out_dir)
+        try:
+            self._open(out_dir, config, resume)
+        except BaseException:
+            self._unlock()
+            raise
+        try:
+            self.loggers = make_loggers(["progress", *loggers] if progress else list(loggers), out_dir,
+                                        total=total, params=config, run_name=out_dir.name, desc="lm")
+        except BaseException:
+            self.store.set_meta(status="failed", error="could not start its loggers")
+            self.store.close()
+            self._unlock()
+            raise
+
+    def _open(self, out_dir: Path, config: dict[str, Any], resume: bool) -> None:
         if resume:
             self.store = RunStore.open(out_dir)
-            if self.store.meta().get("kind") != KIND:
+            meta = self.store.meta()
+            if meta.get("kind") != KIND or meta.get("status") == "finished":
                 self.store.close()
-                raise LifelongError(f"{out_dir} holds no language-model run to resume")
+                raise LifelongError(f"run {out_dir} already finished; nothing to resume" if meta.get("kind") == KIND
+                                    else f"{out_dir} holds no language-model run to resume")
             with self.store.conn:
                 self.store.conn.execute("DELETE FROM meta WHERE key='error'")
             self.store.set_meta(status="running")
@@ -72,13 +114,11 @@ class LMRecorder:
             clear_old_lm_run(out_dir)
             self.store = RunStore.create(out_dir, {"kind": KIND, "config": config, "env": environment(),
                                                    "boundaries": []})
-        try:
-            self.loggers = make_loggers(["progress", *loggers] if progress else list(loggers), out_dir,
-                                        total=total, params=config, run_name=out_dir.name, desc="lm")
-        except BaseException:
-            self.store.set_meta(status="failed", error="could not start its loggers")
-            self.store.close()
-            raise
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def note(self, **values: Any) -> None:
         """Extra metadata of the run (e.g. the thread count a resume reuses)."""
@@ -167,6 +207,7 @@ class LMRecorder:
             if self.store is not None:
                 self.store.close()
                 self.store = None
+            self._unlock()
 
 
 def lm_run_dir(path: str | os.PathLike) -> bool:
