@@ -223,7 +223,6 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
     features are recomputed with the stored backbone, chunk by chunk as in training, so they match the
     ledger's digests."""
     from lifelong.analytic.features import experience_features
-    from lifelong.models.backbones import make_model
     from lifelong.tracking.store import DB_NAME, RunStore
     from lifelong.training.config import RunConfig
     from lifelong.training.engine import pick_device
@@ -243,8 +242,7 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
     except LifelongError:
         device = torch.device("cpu")
     stream = cfg.make_stream()
-    kwargs = {"hidden": cfg.hidden_sizes()} if cfg.model == "mlp" else {}
-    model = make_model(cfg.model, stream[0].data.shape, stream.num_classes, **kwargs)
+    model = cfg.build_model(stream[0].data.shape, stream.num_classes, stream[0].data.default_model)
     model.load_state_dict(payload["backbone"])
     model.to(device)
     if device.type != "cpu":  # as Engine.to_device: experiences that share a dataset keep sharing it

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lifelong.arguments import accepted_parameters, typed_arguments
 from lifelong.data.datasets import DATASETS, ArrayDataset, load_dataset
 from lifelong.data.stream import Experience, Permute, Stream
 from lifelong.errors import LifelongError, unknown_name
@@ -204,32 +205,12 @@ SHARED_ARGUMENTS = ("data", "n_experiences", "class_order", "seed", "shuffle")
 
 def kind_parameters(kind: ScenarioKind) -> dict[str, inspect.Parameter]:
     """The parameters a scenario kind takes beyond the shared ones (set with `scenario_params`)."""
-    signature = inspect.signature(kind.build)
-    return {n: p for n, p in signature.parameters.items() if n not in SHARED_ARGUMENTS}
+    return accepted_parameters(kind.build, SHARED_ARGUMENTS)
 
 
 def convert_parameters(kind: ScenarioKind, params: dict[str, Any]) -> dict[str, Any]:
     """`scenario_params` (strings from the command line, or values) typed by the kind's signature defaults."""
-    accepted = kind_parameters(kind)
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key not in accepted:
-            raise unknown_name(f"parameter of {kind.name} scenarios", key, list(accepted)) if accepted else \
-                LifelongError(f"{kind.name} scenarios take no scenario_params (got {key!r})")
-        default = accepted[key].default
-        if not isinstance(value, str) or isinstance(default, str) or default is None:
-            out[key] = value
-            continue
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1", "yes")
-            else:
-                out[key] = type(default)(value)
-        except ValueError:
-            raise LifelongError(f"scenario parameter {key}={value!r} must be {type(default).__name__}") from None
-    return out
+    return typed_arguments(kind.build, params, f"parameter of {kind.name} scenarios", SHARED_ARGUMENTS)
 
 
 def make_stream(name: str, n_experiences: int | None = None, class_order: Sequence[int] | None = None,

@@ -124,3 +124,5 @@ def make_model(name: str, input_shape: Sequence[int] | int, num_classes: int, **
     if not isinstance(model, nn.Module):
         raise LifelongError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+from lifelong.models import pretrained  # noqa: E402,F401  (registers tv-resnet*, torchvision, timm; imports neither)

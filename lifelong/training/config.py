@@ -28,7 +28,12 @@ SETTINGS: dict[str, Param] = {
                              "blurred=10 for si-blurry); `lifelong list` shows each kind's parameters"),
     "class_order": Param("", "comma-separated class order (default: 0,1,2,...)"),
     "shuffle_classes": Param(False, "shuffle the class order with the seed"),
-    "model": Param("mlp", "backbone: mlp, cnn or resnet18"),
+    "model": Param("auto", "backbone: auto (the dataset's: resnet18 on the image benchmarks, else mlp), mlp, cnn, "
+                   "resnet18, tv-resnet18/34/50, ... (see `lifelong list`)"),
+    "model_params": Param("", "arguments of the backbone as key=value,key=value (e.g. weights=r18.pt,freeze=true "
+                          "for tv-resnet18); the MLP's sizes have --hidden"),
+    "augment": Param(True, "the dataset's training augmentation (random crop + flip on CIFAR and TinyImageNet); "
+                     "off: train on the stored images as they are"),
     "hidden": Param("256,256", "hidden layer sizes of the MLP"),
     "optimizer": Param("sgd", "optimizer: sgd, adam, adamw, sgd-schedulefree, adamw-schedulefree (these need the "
                        "'schedulefree' extra), or any torch.optim class by name (rmsprop, adagrad, nadam, ...)"),
@@ -115,7 +120,9 @@ class RunConfig(metaclass=_NamedSettings):
     scenario_params: str = ""
     class_order: str = ""
     shuffle_classes: bool = False
-    model: str = "mlp"
+    model: str = "auto"
+    model_params: str = ""
+    augment: bool = True
     hidden: str = "256,256"
     optimizer: str = "sgd"
     optimizer_params: str = ""
@@ -183,8 +190,26 @@ class RunConfig(metaclass=_NamedSettings):
 
         convert_parameters(parse_scenario(self.scenario)[0], parse_key_values("scenario_params",
                                                                               self.scenario_params))
-        MODELS.get(self.model)
+        if self.model != "auto":
+            self.model_kwargs(MODELS.get(self.model))
         make_strategy(self.strategy, self.hparams)
+
+    def model_kwargs(self, factory: Any, name: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of the backbone `factory`: --hidden for the MLP, then `model_params`, typed."""
+        from lifelong.arguments import typed_arguments
+
+        name = name or self.model
+        base = {"hidden": self.hidden_sizes()} if name == "mlp" else {}
+        given = typed_arguments(factory, parse_key_values("model_params", self.model_params),
+                                f"parameter of model {name}", ("input_shape", "num_classes"))
+        return {**base, **given}
+
+    def build_model(self, input_shape: tuple[int, ...], num_classes: int, default_model: str = "") -> Any:
+        """The configured backbone for inputs of `input_shape`; `auto` takes the dataset's `default_model`."""
+        from lifelong.models.backbones import MODELS, make_model
+
+        name = self.model if self.model != "auto" else default_model or "mlp"
+        return make_model(name, input_shape, num_classes, **self.model_kwargs(MODELS.get(name), name))
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """`optimizer_params` as keyword arguments of the optimizer (checked against its signature)."""

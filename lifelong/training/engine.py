@@ -50,7 +50,7 @@ from lifelong.data.stream import Experience, Stream
 from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import summarize
 from lifelong.evaluation.online import evaluation_points, online_summary
-from lifelong.models.backbones import MODELS, make_model
+from lifelong.models.backbones import MODELS
 from lifelong.schedules.basic import Constant
 from lifelong.schedules.schedulefree_support import eval_mode, resume_training_point, training_point
 from lifelong.schedules.wsd import check_branch_floor, decay_branch
@@ -91,6 +91,14 @@ def data_order(n: int, seed: int, experience: int, epochs: int) -> Tensor:
     return torch.cat([torch.randperm(n, generator=g) for _ in range(epochs)])
 
 
+def without_augment(stream: Stream) -> None:
+    """Drop the training augmentation of every dataset of `stream` (copies: cached datasets are shared)."""
+    plain: dict[int, ArrayDataset] = {}
+    for e in [*stream.experiences, *(stream.eval_sets or [])]:
+        if e.data.augment is not None:
+            e.data = plain.setdefault(id(e.data), dataclasses.replace(e.data, augment=None))
+
+
 class Engine:
     """Trains one configuration on one stream.
 
@@ -112,6 +120,8 @@ class Engine:
         self.device = pick_device(cfg.device)
         self.data_source = "stream" if stream is not None else "dataset" if dataset is not None else "scenario"
         stream = stream or cfg.make_stream(dataset)
+        if not cfg.augment:
+            without_augment(stream)
         self.stream = self.to_device(stream)
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.hparams)
         self.train_stream = self.strategy.adapt_stream(self.stream)
@@ -150,8 +160,7 @@ class Engine:
         """The configured backbone, or the user's: an nn.Module as is, or a factory(input_shape, num_classes)."""
         shape, n = self.stream[0].data.shape, self.stream.num_classes
         if given is None:
-            kwargs = {"hidden": self.cfg.hidden_sizes()} if self.cfg.model == "mlp" else {}
-            return make_model(self.cfg.model, shape, n, **kwargs)
+            return self.cfg.build_model(shape, n, self.stream[0].data.default_model)
         model = given if isinstance(given, nn.Module) else given(shape, n)
         if not isinstance(model, nn.Module):
             raise LifelongError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
@@ -220,7 +229,8 @@ class Engine:
         """Check names and hyperparameters without loading any data (fails fast, before work starts)."""
         parse_scenario(cfg.scenario)
         make_strategy(cfg.strategy, cfg.hparams)
-        MODELS.get(cfg.model)
+        if cfg.model != "auto":
+            MODELS.get(cfg.model)
         pick_device(cfg.device)
 
     # --- views on the stages ----------------------------------------------------------------------------
