@@ -213,9 +213,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         if kind_parameters(kind):
             print(f"  {'':16}   {format_kind_parameters(kind)}")
     print("  " + ", ".join(scenario_names()))
-    print("strategies (combine with '+', e.g. er+lwf; set hyperparameters with -p NAME=VALUE):")
+    print("strategies (combine with '+', e.g. er+lwf; set hyperparameters with -p NAME=VALUE; "
+          "[task-free]: runs on online streams, whose boundaries are hidden):")
     for name, cls in STRATEGIES.items():
-        print(f"  {name:16} {STRATEGIES.help(name)}")
+        print(f"  {name:16} {STRATEGIES.help(name)}{' [task-free]' if getattr(cls, 'task_free', False) else ''}")
         print(f"  {'':16}   {params_text(cls.params)}")
     print("models:")
     for name in MODELS:
