@@ -41,3 +41,14 @@ def test_single_row_has_no_transfer_metrics():
     s = M.summarize([[0.8, 0.9]], [0.1, 0.1])
     assert s["final_accuracy"] == pytest.approx(0.85)
     assert s["bwt"] is None and s["forgetting"] is None and s["fwt"] is None
+
+
+def test_an_experience_without_test_samples_is_skipped_by_every_mean():
+    nan = float("nan")
+    R = [[0.8, nan, 0.1], [0.6, nan, 0.2], [0.4, nan, 0.9]]
+    m = M.summarize(R, [0.1, nan, 0.3])
+    assert m["final_accuracy"] == pytest.approx((0.4 + 0.9) / 2)
+    assert m["average_incremental_accuracy"] == pytest.approx((0.8 + 0.6 + (0.4 + 0.9) / 2) / 3)
+    assert m["bwt"] == pytest.approx(0.4 - 0.8)
+    assert m["forgetting"] == pytest.approx(0.8 - 0.4)
+    assert m["fwt"] == pytest.approx(0.2 - 0.3)

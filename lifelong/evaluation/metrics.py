@@ -2,7 +2,9 @@
 
 R[i][j] is the accuracy on experience j's test data after training on experience i (T x T, or fewer rows
 for references such as joint training); `initial[j]` is the accuracy of the untrained model (for FWT).
-Definitions follow Lopez-Paz & Ranzato (2017) for BWT/FWT and Chaudhry et al. (2018) for forgetting.
+Definitions follow Lopez-Paz & Ranzato (2017) for BWT/FWT and Chaudhry et al. (2018) for forgetting. An
+experience without test samples (a Si-Blurry task may hold no class of its own) has NaN entries, which every
+mean skips.
 
 Streams with eval sets (`Stream.eval_sets`: per-level sets, one set per class of a long recurring stream) give a
 [training experiences] x [eval sets] matrix: every set counts as seen (final accuracy is the mean over all sets,
@@ -19,16 +21,27 @@ from collections.abc import Sequence
 Matrix = Sequence[Sequence[float]]
 
 
+def _mean(values: Sequence[float]) -> float:
+    """Mean of the defined values (NaN marks an experience with no test samples); NaN when none is defined."""
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def _mean_or_none(values: Sequence[float]) -> float | None:
+    m = _mean(values)
+    return m if m == m else None
+
+
 def final_accuracy(R: Matrix) -> float:
     """Mean accuracy over all experiences after the last training experience."""
-    return sum(R[-1]) / len(R[-1])
+    return _mean(R[-1])
 
 
 def average_incremental_accuracy(R: Matrix) -> float:
     """Mean over training steps i of the mean accuracy on experiences 0..i (Rebuffi et al. 2017).
 
     Only meaningful when row i follows experience i (a square matrix)."""
-    return sum(sum(R[i][: i + 1]) / (i + 1) for i in range(len(R))) / len(R)
+    return _mean([_mean(R[i][: i + 1]) for i in range(len(R))])
 
 
 def backward_transfer(R: Matrix) -> float | None:
@@ -36,7 +49,7 @@ def backward_transfer(R: Matrix) -> float | None:
     T = len(R)
     if T < 2:
         return None
-    return sum(R[T - 1][j] - R[j][j] for j in range(T - 1)) / (T - 1)
+    return _mean_or_none([R[T - 1][j] - R[j][j] for j in range(T - 1)])
 
 
 def forward_transfer(R: Matrix, initial: Sequence[float]) -> float | None:
@@ -44,7 +57,7 @@ def forward_transfer(R: Matrix, initial: Sequence[float]) -> float | None:
     T = len(R)
     if T < 2:
         return None
-    return sum(R[j - 1][j] - initial[j] for j in range(1, T)) / (T - 1)
+    return _mean_or_none([R[j - 1][j] - initial[j] for j in range(1, T)])
 
 
 def average_forgetting(R: Matrix) -> float | None:
@@ -52,7 +65,7 @@ def average_forgetting(R: Matrix) -> float | None:
     T = len(R)
     if T < 2:
         return None
-    return sum(max(R[l][j] for l in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
+    return _mean_or_none([max(R[l][j] for l in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)])
 
 
 def eval_set_metrics(R: Matrix, learned_at: Sequence[int | None]) -> dict[str, float | None]:
