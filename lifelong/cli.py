@@ -70,6 +70,9 @@ def print_result(r: dict[str, Any]) -> None:
     print(f"{r['strategy']} (seed {r['seed']}): final accuracy {pct(r['final_accuracy'])}, "
           f"average incremental accuracy {pct(r['average_incremental_accuracy'])}, BWT {pct(r['bwt'])}, "
           f"forgetting {pct(r['forgetting'])}, {r['train_seconds']:.1f} s, peak {r['peak_rss_mb']:.0f} MiB")
+    if "a_auc" in r:
+        print(f"online: A_auc {pct(r['a_auc'])}, A_last {pct(r['a_last'])}, online accuracy "
+              f"{pct(r['online_accuracy'])}")
     print(f"run stored in {r['run_dir']}")
 
 
