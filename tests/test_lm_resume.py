@@ -231,3 +231,18 @@ def test_checkpoint_holds_every_piece_of_state(tmp_path, cache, monkeypatch):
     assert state["boundaries"] == [] and state["probe_baseline"] is not None
     result = json.loads(state["result"])
     assert [e["step"] for e in result["eval"]] == [0, 4, 8, 12] and result["phase_end"] == []
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, cache, monkeypatch, capsys):
+    run = tmp_path / "run"
+    orig = MixtureSampler.batch
+
+    def batch(self, s, rows=None):
+        if s == 6:
+            raise KeyboardInterrupt
+        return orig(self, s, rows)
+
+    monkeypatch.setattr(MixtureSampler, "batch", batch)
+    line = one_line_error(capsys, ["lm", *FLAGS, "--no-progress", "--cache-dir", str(cache), "--out", str(run)])
+    assert line == f"error: interrupted; resume with: lifelong lm --resume {run}"
+    assert RunStore.open(run).status == "interrupted" and R.load_state(run)["position"]["done"] == 4
