@@ -5,9 +5,10 @@ Python API::
 
     from lifelong.lm import LMConfig, run_lm
     result = run_lm(LMConfig(corpora=["fortunes-en", "fortunes-de"], replay=0.05, schedule="infinite"))
+    result = resume_lm("runs/lm-...")  # finish an interrupted run from its last checkpoint
 """
 
-__all__ = ["LMConfig", "run_lm"]
+__all__ = ["LMConfig", "resume_lm", "run_lm"]
 
 
 def __getattr__(name: str):  # lazy: `import lifelong.lm` (and its submodules without torch) stays light
