@@ -48,7 +48,8 @@ def variant_settings(lr: float, first_length: int) -> dict[str, dict[str, Any]]:
 
 
 def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `reproduce` (targets `schedules` and `zoo`) to an argparse subparsers object; returns its parser."""
+    """Add `reproduce` (targets `schedules`, `zoo`, `scole`, `si-blurry`) to an argparse subparsers object;
+    returns its parser."""
     parser = subparsers.add_parser("reproduce", help="re-run a shipped experiment (table + plot)",
                                    description="Re-run one of the experiments shipped with lifelong.")
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -66,6 +67,11 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     from lifelong.experiments.zoo import add_zoo_parser
 
     add_zoo_parser(targets)
+    from lifelong.experiments.scole import add_scole_parser
+    from lifelong.experiments.si_blurry import add_si_blurry_parser
+
+    add_scole_parser(targets)
+    add_si_blurry_parser(targets)
     return parser
 
 
