@@ -80,14 +80,20 @@ def print_result(r: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lifelong.training import runner
+    """Train one run; under torchrun, data-parallel (rank 0 chooses the run directory, prints and writes)."""
+    from lifelong.training import distributed, runner
 
     cfg = gather_config(args)
     run_dir = args.run_dir or runner.default_run_dir(cfg, args.store)
+    main = distributed.main_process()
     try:
-        result = runner.run(cfg, run_dir, loggers=with_progress(args, split_names(args.log)))
+        result = runner.run(cfg, run_dir, loggers=with_progress(args, split_names(args.log)) if main else [])
     except KeyboardInterrupt:
+        if not main:
+            return 1
         raise LifelongError(f"interrupted; resume with: lifelong resume {run_dir}") from None
+    if not main:
+        return 0
     print_result(result)
     write_json(args.json, {"scenario": cfg.scenario, "results": [result]})
     return 0

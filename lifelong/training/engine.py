@@ -58,6 +58,7 @@ from lifelong.strategies import Strategy, make_strategy
 from lifelong.strategies.base import task_free_names
 from lifelong.tracking.files import save_torch_atomic
 from lifelong.tracking.resources import peak_rss_mb
+from lifelong.training import distributed
 from lifelong.training.checkpoint import load_checkpoint, save_checkpoint
 from lifelong.training.config import RunConfig
 from lifelong.training.evaluator import Evaluator, mean_seen
@@ -117,7 +118,7 @@ class Engine:
         self.cfg = cfg
         self.on_experience = on_experience
         torch.set_num_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
+        self.world, self.device = distributed.join(pick_device(cfg.device))
         self.data_source = "stream" if stream is not None else "dataset" if dataset is not None else "scenario"
         stream = stream or cfg.make_stream(dataset)
         if not cfg.augment:
@@ -131,9 +132,10 @@ class Engine:
         self.optimizer_source = describe(optimizer) if optimizer is not None else None
         model = self.build_model(model).to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.recorder = Recorder(None, on_step)  # replaced by the run directory's once everything is built
+        self.recorder = Recorder(None, on_step if self.world.main else None)  # replaced by the run
+        # directory's once everything is built (on rank 0 only: the other ranks of a data-parallel run write nothing)
         self.learner = Learner(cfg, self.stream, self.train_stream, self.strategy, model, self.device,
-                               self.generator, self.save_artifact, optimizer)
+                               self.generator, self.save_artifact, optimizer, self.world)
         self.evaluator = Evaluator(cfg, self.stream, self.learner)
         self.check_branch_rates()
         self.position = {"experience": 0, "step": 0, "global_step": 0}
@@ -148,10 +150,12 @@ class Engine:
         self.pre_anneal: dict[str, Any] | None = None
         self.online: dict[str, Any] = {"hits": 0, "samples": 0, "anytime_samples": [], "anytime_accuracy": []}
         self.hits = torch.zeros((), dtype=torch.long, device=self.device)  # prequential hits not yet in `online`
-        if run_dir is not None and resume:
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume_dir = self.run_dir if resume else None  # every rank loads the checkpoint from here
+        if run_dir is not None and resume and self.world.main:
             self.recorder = Recorder.open(run_dir, on_step, loggers)
             self.check_same_data(self.recorder.store.meta().get("data"))
-        elif run_dir is not None:
+        elif run_dir is not None and self.world.main:
             self.recorder = Recorder.create(run_dir, cfg.to_dict(), on_step, loggers,
                                             desc=f"{cfg.strategy} s{cfg.seed}", data=self.data_record())
             self.recorder.store.set_meta(code={"model": self.model_source, "optimizer": self.optimizer_source})
@@ -328,9 +332,9 @@ class Engine:
 
     def restore(self) -> bool:
         """Load the run's checkpoint if there is one; True if training continues from it."""
-        if self.recorder.dir is None:
-            return False
-        state = load_checkpoint(self.recorder.dir / CHECKPOINT)
+        where = self.recorder.dir or self.resume_dir
+        state = None if where is None else load_checkpoint(where / CHECKPOINT)
+        distributed.barrier(self.world)  # every rank has read it before rank 0 may replace or delete it
         if state is None:
             return False
         position = state["position"]

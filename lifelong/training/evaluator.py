@@ -4,6 +4,10 @@ Every evaluation scores the strategy's `predict` (the model's logits unless a st
 e.g. a nearest-mean classifier), in eval mode with gradients off (`torch.inference_mode` for the model's own
 forward), restricted to the task's classes on task-aware streams. Schedule-free optimizers are switched to their
 averaged weights for it.
+
+In a data-parallel run (lifelong.training.distributed) each evaluation is done once: every rank scores its
+contiguous share of the test rows and the hit counts are summed over the ranks, so every rank gets the same
+accuracies. The prequential prediction of an online stream's incoming batch runs on every rank (identical).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 from lifelong.data.stream import Experience, Stream
 from lifelong.evaluation.probe import ContinualProbe, correct, masked_correct, no_autograd
 from lifelong.schedules.schedulefree_support import eval_mode
+from lifelong.training import distributed
 from lifelong.training.config import RunConfig
 from lifelong.training.learner import Learner
 
@@ -35,8 +40,13 @@ class Evaluator:
     def correct(self, exp: Experience, chunk: int = 4096, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Correct test predictions on one experience (within its task's classes on task-aware streams; within
         the labels seen so far on online streams), as a tensor: chunks of `chunk` rows, one conversion of the
-        stored inputs per chunk, no synchronisation. `idx`: these test samples instead of the experience's."""
+        stored inputs per chunk, no synchronisation. `idx`: these test samples instead of the experience's.
+        Data-parallel: this rank's share of the rows, the hits summed over the ranks (the same on every rank)."""
         learner, idx = self.learner, exp.test_idx if idx is None else idx
+        world = learner.world
+        if world.active:
+            lo, hi = distributed.shard(len(idx), world)
+            idx = idx[lo:hi]
         allowed = None if learner.task_mask is None else learner.task_mask[exp.task_id]
         seen = learner.allowed if self.stream.online else None
         if seen is not None:
@@ -49,7 +59,7 @@ class Evaluator:
                 hits = hits + correct(scores, exp.labels(part, "test"), allowed)
             else:
                 hits = hits + masked_correct(scores, exp.labels(part, "test"), allowed)
-        return hits
+        return distributed.all_reduce_sum(hits, world) if world.active else hits
 
     def prequential(self, exp: Experience, idx: torch.Tensor) -> torch.Tensor:
         """Online streams: correct predictions on the incoming training samples `idx` with the current model,

@@ -25,7 +25,9 @@ from lifelong.schedules.schedulefree_support import make_schedulefree
 from lifelong.schedules.stream import StreamSchedule
 from lifelong.strategies import Batch, Context, Strategy
 from lifelong.strategies.base import Gradients, Segment
+from lifelong.training import distributed
 from lifelong.training.config import RunConfig
+from lifelong.training.distributed import SINGLE, World
 from lifelong.training.optimizers import accepted_arguments, resolve_optimizer
 
 
@@ -109,9 +111,12 @@ class Learner:
 
     def __init__(self, cfg: RunConfig, stream: Stream, train_stream: Stream, strategy: Strategy, model: nn.Module,
                  device: torch.device, generator: torch.Generator,
-                 save_artifact: Callable[[str, Any], Path | None] | None = None, optimizer: Any = None) -> None:
+                 save_artifact: Callable[[str, Any], Path | None] | None = None, optimizer: Any = None,
+                 world: World = SINGLE) -> None:
         self.cfg, self.stream, self.train_stream, self.strategy = cfg, stream, train_stream, strategy
-        self.device = device
+        self.device, self.world = device, world
+        distributed.check_model(model, strategy.name, strategy.separate_gradients, world)
+        distributed.broadcast_module(model, world)
         self.data = stream[0].data
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -140,6 +145,8 @@ class Learner:
             raise LifelongError(f"{strategy.name} needs the task gradient on its own, which the float16 gradient "
                                 "scaler does not give: use precision='bf16-mixed' or '32'")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "16-mixed" else None
+        if world.active:
+            self.step = self.sharded_step  # type: ignore[method-assign]
 
     # --- set-up ---------------------------------------------------------------------------------------
     def class_to_task(self) -> Tensor | None:
@@ -182,6 +189,7 @@ class Learner:
                 a is b for a, b in zip(params, self.params, strict=True)):
             return False
         old = self.optimizer
+        distributed.check_model(model, self.strategy.name, self.strategy.separate_gradients, self.world)
         self.model = self.ctx.model = model.to(self.device)
         self.params = params
         self.optimizer = make_optimizer(self.cfg, params, self.optimizer_factory)
@@ -288,3 +296,37 @@ class Learner:
             opt.step()
         strategy.after_step(batch, out)
         return loss.detach() if extra is None else (loss + extra).detach()
+
+    def sharded_step(self, exp: Experience, idx: Tensor, experience: int | None = None) -> Tensor:
+        """`step` of a data-parallel run (lifelong.training.distributed): the full batch assembled on every rank,
+        this rank's shard of its rows forwarded, the logits all-gathered into the full `Outputs`, the objective
+        over N backpropagated and the gradients summed over the ranks; hooks see the full batch and outputs."""
+        strategy, opt, world = self.strategy, self.optimizer, self.world
+        batch = self.assemble(self.batch(exp, idx, experience))
+        x = batch.x
+        lo, hi = distributed.shard(len(x), world)
+        with self.autocast():
+            out = batch.split(distributed.gather_rows(self.model(x[lo:hi]), len(x), world))
+            loss = strategy.loss(batch, out)
+            if loss is None:
+                names, y = batch.scored()
+                loss = self.cross_entropy(out.rows(names), y)
+        loss = loss.float()
+        extra = strategy.penalty(batch, out)
+        opt.zero_grad(set_to_none=True)
+        grads = Gradients(self.params)
+        objective = loss if extra is None else loss + extra
+        (objective / world.size if self.scaler is None else self.scaler.scale(objective / world.size)).backward()
+        distributed.all_reduce_gradients(self.params)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        strategy.before_step(batch, out, grads)
+        if self.grad_norms is not None:
+            self.grad_norms = gradient_norms(self.params)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        strategy.after_step(batch, out)
+        return objective.detach()

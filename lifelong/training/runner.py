@@ -30,6 +30,7 @@ from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.resources import reset_peak_rss
 from lifelong.tracking.store import DB_NAME, RunStore, describe_os_error
+from lifelong.training import distributed
 from lifelong.training.config import RunConfig
 from lifelong.training.engine import Engine
 from lifelong.training.recorder import StepCallback
@@ -80,8 +81,8 @@ def execute(engine: Engine) -> dict[str, Any]:
         if "curve" in result:
             result.update(curve_metrics(result["curve"], engine.boundaries))
         result["scenario"] = engine.scenario_name
-        if recorder.dir is not None:
-            result["run_dir"] = str(recorder.dir)
+        if engine.run_dir is not None:
+            result["run_dir"] = str(engine.run_dir)
         try:
             recorder.finished(result)
         except (OSError, sqlite3.Error) as err:
@@ -106,10 +107,14 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike | None = None, on_step: StepC
     """Train `cfg` into `run_dir` (a new directory under ./runs by default) and return its result dict.
 
     `loggers` names extra metric sinks written into the run directory: csv, jsonl, tensorboard, mlflow.
-    `engine_kwargs` (dataset=, stream=) replace the scenario's data."""
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    reset_peak_rss()
-    return execute(build_engine(cfg, run_dir, on_step=on_step, loggers=tuple(loggers), **engine_kwargs))
+    `engine_kwargs` (dataset=, stream=) replace the scenario's data.
+
+    Under `torchrun --nproc_per_node=N` the run trains data-parallel (lifelong.training.distributed): rank 0's
+    run directory is used by all ranks, and only rank 0 writes into it."""
+    with distributed.session(cfg.device) as world:
+        run_dir = distributed.broadcast_object(Path(run_dir) if run_dir else default_run_dir(cfg), world)
+        reset_peak_rss()
+        return execute(build_engine(cfg, run_dir, on_step=on_step, loggers=tuple(loggers), **engine_kwargs))
 
 
 def build_engine(cfg: RunConfig, run_dir: str | os.PathLike | None, **kwargs: Any) -> Engine:
@@ -150,10 +155,11 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
         if used and part not in engine_kwargs:
             raise LifelongError(f"run {run_dir} was trained with your own {part} {used}: resume it from Python "
                                 f"with the same one, lifelong.resume('{run_dir}', {part}=...)")
-    reset_peak_rss()
-    engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
-    engine.recorder.resumed()
-    return execute(engine)
+    with distributed.session(cfg.device):
+        reset_peak_rss()
+        engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
+        engine.recorder.resumed()
+        return execute(engine)
 
 
 # --- comparisons in worker processes ---------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""Data-parallel classification runs (lifelong.training.distributed): 2 CPU processes (gloo) against one.
+
+One pair of spawned processes does all the in-process checks (one start-up): the sharded gradient against
+the one-process gradient of the same objective, whole runs of several strategies (accuracy matrix and final
+weights), a refused strategy, and a run interrupted after a checkpoint then resumed. A torchrun subprocess
+checks the command line (`torchrun ... -m lifelong run --json`) and resuming a run killed mid-way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import timedelta
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.errors import LifelongError
+from lifelong.training.config import RunConfig
+from lifelong.training.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ["naive", "er", "lwf", "derpp", "agem"]
+WEIGHT_TOL = 1e-5  # observed max |difference| of final weights ~1e-7 (float summation order)
+GRAD_TOL = 1e-6
+
+
+def config(strategy: str, **extra: Any) -> RunConfig:
+    return RunConfig.from_dict({"scenario": "split-digits", "strategy": strategy, "lr": 0.05, "threads": 1, **extra})
+
+
+class Stop(Exception):
+    """Raised after an experience's checkpoint to interrupt a run."""
+
+
+def stop_after(k: int):
+    def hook(i: int, row: list[float]) -> None:
+        if i == k:
+            raise Stop
+
+    return hook
+
+
+def objective(model: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Couples every row (a softmax over the whole batch) and the weights directly (an L2 penalty)."""
+    return (F.cross_entropy(out, y) + 0.3 * torch.logsumexp(out.flatten(), 0)
+            + 0.1 * sum((p ** 2).sum() for p in model.parameters()))
+
+
+def tiny(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(n)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    return model, torch.randn(n, 5), torch.randint(0, 3, (n,))
+
+
+def sharded_gradients(n: int) -> list[torch.Tensor]:
+    """The gradient of `objective` as a data-parallel step computes it (this rank's rows forwarded, the outputs
+    gathered, objective / N backpropagated, gradients summed over the ranks)."""
+    from lifelong.training import distributed
+
+    world = distributed.World(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    model, x, y = tiny(n)
+    lo, hi = distributed.shard(n, world)
+    out = distributed.gather_rows(model(x[lo:hi]), n, world)
+    (objective(model, out, y) / world.size).backward()
+    params = list(model.parameters())
+    distributed.all_reduce_gradients(params)
+    return [p.grad.clone() for p in params]
+
+
+def worker(rank: int, port: int, tmp: str, queue: Any) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from lifelong.training import runner
+
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=120))
+    out: dict[str, Any] = {}
+    try:
+        out["grads"] = {n: sharded_gradients(n) for n in (7, 1)}
+        out["runs"] = {}
+        for strategy in STRATEGIES:
+            engine = Engine(config(strategy))
+            result = engine.run()
+            out["runs"][strategy] = (result["accuracy_matrix"], [p.detach().clone() for p in engine.model.parameters()])
+        try:
+            Engine(config("si"))
+        except LifelongError as err:
+            out["refused"] = str(err)
+        run_dir = Path(tmp) / "interrupted"
+        try:
+            runner.run(config("er", checkpoint_every=4), run_dir, on_experience=stop_after(1))
+        except Stop:
+            out["stopped"] = True
+        out["resumed"] = runner.resume(run_dir)["accuracy_matrix"]
+    except BaseException:  # noqa: BLE001 - the parent shows it
+        out["error"] = traceback.format_exc()
+    finally:
+        buffer = io.BytesIO()  # plain bytes: tensors put on a queue would be shared with a process that exits
+        torch.save(out, buffer)
+        queue.put((rank, buffer.getvalue()))
+        torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_gradients(n: int) -> list[torch.Tensor]:
+    model, x, y = tiny(n)
+    objective(model, model(x), y).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((u - v).abs().max()) for u, v in zip(a, b, strict=True))
+
+
+def matrix_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(u - v) for r, s in zip(a, b, strict=True) for u, v in zip(r, s, strict=True))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict[int, dict[str, Any]]:
+    ctx = get_context("spawn")
+    queue = ctx.Queue()
+    port, tmp = free_port(), str(tmp_path_factory.mktemp("ddp"))
+    procs = [ctx.Process(target=worker, args=(r, port, tmp, queue), daemon=True) for r in range(2)]
+    for p in procs:
+        p.start()
+    got: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 240
+    try:
+        while len(got) < 2:
+            rank, data = queue.get(timeout=max(1.0, deadline - time.monotonic()))
+            got[rank] = torch.load(io.BytesIO(data), weights_only=True)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+    for rank, out in got.items():
+        assert "error" not in out, f"rank {rank}:\n{out['error']}"
+    return got
+
+
+@pytest.mark.parametrize("n", [7, 1])  # 7 rows: shards of 4 and 3; 1 row: rank 1 forwards nothing
+def test_sharded_gradient_equals_one_process_gradient(two_ranks, n):
+    want = single_gradients(n)
+    for rank in (0, 1):
+        assert max_diff(two_ranks[rank]["grads"][n], want) < GRAD_TOL
+    assert max_diff(two_ranks[0]["grads"][n], two_ranks[1]["grads"][n]) == 0  # the same sum on every rank
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_processes_train_like_one(two_ranks, strategy):
+    engine = Engine(config(strategy))
+    rows = engine.run()["accuracy_matrix"]
+    weights = [p.detach() for p in engine.model.parameters()]
+    (rows0, w0), (rows1, w1) = two_ranks[0]["runs"][strategy], two_ranks[1]["runs"][strategy]
+    assert rows0 == rows1 and max_diff(w0, w1) == 0  # the ranks never drift apart
+    assert max_diff(w0, weights) < WEIGHT_TOL
+    assert matrix_diff(rows0, rows) < 1e-9
+
+
+def test_strategy_needing_the_task_gradient_is_refused(two_ranks):
+    message = two_ranks[0]["refused"]
+    assert "\n" not in message and "needs the task gradient on its own" in message and "one process" in message
+
+
+def test_resumed_two_process_run_matches_uninterrupted(two_ranks):
+    assert two_ranks[0]["stopped"] and two_ranks[1]["stopped"]
+    assert matrix_diff(two_ranks[0]["resumed"], two_ranks[0]["runs"]["er"][0]) < 1e-9
+    assert two_ranks[0]["resumed"] == two_ranks[1]["resumed"]
+
+
+def torchrun(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lifelong",
+           *args]
+    try:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun {' '.join(args[:1])} did not finish within {timeout} s")
+
+
+def test_torchrun_cli_matches_one_process(tmp_path):
+    """The command line of issue 14's acceptance check; the result and store are written once (rank 0)."""
+    out = tmp_path / "out.json"
+    proc = torchrun("run", "--scenario", "split-digits", "--strategy", "er", "--lr", "0.05", "--store",
+                    str(tmp_path / "runs"), "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final accuracy") == 1
+    (result,) = json.loads(out.read_text())["results"]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(result["run_dir"]).name]
+    assert matrix_diff(result["accuracy_matrix"], Engine(config("er")).run()["accuracy_matrix"]) < 1e-9
+
+
+def test_torchrun_resume_after_kill(tmp_path):
+    """Killed (SIGKILL to the launcher's group) after its first mid-experience checkpoint, then resumed with
+    `torchrun ... -m lifelong resume RUN_DIR`: the same accuracy matrix as one uninterrupted process."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lifelong",
+           "run", "--scenario", "split-digits", "--strategy", "er", "--lr", "0.05", "--epochs", "20",
+           "--checkpoint-every", "20", "--run-dir", str(run_dir), "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert (run_dir / "checkpoint.pt").exists(), "no checkpoint before the run ended"
+    out = tmp_path / "resumed.json"
+    done = torchrun("resume", str(run_dir), "-q", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    want = Engine(config("er", epochs=20, checkpoint_every=20)).run()["accuracy_matrix"]
+    assert matrix_diff(result["accuracy_matrix"], want) < 1e-9
