@@ -19,8 +19,6 @@ leaves the previous checkpoint or the new one, and a damaged file is refused in 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 import torch
 
 from lifelong.errors import LifelongError
-from lifelong.training.checkpoint import _digests, save_checkpoint
+from lifelong.training.checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "resume.pt"
 FORMAT = 1
@@ -44,10 +42,7 @@ def checkpoint_path(out_dir: str | os.PathLike) -> Path:
 
 def save_state(state: dict[str, Any], out_dir: str | os.PathLike) -> None:
     """Write the resume checkpoint of the run in `out_dir` atomically (one clear line on a full disk)."""
-    try:
-        save_checkpoint({"format": FORMAT, **state}, checkpoint_path(out_dir))
-    except LifelongError as err:
-        raise LifelongError(str(err).replace("(lifelong resume ", "(lifelong lm --resume ")) from None
+    save_checkpoint({"format": FORMAT, **state}, checkpoint_path(out_dir), resume_command="lifelong lm --resume")
 
 
 def remove_state(out_dir: str | os.PathLike) -> None:
@@ -58,26 +53,10 @@ def load_state(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The resume checkpoint in `out_dir` (None if there is none), verified against the digest in the run store;
     a damaged, unreadable or foreign file is one LifelongError line."""
     path = checkpoint_path(out_dir)
-    if not path.exists():
-        return None
     restart = f"delete it to restart the run from the beginning with lifelong lm --resume {Path(out_dir)}"
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise LifelongError(f"checkpoint {path} cannot be read ({err.strerror}); {restart}") from None
-    digests = _digests(path)
-    if digests is not None and hashlib.sha256(data).hexdigest() not in (digests.get("current"),
-                                                                         digests.get("pending")):
-        raise LifelongError(f"checkpoint {path} is damaged (its SHA-256 differs from the one recorded when it was "
-                            f"written); {restart}")
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); {restart}") from None
-    missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else ["everything"]
-    if missing:
-        raise LifelongError(f"checkpoint {path} is not a language-model resume checkpoint (missing "
-                            f"{', '.join(missing)}); {restart}")
+    state = load_checkpoint(path, REQUIRED, restart, kind="language-model resume")
+    if state is None:
+        return None
     if state["format"] != FORMAT:
         raise LifelongError(f"checkpoint {path} has format {state['format']}, this lifelong reads {FORMAT}; "
                             f"{restart}")

@@ -56,8 +56,9 @@ def _record(path: Path, digests: dict[str, str]) -> None:
         conn.close()
 
 
-def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """Write `obj` to `path` atomically and record its SHA-256; a full disk is one clear LifelongError."""
+def save_checkpoint(obj: Any, path: str | os.PathLike, resume_command: str = "lifelong resume") -> None:
+    """Write `obj` to `path` atomically and record its SHA-256; a full disk is one clear LifelongError (which
+    names `resume_command` followed by the run directory)."""
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -70,15 +71,17 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
         _record(path, {"current": digest, "pending": digest})
     except (OSError, sqlite3.Error) as err:
         raise LifelongError(f"cannot write checkpoint {path}: {describe_os_error(err)}; the run stays resumable "
-                            f"from its previous checkpoint (lifelong resume {path.parent})") from None
+                            f"from its previous checkpoint ({resume_command} {path.parent})") from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The checkpoint at `path` (None if there is none), verified against the digest in the run store."""
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED,
+                    restart: str = "delete it to restart the run from the beginning",
+                    kind: str = "") -> dict[str, Any] | None:
+    """The checkpoint at `path` (None if there is none), verified against the digest in the run store and
+    holding the `required` keys (else one line: it is incomplete, or not a `kind` checkpoint when given)."""
     path = Path(path)
     if not path.exists():
         return None
-    restart = "delete it to restart the run from the beginning"
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -92,7 +95,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); {restart}") from None
-    missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else ["everything"]
+    missing = [k for k in required if k not in state] if isinstance(state, dict) else ["everything"]
     if missing:
-        raise LifelongError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}); {restart}")
+        what = f"is not a {kind} checkpoint" if kind else "is incomplete"
+        raise LifelongError(f"checkpoint {path} {what} (missing {', '.join(missing)}); {restart}")
     return state
