@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from lifelong.errors import LifelongError, unknown_name
@@ -75,13 +75,8 @@ def declared(strategy: str) -> dict[str, Param]:
     return {f"{c.name}.{k}": p for c in classes for k, p in c.params.items()}
 
 
-LOG_SETTINGS = ("lr",)  # searched on a log scale whatever the range (until SETTINGS["lr"] declares log=True)
-
-
 def range_dim(name: str, param: Param, low: Any, high: Any, log: bool | None) -> Dim:
     """A range checked against the parameter's allowed range; log by the flag given, else the parameter's rule."""
-    if name in LOG_SETTINGS and param.log is None:
-        param = replace(param, log=True)
     kind = param.type
     if kind not in (int, float):
         raise LifelongError(f"--space {name}: a range needs a number parameter; give a list of choices instead")
