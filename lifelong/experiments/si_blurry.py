@@ -119,7 +119,8 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
 
 
 def summarize(runs: Sequence[dict[str, Any]], strategies: Sequence[str]) -> list[dict[str, Any]]:
-    """Per strategy: A_auc, A_last, online accuracy (mean, std over seeds), the mean anytime curve, time."""
+    """Per strategy: A_auc, A_last, online accuracy (mean, std over seeds), the anytime curve of each seed (and
+    their mean when the seeds share the evaluation points), time."""
     rows = []
     for strategy in strategies:
         rs = [r for r in runs if r["strategy"] == strategy and "error" not in r]
@@ -128,8 +129,9 @@ def summarize(runs: Sequence[dict[str, Any]], strategies: Sequence[str]) -> list
         row: dict[str, Any] = {"strategy": strategy, "runs": len(rs)}
         for key in ("a_auc", "a_last", "online_accuracy", "train_seconds"):
             row[key] = runner.mean_std([r[key] for r in rs if r.get(key) is not None])
+        row["anytime_runs"] = [{"seed": r["seed"], **r["anytime"]} for r in rs]
         samples = rs[0]["anytime"]["samples"]
-        if all(r["anytime"]["samples"] == samples for r in rs):
+        if all(r["anytime"]["samples"] == samples for r in rs):  # else the seeds' evaluation points differ
             curve = []
             for j in range(len(samples)):
                 vals = [r["anytime"]["accuracy"][j] for r in rs if r["anytime"]["accuracy"][j] is not None]
@@ -155,7 +157,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], base: dict[str, Any], seeds:
 
 
 def plot(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path) -> None:
-    """Anytime accuracy (seen classes) against the samples seen, one line per strategy (mean over seeds)."""
+    """Anytime accuracy (seen classes) against the samples seen, one line per strategy and seed (the seeds'
+    streams differ, and so do their evaluation points)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -163,11 +166,10 @@ def plot(rows: Sequence[dict[str, Any]], base: dict[str, Any], path: Path) -> No
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for i, r in enumerate(rows):
-        if "anytime" not in r:
-            continue
-        pts = [(s, 100 * a) for s, a in zip(r["anytime"]["samples"], r["anytime"]["accuracy"], strict=True)
-               if a is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", lw=1.2, label=r["strategy"])
+        for k, curve in enumerate(r["anytime_runs"]):
+            pts = [(s, 100 * a) for s, a in zip(curve["samples"], curve["accuracy"], strict=True) if a is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", lw=1.0, alpha=0.8,
+                    label=r["strategy"] if k == 0 else None)
     ax.set(xlabel="samples seen", ylabel="anytime accuracy on seen classes (%)", ylim=(0, 100),
            title=f"Si-Blurry, {base['scenario']} (online_iter {base['online_iter']})")
     ax.grid(alpha=0.3)
