@@ -1,4 +1,5 @@
-"""`lifelong report RUN_OR_COMPARISON`: write the static HTML report of a run or a comparison.
+"""`lifelong report RUN_OR_COMPARISON`: write the static HTML report of a run, a comparison or a tuning results
+directory (`lifelong tune`'s STORE/tune-PREFIX).
 
 lifelong/cli.py adds it with `add_report_parser(subparsers)`, which sets `func=run_report_command`.
 LifelongError propagates so the main CLI prints it as one line.
@@ -15,12 +16,13 @@ from lifelong.report.html import DEFAULT_ROOTS, REPORT_NAME, report_target, targ
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "report", help="write a static HTML report (tables and plots) of a run or a comparison",
+        "report", help="write a static HTML report (tables and plots) of a run, a comparison or a tuning",
         description="Write one self-contained HTML page (tables, plots embedded) that opens offline in any browser. "
                     "It shows what the run recorded and says what is missing.")
     p.add_argument("target", metavar="RUN_OR_COMPARISON",
-                   help="a run directory, a comparison directory (holding compare.json), or a run id: the name "
-                        "(or unique prefix) of a run directory under --runs-root")
+                   help="a run directory, a comparison directory (holding compare.json), a tuning results "
+                        "directory (holding tune.json, written by lifelong tune), or a run id: the name (or unique "
+                        "prefix) of such a directory under --runs-root")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
                    help=f"HTML file to write (default: RUN_OR_COMPARISON/{REPORT_NAME}; plots go to plots/ beside it)")
     p.add_argument("--runs-root", metavar="DIR", action="append", default=None,

@@ -25,6 +25,7 @@ from lifelong.report import plots, tables
 from lifelong.tracking.files import write_text_atomic
 from lifelong.tracking.store import DB_NAME, RunStore, find_runs
 from lifelong.training.runner import mean_std
+from lifelong.tuning.results import TUNE_NAME
 
 REPORT_NAME = "report.html"
 COMPARE_NAME = "compare.json"
@@ -68,26 +69,37 @@ figcaption{color:#5a6275;font-size:.85rem} footer{margin-top:3rem;color:#8a91a3;
 
 # --- finding what to report on ---------------------------------------------------------------------------
 def target_kind(path: Path) -> str | None:
-    """"run", "comparison" or None for a directory."""
+    """"run", "comparison", "tuning" (a `lifelong tune` results directory) or None for a directory."""
     if (path / COMPARE_NAME).is_file():
         return "comparison"
     if (path / DB_NAME).is_file():
         return "run"
+    if (path / TUNE_NAME).is_file():
+        return "tuning"
     return None
 
 
+def _tuning_dirs_under(path: Path) -> list[Path]:
+    return sorted(p.parent for p in path.glob(f"*/{TUNE_NAME}"))
+
+
 def report_target(path_or_id: str | os.PathLike, roots: Iterable[str | os.PathLike] = DEFAULT_ROOTS) -> Path:
-    """The run or comparison directory meant by a path (directory, its run.sqlite / compare.json / result.json)
-    or by a run id: the name (or a unique prefix of the name) of a run or comparison directory under `roots`.
+    """The run, comparison or tuning directory meant by a path (directory, its run.sqlite / compare.json /
+    result.json / tune.json) or by a run id: the name (or a unique prefix of the name) of such a directory under
+    `roots`.
 
     Raises LifelongError, in one line, when nothing matches or an id is ambiguous."""
     raw = str(path_or_id)
     path = Path(raw)
-    if path.is_file() and path.name in (DB_NAME, COMPARE_NAME, "result.json"):
+    if path.is_file() and path.name in (DB_NAME, COMPARE_NAME, "result.json", TUNE_NAME):
         path = path.parent
     if path.is_dir():
         if target_kind(path) is None:
-            raise LifelongError(f"{path} holds neither a run ({DB_NAME}) nor a comparison ({COMPARE_NAME})")
+            tuned = _tuning_dirs_under(path)
+            hint = (f"; tuning results under it: {', '.join(str(p) for p in tuned[:5])}"
+                    f"{' ...' if len(tuned) > 5 else ''} (give one)") if tuned else ""
+            raise LifelongError(f"{path} holds neither a run ({DB_NAME}), a comparison ({COMPARE_NAME}) nor tuning "
+                                f"results ({TUNE_NAME}){hint}")
         return path
     if path.exists():
         raise LifelongError(f"{path} is not a run or comparison directory")
@@ -96,6 +108,7 @@ def report_target(path_or_id: str | os.PathLike, roots: Iterable[str | os.PathLi
     for root in roots:
         if root.is_dir():
             candidates.update(p.parent for level in ("*", "*/*") for p in root.glob(f"{level}/{COMPARE_NAME}"))
+            candidates.update(_tuning_dirs_under(root))
     exact = sorted({c.resolve() for c in candidates if c.name == raw})
     prefix = sorted({c.resolve() for c in candidates if c.name.startswith(raw)})
     found = exact or prefix
@@ -115,6 +128,10 @@ def write_report(path_or_id: str | os.PathLike, out: str | os.PathLike | None = 
     target = report_target(path_or_id, roots)
     if target_kind(target) == "comparison":
         return write_comparison_report(target, out, notes)
+    if target_kind(target) == "tuning":
+        from lifelong.report.tuning import write_tuning_report
+
+        return write_tuning_report(target, out, notes)
     return write_run_report(target, out, notes)
 
 
