@@ -136,11 +136,8 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
         space = build_space(strategy, overrides)
         for s in seeds:
             RunConfig.from_dict({**base, "strategy": strategy, "seed": s})
-        spec = {"study": st.study_name(prefix, strategy), "storage": url, "scenario": scenario, "strategy": strategy,
-                "base": {k: v for k, v in base.items() if k not in ("strategy", "seed", "scenario")},
-                "space": {k: d.to_dict() for k, d in space.items()},
-                "space_dims": {k: d.__dict__ for k, d in space.items()}, "seeds": list(seeds),
-                "holdout": [st.HOLDOUT, st.HOLDOUT_SEED], "pruner": pruner, "heartbeat": heartbeat}
+        spec = study_spec(st.study_name(prefix, strategy), url, scenario, strategy, base, space, seeds, pruner,
+                          heartbeat)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             storage_obj = st.open_storage(url, heartbeat)
@@ -179,6 +176,18 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
     write_results(output, out_dir)
     output["out"] = str(out_dir)
     return output
+
+
+def study_spec(name: str, url: str, scenario: str, strategy: str, base: dict[str, Any], space: dict[str, Any],
+               seeds: list[int], pruner: str, heartbeat: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What a worker needs to run trials of one study (`study.run_trial`, `study.work`), as plain data."""
+    from lifelong.tuning import study as st
+
+    return {"study": name, "storage": url, "scenario": scenario, "strategy": strategy,
+            "base": {k: v for k, v in base.items() if k not in ("strategy", "seed", "scenario")},
+            "space": {k: d.to_dict() for k, d in space.items()},
+            "space_dims": {k: d.__dict__ for k, d in space.items()}, "seeds": list(seeds),
+            "holdout": [st.HOLDOUT, st.HOLDOUT_SEED], "pruner": pruner, "heartbeat": heartbeat}
 
 
 def format_tune(output: dict[str, Any]) -> str:
