@@ -1,6 +1,6 @@
 """What pruning saves in `lifelong tune`: the same N trials with the median pruner and with none.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_pruning.py            # split-fashion-mnist, ewc, 8 trials
+    OMP_NUM_THREADS=1 python benchmarks/bench_pruning.py            # split-fashion-mnist, er, 8 trials
     OMP_NUM_THREADS=1 python benchmarks/bench_pruning.py --fast     # split-digits (seconds)
 
 Both arms draw their parameters from Optuna's RandomSampler with the same seed (independent of the values seen,
@@ -27,11 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fast", action="store_true", help="split-digits instead of split-fashion-mnist")
     p.add_argument("--scenario", default=None, help="scenario [split-fashion-mnist; split-digits with --fast]")
-    p.add_argument("--strategy", default="ewc", help="strategy [ewc]")
+    p.add_argument("--strategy", default="er", help="strategy [er]")
     p.add_argument("--trials", type=int, default=8, help="trials per arm [8]")
     p.add_argument("--sampler-seed", type=int, default=0, help="RandomSampler seed, shared by both arms [0]")
     p.add_argument("--hidden", default="128", help="MLP hidden sizes [128]")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per experience, fixed [1]")
+    p.add_argument("--epochs", type=int, default=0, help="epochs per experience, fixed; 0: searched in tune's "
+                   "default range [0]")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scenario = args.scenario or ("split-digits" if args.fast else "split-fashion-mnist")
     base = RunConfig.from_dict({"scenario": scenario, "hidden": args.hidden, "device": "cpu", "threads": 1}).to_dict()
-    space = build_space(args.strategy, {"epochs": args.epochs})
+    space = build_space(args.strategy, {"epochs": args.epochs} if args.epochs else {})
     st.validation_dataset(scenario, base.get("data_dir", ""))  # loaded once, before any timing
     arms = {}
     for pruner in ("median", "none"):
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{arms['median']['seconds'][-1]:.1f} s, none: {b.state.name} {arms['none']['seconds'][-1]:.1f} s",
               file=sys.stderr)
     figures = {"scenario": scenario, "strategy": args.strategy, "trials": args.trials, "hidden": args.hidden,
-               "epochs": args.epochs, "sampler_seed": args.sampler_seed, "arms": {}}
+               "epochs": args.epochs or "searched", "sampler_seed": args.sampler_seed, "arms": {}}
     for pruner, arm in arms.items():
         trials = arm["study"].trials
         done = [t.value for t in trials if t.state.name == "COMPLETE"]

@@ -223,3 +223,21 @@ def test_cli_json_and_tune_not_imported_by_run(tmp_path) -> None:
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60).stdout.strip() == "False"
     assert not math.isnan(got["studies"][0]["best_value"])
+
+
+def test_tuning_lines_for_lifelong_runs(tmp_path) -> None:
+    from lifelong.tuning.results import TUNE_NAME, find_tunings, tuning_lines
+
+    good, bad = tmp_path / "tune-a", tmp_path / "x" / "tune-b"
+    good.mkdir()
+    bad.mkdir(parents=True)
+    (good / TUNE_NAME).write_text(json.dumps({"scenario": "split-digits", "studies": [
+        {"strategy": "er", "n_trials": 16, "best_value": 0.796, "best_params": {}},
+        {"strategy": "ewc", "n_trials": 3, "best_value": None, "best_params": None}]}), encoding="utf-8")
+    (bad / TUNE_NAME).write_text("{", encoding="utf-8")
+    (tmp_path / "tune.db").write_bytes(b"")  # the default storage beside them is not a results directory
+    assert find_tunings([tmp_path]) == [good, bad]
+    lines = tuning_lines([tmp_path])
+    assert lines[0] == f"tune   split-digits: er 16 trials, best 79.6%; ewc 3 trials, best -  {good}"
+    assert lines[1].startswith("tune   damaged") and str(bad) in lines[1] and "\n" not in lines[1]
+    assert tuning_lines([tmp_path / "missing"]) == []

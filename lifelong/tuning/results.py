@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,33 @@ def plot_study(detail: dict[str, Any], path: Path) -> None:
     bx.barh(names, [imp[n] for n in names])
     bx.set(xlabel="importance", title=f"importance ({detail.get('importance_evaluator', '-')})")
     save_figure_atomic(fig, path, dpi=90)
+
+
+def find_tunings(roots: Iterable[str | os.PathLike], depth: int = 2) -> list[Path]:
+    """Tuning results directories (holding tune.json) under the given roots, at most `depth` levels down."""
+    found: list[Path] = []
+    for root in map(Path, roots):
+        if (root / TUNE_NAME).is_file():
+            found.append(root)
+        if root.is_dir():
+            for level in range(1, depth + 1):
+                found += sorted(p.parent for p in root.glob("/".join(["*"] * level) + "/" + TUNE_NAME))
+    return found
+
+
+def tuning_lines(roots: Iterable[str | os.PathLike]) -> list[str]:
+    """One line per tuning results directory under `roots`, for `lifelong runs`: each strategy's trial count and
+    best validation value, or why its tune.json cannot be read."""
+    lines = []
+    for d in find_tunings(roots):
+        try:
+            data = json.loads((d / TUNE_NAME).read_text(encoding="utf-8"))
+            studies = [s for s in data["studies"] if isinstance(s, dict)]
+            parts = [f"{s['strategy']} {s['n_trials']} trials, best "
+                     + (f"{100 * s['best_value']:.1f}%" if isinstance(s.get("best_value"), (int, float)) else "-")
+                     for s in studies]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            lines.append(f"tune   damaged    {d} ({type(err).__name__}: {err}; rerun lifelong tune to rewrite it)")
+            continue
+        lines.append(f"tune   {data.get('scenario', '?')}: {'; '.join(parts) or 'no study'}  {d}")
+    return lines
