@@ -68,3 +68,31 @@ def test_prd_prototypes_live_in_the_backbone_feature_space_with_the_authors_defa
     got = eng.strategy.predict(model, x)
     seen = exp.classes
     assert torch.allclose(got[:, seen], expected[:, seen], atol=1e-6)
+
+
+# --- TAME ---------------------------------------------------------------------------------------------------
+def first_batch(eng, n=8):
+    exp = eng.train_stream[0]
+    eng.learner.adapt(exp)
+    return eng.learner.batch(exp, exp.train_idx[:n])
+
+
+def test_tame_a_suspected_shift_does_not_train_the_active_expert_until_confirmed(engine):
+    eng = engine("tame", {"window": 3, "patience": 2, "z": 3.0})
+    s = eng.strategy
+    batch = first_batch(eng)
+    model = eng.learner.model
+    s.detector.values = [0.01, 0.01, 0.01]  # threshold 0.01: an untrained model's CE (~2.3) is far above it
+    out = batch.split(model(batch.x))
+    loss = s.loss(batch, out)
+    assert s.detector.streak == 1 and int(model.active) == 0
+    assert float(loss.detach()) == 0.0
+    out = batch.split(model(batch.x))
+    loss = s.loss(batch, out)  # the second batch in a row confirms the shift: a fresh expert learns it
+    assert int(model.active) == 1 and len(s.shifts) == 1
+    assert float(loss.detach()) > 1.0
+
+
+def test_tame_defaults_need_five_batches_over_a_window_of_fifty():
+    from lifelong.strategies.tame import TAME
+    assert (TAME.params["window"].default, TAME.params["patience"].default) == (50, 5)
