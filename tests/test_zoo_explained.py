@@ -96,3 +96,4 @@ def test_tame_a_suspected_shift_does_not_train_the_active_expert_until_confirmed
 def test_tame_defaults_need_five_batches_over_a_window_of_fifty():
     from lifelong.strategies.tame import TAME
     assert (TAME.params["window"].default, TAME.params["patience"].default) == (50, 5)
+
