@@ -241,3 +241,16 @@ def test_online_metrics_reach_the_store_and_the_report(tmp_path):
     assert run["meta"]["anytime"] == result["anytime"]
     table = comparison_table([result])
     assert "A_auc" in table and "online acc" in table
+
+
+@pytest.mark.parametrize("strategy", ["er", "derpp", "scr", "tame"])
+def test_memory_receives_each_incoming_sample_once_whatever_online_iter(strategy):
+    stream = online_stream()
+    n = sum(e.num_train for e in stream)
+    engine = Engine(cfg(strategy=strategy, online_iter=3, hparams={"buffer_size": n + 100}), stream=stream)
+    engine.run()
+    memory = engine.strategy.memory
+    assert len(memory) == n
+    stored = memory.store["raw"][:n]
+    assert len(torch.unique(stored, dim=0)) == len(torch.unique(torch.cat([e.raw(e.train_idx) for e in stream]),
+                                                                dim=0))

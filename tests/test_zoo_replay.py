@@ -52,7 +52,7 @@ def test_der_loss_is_ce_plus_alpha_mse_of_stored_logits(data):
     s = strategy("der", model, alpha=0.7, buffer_size=8, replay_batch_size=8)
     first = new_batch(x[:8], y[:8])
     stored = model(x[:8]).detach()
-    s.after_step(first, first.split(model(x[:8])))
+    s.observe(first, first.split(model(x[:8])))
     with torch.no_grad():
         model.weight.add_(0.3)  # the stored logits are now stale
     batch, out = step_outputs(s, model, new_batch(x[8:12], y[8:12]))
@@ -75,7 +75,7 @@ def test_er_ace_masks_exactly_the_classes_absent_from_the_incoming_batch(data):
     model = nn.Linear(3, 4)
     s = strategy("er-ace", model, buffer_size=20, replay_batch_size=20)
     old = new_batch(x[:20], y[:20], experience=0)
-    s.after_step(old, old.split(model(x[:20])))
+    s.observe(old, old.split(model(x[:20])))
     xb, yb = x[20:24], torch.tensor([2, 3, 3, 2])
     batch, out = step_outputs(s, model, new_batch(xb, yb))
     loss = s.loss(batch, out)
@@ -94,7 +94,7 @@ def test_mir_retrieves_the_top_k_candidates_by_loss_increase(data):
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4))
     s = strategy("mir", model, buffer_size=30, replay_batch_size=6, candidates=30, lr=0.5)
     mem = new_batch(x[:30], y[:30], experience=0)
-    s.after_step(mem, mem.split(model(x[:30])))
+    s.observe(mem, mem.split(model(x[:30])))
     xb, yb = x[30:34], y[30:34]
     batch = s.training_batch(new_batch(xb, yb))
     got = {tuple(r.tolist()) for r in batch["mir"].raw}

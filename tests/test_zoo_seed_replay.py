@@ -145,7 +145,7 @@ def test_view_batch_puts_each_sample_repeats_times_in_the_step(engine, repeats):
     eng = engine("view-batch", {"repeats": repeats, "augment": "none", "buffer_size": 40, "replay_batch_size": 4})
     s = eng.strategy
     first = first_batch(eng)
-    s.after_step(first, None)  # the memory now holds these 8
+    s.observe(first, None)  # the memory now holds these 8
     batch = s.training_batch(first_batch(eng, 8))
     x = batch.x
     originals = torch.cat([batch.new.x, batch["view-batch"].x])

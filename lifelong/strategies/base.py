@@ -10,7 +10,12 @@ The engine owns the step. One step of experience `exp`, in the order the hooks r
     backward (task and extra separately when the strategy sets `separate_gradients`)
     strategy.before_step(batch, out, grads)           # gradients may be edited here (projection, masks)
     optimizer.step()
-    strategy.after_step(batch, out)                   # e.g. store the new samples in a memory
+    strategy.after_step(batch, out)                   # per-step bookkeeping (importances, caches)
+    strategy.observe(batch, out)                      # once per incoming batch: store the new samples
+
+On online streams each incoming batch is trained on `online_iter` times; `observe` runs after the first of those
+steps only, so a memory receives every sample once (as the authors' online code does); offline, every step sees a
+new batch and `observe` follows every `after_step`.
 
 Around the steps of an experience:
 
@@ -313,7 +318,11 @@ class Strategy:
         """After backward, before the optimizer step: the parameters' gradients may be edited in place."""
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
-        """After the optimizer step (e.g. add the new samples to a memory, accumulate importances)."""
+        """After every optimizer step (e.g. accumulate importances, drop caches of the old weights)."""
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
+        """After the step, once per incoming batch (e.g. add the new samples to a memory; see the module
+        docstring for online streams, where a batch is trained on several times)."""
 
     # --- evaluation ---------------------------------------------------------------------------------------
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
@@ -425,6 +434,10 @@ class Compose(Strategy):
     def after_step(self, batch: Batch, out: Outputs) -> None:
         for p in self.parts:
             p.after_step(batch, out)
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
+        for p in self.parts:
+            p.observe(batch, out)
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         return self.owner("predict").predict(model, x)

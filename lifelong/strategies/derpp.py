@@ -42,5 +42,5 @@ class DERpp(ReplayBase):
         loss = self.hp["alpha"] * F.mse_loss(out[f"{self.name}.logits"], a.extras["logits"])
         return loss + self.hp["beta"] * self.ctx.cross_entropy(out[f"{self.name}.labels"], b.y)
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y, logits=out["new"].detach())

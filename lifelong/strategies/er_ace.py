@@ -57,5 +57,5 @@ class ERACE(ReplayBase):
         ce = self.ctx.cross_entropy
         return ce(mask_absent(out["new"], new.y), new.y) + ce(out[self.name], old.y)
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)

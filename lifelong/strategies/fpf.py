@@ -200,7 +200,7 @@ class FPF(FineTuning, ER):
     def training_batch(self, batch: Batch) -> Batch:
         return super().training_batch(batch) if self.hp["replay"] else batch
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.store(batch, out)
 
     def end_experience(self, exp: Experience) -> None:

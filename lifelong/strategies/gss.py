@@ -137,7 +137,7 @@ class GSS(ReplayBase):
                                                   self.store["y"].index_select(0, pick), scored=True))
         return batch
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.offer(batch.new.raw, batch.new.y)
 
     def state_dict(self) -> dict[str, Any]:

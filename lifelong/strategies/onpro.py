@@ -197,6 +197,8 @@ class OnPro(ReplayBase):
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
         self.tap.clear()
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,5 +54,5 @@ class ER(ReplayBase):
             batch.add(self.name, self.ctx.segment(old["raw"], old["y"], scored=True))
         return batch
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)

@@ -90,6 +90,9 @@ class SCR(ReplayBase):
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
         self.tap.clear()
+        self.means = None
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)
         self.means = None
 

@@ -210,8 +210,10 @@ class TAME(ReplayBase):
         return F.cross_entropy(logits, torch.cat(ids))
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
-        model: Experts = self.ctx.model  # type: ignore[assignment]
         self.steps += 1
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
+        model: Experts = self.ctx.model  # type: ignore[assignment]
         ids = torch.full((len(batch.new),), int(model.active), dtype=torch.long, device=batch.new.y.device)
         self.memory.add(raw=batch.new.raw, y=batch.new.y, expert=ids)
 

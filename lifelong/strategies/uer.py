@@ -116,4 +116,6 @@ class UER(ReplayBase):
 
     def after_step(self, batch: Batch, out: Outputs) -> None:
         self._seen = []
+
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)

@@ -152,5 +152,5 @@ class ViewBatch(ReplayBase):
         terms = [one_to_many_kl(out[a], out[v], r) for a, v in pairs]
         return w * sum(t * c for t, c in zip(terms, counts, strict=True)) / math.fsum(counts)
 
-    def after_step(self, batch: Batch, out: Outputs) -> None:
+    def observe(self, batch: Batch, out: Outputs) -> None:
         self.memory.add(raw=batch.new.raw, y=batch.new.y)

@@ -417,7 +417,7 @@ class Engine:
             for j in range(iters):
                 if rates is not None:
                     learner.set_rate(rates[b * iters + j])
-                loss = learner.step(exp, idx, before + b)
+                loss = learner.step(exp, idx, before + b, observe=j == 0)
                 value = loss.item()
                 g = self.position["global_step"] = self.position["global_step"] + 1
                 if not math.isfinite(value):

@@ -3,6 +3,7 @@
     batch = strategy.training_batch(Batch(new))        out = batch.split(model(batch.x))
     loss  = strategy.loss(batch, out) or CE(scored segments)  (+ strategy.penalty(batch, out))
     backward; strategy.before_step(batch, out, grads); optimizer.step(); strategy.after_step(batch, out)
+    strategy.observe(batch, out)      (once per incoming batch: not on an online batch's repeated steps)
 """
 
 from __future__ import annotations
@@ -131,7 +132,6 @@ class Learner:
         augment = getattr(self.data, "augment", None)
         self.augment: Callable[[Tensor, torch.Generator], Tensor] | None = augment
         self.generator = generator
-        self.assemble: Callable[[Batch], Batch] = strategy.training_batch if augment is None else self.augmented
         self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
                            cfg.batch_size, *([save_artifact] if save_artifact else []))
         strategy.setup(self.ctx)
@@ -249,12 +249,14 @@ class Learner:
         return Batch(Segment.stored(raw, self.prepare, y, self.task_of(y), scored=True),
                      exp.index if experience is None else experience)
 
-    def augmented(self, batch: Batch) -> Batch:
-        """The strategy's batch with the dataset's `augment` applied to the inputs of every segment (new and
-        replayed, after the strategy assembled them), drawn from the engine's checkpointed generator. What
-        segments store (`raw`, which memories keep) is untouched; evaluation never augments."""
+    def assemble(self, batch: Batch) -> Batch:
+        """The strategy's batch, with the dataset's `augment` (if any) applied to the inputs of every segment
+        (new and replayed, after the strategy assembled them), drawn from the engine's checkpointed generator.
+        What segments store (`raw`, which memories keep) is untouched; evaluation never augments."""
         batch = self.strategy.training_batch(batch)
-        x = self.augment(batch.x, self.generator)  # type: ignore[misc]
+        if self.augment is None:
+            return batch
+        x = self.augment(batch.x, self.generator)
         start = 0
         for _, seg in batch:
             seg.x = x[start:start + len(seg)]
@@ -262,8 +264,10 @@ class Learner:
         batch._x = x
         return batch
 
-    def step(self, exp: Experience, idx: Tensor, experience: int | None = None) -> Tensor:
-        """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss."""
+    def step(self, exp: Experience, idx: Tensor, experience: int | None = None, observe: bool = True) -> Tensor:
+        """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss.
+        `observe`: the strategy's `observe` hook runs after it (False for the repeated steps of an online
+        stream's incoming batch, which memories must receive once)."""
         strategy, opt = self.strategy, self.optimizer
         batch = self.assemble(self.batch(exp, idx, experience))
         with self.autocast():
@@ -295,9 +299,12 @@ class Learner:
         else:
             opt.step()
         strategy.after_step(batch, out)
+        if observe:
+            strategy.observe(batch, out)
         return loss.detach() if extra is None else (loss + extra).detach()
 
-    def sharded_step(self, exp: Experience, idx: Tensor, experience: int | None = None) -> Tensor:
+    def sharded_step(self, exp: Experience, idx: Tensor, experience: int | None = None,
+                     observe: bool = True) -> Tensor:
         """`step` of a data-parallel run (lifelong.training.distributed): the full batch assembled on every rank,
         this rank's shard of its rows forwarded, the logits all-gathered into the full `Outputs`, the objective
         over N backpropagated and the gradients summed over the ranks; hooks see the full batch and outputs."""
@@ -329,4 +336,6 @@ class Learner:
         else:
             opt.step()
         strategy.after_step(batch, out)
+        if observe:
+            strategy.observe(batch, out)
         return objective.detach()
