@@ -110,6 +110,7 @@ def worker(rank: int, port: int, tmp: str, queue: Any) -> None:
         except Stop:
             out["stopped"] = True
         out["resumed"] = runner.resume(run_dir)["accuracy_matrix"]
+        out["disagree"] = disagreeing_checkpoints(rank, Path(tmp))
     except BaseException:  # noqa: BLE001 - the parent shows it
         out["error"] = traceback.format_exc()
     finally:
@@ -117,6 +118,25 @@ def worker(rank: int, port: int, tmp: str, queue: Any) -> None:
         torch.save(out, buffer)
         queue.put((rank, buffer.getvalue()))
         torch.distributed.destroy_process_group()
+
+
+def disagreeing_checkpoints(rank: int, tmp: Path) -> str:
+    """Resume with a checkpoint that only rank 0 sees (a run directory not shared): every rank refuses."""
+    from lifelong.training import runner
+
+    with_checkpoint = tmp / "only-rank-0"
+    try:
+        runner.run(config("er"), with_checkpoint, on_experience=stop_after(0))
+    except Stop:
+        pass
+    engine = Engine(config("er"), with_checkpoint if rank == 0 else tmp / "elsewhere", resume=True)
+    try:
+        engine.run()
+    except LifelongError as err:
+        return str(err)
+    finally:
+        engine.recorder.close()
+    return "resumed"
 
 
 def free_port() -> int:
@@ -204,6 +224,12 @@ def test_resumed_two_process_run_matches_uninterrupted(two_ranks):
     assert two_ranks[0]["stopped"] and two_ranks[1]["stopped"]
     assert matrix_diff(two_ranks[0]["resumed"], two_ranks[0]["runs"]["er"][0]["accuracy_matrix"]) < 1e-9
     assert two_ranks[0]["resumed"] == two_ranks[1]["resumed"]
+
+
+def test_checkpoint_seen_by_some_processes_only_is_refused_by_all(two_ranks):
+    for rank in (0, 1):
+        assert two_ranks[rank]["disagree"].startswith("1 of 2 processes found the checkpoint")
+        assert "filesystem every process sees" in two_ranks[rank]["disagree"]
 
 
 def torchrun(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -144,9 +144,13 @@ def broadcast_object(obj: Any, world: World) -> Any:
     return box[0]
 
 
-def barrier(world: World) -> None:
-    if world.active:
-        torch.distributed.barrier()
+def count_true(flag: bool, world: World, device: torch.device) -> int:
+    """On how many ranks `flag` holds (every rank gets the count; also a barrier)."""
+    if not world.active:
+        return int(flag)
+    t = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(t)
+    return int(t)
 
 
 def check_model(model: nn.Module, strategy_name: str, separate_gradients: bool, world: World) -> None:

@@ -334,7 +334,11 @@ class Engine:
         """Load the run's checkpoint if there is one; True if training continues from it."""
         where = self.recorder.dir or self.resume_dir
         state = None if where is None else load_checkpoint(where / CHECKPOINT)
-        distributed.barrier(self.world)  # every rank has read it before rank 0 may replace or delete it
+        if self.world.active:  # every rank has read it (before rank 0 may replace or delete it), and all agree
+            found = distributed.count_true(state is not None, self.world, self.device)
+            if 0 < found < self.world.size:
+                raise LifelongError(f"{found} of {self.world.size} processes found the checkpoint {where}/{CHECKPOINT}"
+                                    ": the run directory must be on a filesystem every process sees")
         if state is None:
             return False
         position = state["position"]
