@@ -239,12 +239,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from lifelong.tracking.store import RunStore, find_runs
+    from lifelong.tuning.results import tuning_lines
 
-    found = find_runs(args.roots or [args.store])
-    if not found:
-        print(f"no runs under {', '.join(args.roots or [args.store])}")
+    roots = args.roots or [args.store]
+    found, tunings = find_runs(roots), tuning_lines(roots)
+    if not found and not tunings:
+        print(f"no runs under {', '.join(roots)}")
         return 0
-    print(f"{'kind':6} {'status':10} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
+    if found:
+        print(f"{'kind':6} {'status':10} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
     damaged = []
     for d in found:
         try:
@@ -271,6 +274,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             what, seed, scenario = cfg.get("strategy", "?"), cfg.get("seed", "?"), cfg.get("scenario", "?")
         print(f"{kind:6} {str(meta.get('status', '?')):10} {str(what):12} {str(seed):>4} "
               f"{final:>9}  {str(scenario):22} {d}")
+    for line in tunings:
+        print(line)
     for reason in damaged:
         print(f"error: {reason}", file=sys.stderr)
     return 1 if damaged else 0

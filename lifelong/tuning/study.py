@@ -116,7 +116,7 @@ def make_pruner(name: str) -> Any:
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "none":
