@@ -279,3 +279,15 @@ def test_torchrun_resume_after_kill(tmp_path):
     (result,) = json.loads(out.read_text())["results"]
     want = Engine(config("er", epochs=20, checkpoint_every=20)).run()["accuracy_matrix"]
     assert matrix_diff(result["accuracy_matrix"], want) < 1e-9
+
+
+def test_runs_in_worker_processes_are_refused_under_torchrun(monkeypatch, tmp_path):
+    from lifelong.training import runner
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LifelongError, match="cannot be launched by torchrun"):
+        runner.run_many([], workers=1)
+    with pytest.raises(LifelongError, match="cannot be launched by torchrun"):
+        runner.compare(config("er"), ["er"], [0], tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+

@@ -240,6 +240,13 @@ def mark_dead(job: tuple[RunConfig, Path], exitcode: int | None) -> dict[str, An
     return {"error": error, "strategy": cfg.strategy, "seed": cfg.seed, "run_dir": str(run_dir)}
 
 
+def refuse_under_torchrun() -> None:
+    """Runs in worker processes (compare, tune, experiments) are not data-parallel: one line under torchrun."""
+    if distributed.launched():
+        raise LifelongError("several runs in worker processes cannot be launched by torchrun (each worker would "
+                            "join the data-parallel group): launch 'lifelong run' under torchrun for each run")
+
+
 def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
              progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None,
@@ -255,6 +262,7 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
     the configs first (Engine.validate).
     """
     workers = check_workers(workers)
+    refuse_under_torchrun()
     results: list[dict[str, Any]] = [{} for _ in jobs]
     state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
     todo = list(range(len(jobs)))
@@ -406,6 +414,7 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
     ones (interrupted, failed, killed) are resumed from their checkpoints and missing ones started."""
     out_dir = Path(out_dir)
     workers = check_workers(workers)
+    refuse_under_torchrun()
     if not strategies or not seeds:
         raise LifelongError("a comparison needs at least one strategy and one seed")
     for seed in seeds:
