@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lifelong.strategies.prototypes import ope_loss, relation_distillation
+from lifelong.strategies.prototypes import ope_loss
 from lifelong.strategies.refresh import refresh_update
 from lifelong.strategies.tame import ShiftDetector, select_expert
 
@@ -39,18 +39,6 @@ def test_refresh_unlearn_raises_the_batch_loss_and_the_relearn_step_lowers_it():
     after_unlearn.backward()
     opt.step()
     assert F.cross_entropy(lin(x), y) < after_unlearn
-
-
-def test_prd_relation_distillation_by_hand():
-    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    protos_old = torch.tensor([[1.0, 0.0]])
-    protos_new = torch.tensor([[0.0, 2.0]])  # cosine only: its norm is irrelevant
-    t = 1.0
-    q_old = torch.softmax(torch.tensor([1.0, 0.0]) / t, 0)  # prototype vs the two samples
-    q_new = torch.softmax(torch.tensor([0.0, 1.0]) / t, 0)
-    expected = float((q_old * (q_old / q_new).log()).sum())
-    assert math.isclose(float(relation_distillation(z, protos_new, z, protos_old, t)), expected, rel_tol=1e-6)
-    assert float(relation_distillation(z, protos_old, z, protos_old, t)) == 0.0
 
 
 def test_onpro_prototype_equilibrium_by_hand():

@@ -181,22 +181,6 @@ def ope_loss(z1: Tensor, z2: Tensor, labels: Tensor, temperature: float) -> tupl
     return -log_prob[torch.arange(2 * k, device=z1.device), partner].mean(), (m1 + m2) / 2
 
 
-def relation_distillation(z_new: Tensor, prototypes_new: Tensor, z_old: Tensor, prototypes_old: Tensor,
-                          temperature: float) -> Tensor:
-    """PRD's prototype-sample relation distillation (Asadi et al. 2023): for each old prototype c, its relation
-    to the batch is the softmax over the batch samples of the cosine similarities,
-
-        q_c(i) = exp(cos(p_c, z_i)/t) / sum_j exp(cos(p_c, z_j)/t),
-
-    from the frozen previous model and prototypes (q_old) and from the current ones (q_new);
-    L = mean_c KL(q_old_c || q_new_c). Zero when both are the same."""
-    s_new = F.normalize(prototypes_new, dim=1, eps=EPS) @ F.normalize(z_new, dim=1, eps=EPS).t() / temperature
-    s_old = F.normalize(prototypes_old, dim=1, eps=EPS) @ F.normalize(z_old, dim=1, eps=EPS).t() / temperature
-    log_q_new = F.log_softmax(s_new, dim=1)
-    log_q_old = F.log_softmax(s_old, dim=1)
-    return (log_q_old.exp() * (log_q_old - log_q_new)).sum(1).mean()
-
-
 def generator_from(ctx_generator: torch.Generator) -> torch.Generator:
     """A private CPU generator seeded from the engine's (its state is checkpointed by the strategy)."""
     return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx_generator)))
