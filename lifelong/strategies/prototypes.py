@@ -1,7 +1,7 @@
 """Shared pieces of the prototype / contrastive strategies (PRD, OnPro): a projection head and learnable
 prototypes carried by the model, a tap that reads the penultimate features of the engine's own forward pass,
 batch augmentation from a seeded generator, and the losses (supervised contrastive, OnPro's online-prototype
-equilibrium, PRD's prototype-sample relation distillation).
+equilibrium).
 
 The projection head is built from plain parameters (no `nn.Linear`), so the model's last `nn.Linear` stays its
 classification head and `lifelong.analytic.features.penultimate` keeps meaning "the input of the head".
