@@ -72,6 +72,9 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add_scole_parser(targets)
     add_si_blurry_parser(targets)
+    from lifelong.experiments.reality_check import add_reality_check_parser
+
+    add_reality_check_parser(targets)
     return parser
 
 
