@@ -132,9 +132,12 @@ def tracking_setup(args: argparse.Namespace, loggers: Sequence[str]) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from lifelong.training import runner
+    from lifelong.training import distributed, runner
 
-    result = runner.resume(args.run, loggers=with_progress(args, split_names(args.log)))
+    main = distributed.main_process()  # under torchrun only rank 0 reports
+    result = runner.resume(args.run, loggers=with_progress(args, split_names(args.log)) if main else [])
+    if not main:
+        return 0
     print_result(result)
     write_json(args.json, {"scenario": result["scenario"], "results": [result]})
     return 0

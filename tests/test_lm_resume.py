@@ -194,6 +194,7 @@ def test_resume_refusals_are_one_line(tmp_path, reference, capsys):
     assert "drop --lr" in one_line_error(capsys, ["lm", "--resume", str(ref_dir), "--lr", "0.1"])
     RunStore.create(tmp_path / "cl", {"config": {"strategy": "er"}}).close()
     assert "classification run" in one_line_error(capsys, ["lm", "--resume", str(tmp_path / "cl")])
+    assert "lifelong lm --resume" in one_line_error(capsys, ["resume", str(ref_dir)])
 
 
 def test_a_run_still_going_is_not_resumed_twice(tmp_path, cache, monkeypatch, capsys):

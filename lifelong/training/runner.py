@@ -137,6 +137,8 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
     store = RunStore.open(run_dir)
     try:
         meta = store.checked_meta()
+        if meta.get("kind") == "lm":
+            raise LifelongError(f"{run_dir} is a language-model run: resume it with lifelong lm --resume {run_dir}")
     finally:
         store.close()
     if meta.get("status") == "finished":
