@@ -145,8 +145,6 @@ class Learner:
             raise LifelongError(f"{strategy.name} needs the task gradient on its own, which the float16 gradient "
                                 "scaler does not give: use precision='bf16-mixed' or '32'")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "16-mixed" else None
-        if world.active:
-            self.step = self.sharded_step  # type: ignore[method-assign]
 
     # --- set-up ---------------------------------------------------------------------------------------
     def class_to_task(self) -> Tensor | None:
@@ -267,11 +265,15 @@ class Learner:
     def step(self, exp: Experience, idx: Tensor, experience: int | None = None, observe: bool = True) -> Tensor:
         """One optimizer step on the training samples `idx` of `exp`, through the strategy; returns the loss.
         `observe`: the strategy's `observe` hook runs after it (False for the repeated steps of an online
-        stream's incoming batch, which memories must receive once)."""
-        strategy, opt = self.strategy, self.optimizer
+        stream's incoming batch, which memories must receive once).
+
+        In a data-parallel run (lifelong.training.distributed) every rank assembles the full batch, forwards its
+        shard of the rows, all-gathers the logits into the full `Outputs`, backpropagates the objective over N and
+        sums the gradients over the ranks; the hooks see the full batch and outputs."""
+        strategy, opt, world = self.strategy, self.optimizer, self.world
         batch = self.assemble(self.batch(exp, idx, experience))
         with self.autocast():
-            out = batch.split(self.model(batch.x))
+            out = batch.split(self.forward(batch.x))
             loss = strategy.loss(batch, out)
             if loss is None:
                 names, y = batch.scored()
@@ -281,13 +283,17 @@ class Learner:
         opt.zero_grad(set_to_none=True)
         grads = Gradients(self.params)
         scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
-        if strategy.separate_gradients:
+        objective = loss if extra is None else loss + extra
+        if strategy.separate_gradients:  # refused in data-parallel runs
             loss.backward(retain_graph=extra is not None)
             grads.task = [None if p.grad is None else p.grad.clone() for p in self.params]
             if extra is not None:
                 extra.backward()
+        elif world.active:
+            scale(objective / world.size).backward()
+            distributed.all_reduce_gradients(self.params)
         else:
-            scale(loss if extra is None else loss + extra).backward()
+            scale(objective).backward()
         if self.scaler is not None:
             self.scaler.unscale_(opt)  # strategies and the norms see the true gradients
         strategy.before_step(batch, out, grads)
@@ -301,41 +307,12 @@ class Learner:
         strategy.after_step(batch, out)
         if observe:
             strategy.observe(batch, out)
-        return loss.detach() if extra is None else (loss + extra).detach()
-
-    def sharded_step(self, exp: Experience, idx: Tensor, experience: int | None = None,
-                     observe: bool = True) -> Tensor:
-        """`step` of a data-parallel run (lifelong.training.distributed): the full batch assembled on every rank,
-        this rank's shard of its rows forwarded, the logits all-gathered into the full `Outputs`, the objective
-        over N backpropagated and the gradients summed over the ranks; hooks see the full batch and outputs."""
-        strategy, opt, world = self.strategy, self.optimizer, self.world
-        batch = self.assemble(self.batch(exp, idx, experience))
-        x = batch.x
-        lo, hi = distributed.shard(len(x), world)
-        with self.autocast():
-            out = batch.split(distributed.gather_rows(self.model(x[lo:hi]), len(x), world))
-            loss = strategy.loss(batch, out)
-            if loss is None:
-                names, y = batch.scored()
-                loss = self.cross_entropy(out.rows(names), y)
-        loss = loss.float()
-        extra = strategy.penalty(batch, out)
-        opt.zero_grad(set_to_none=True)
-        grads = Gradients(self.params)
-        objective = loss if extra is None else loss + extra
-        (objective / world.size if self.scaler is None else self.scaler.scale(objective / world.size)).backward()
-        distributed.all_reduce_gradients(self.params)
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
-        strategy.before_step(batch, out, grads)
-        if self.grad_norms is not None:
-            self.grad_norms = gradient_norms(self.params)
-        if self.scaler is not None:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
-        strategy.after_step(batch, out)
-        if observe:
-            strategy.observe(batch, out)
         return objective.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The model's logits for `x`; in a data-parallel run, this rank's shard forwarded and all ranks'
+        gathered (differentiably) into the logits of every row."""
+        if not self.world.active:
+            return self.model(x)
+        lo, hi = distributed.shard(len(x), self.world)
+        return distributed.gather_rows(self.model(x[lo:hi]), len(x), self.world)
