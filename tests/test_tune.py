@@ -36,7 +36,9 @@ def test_log_rule_explicit_flag_else_two_decades() -> None:
 def test_default_space_from_declared_params() -> None:
     ewc = sp.build_space("ewc")
     assert ewc["lr"] == sp.Dim("float", 1e-3, 0.1, True)
-    assert ewc["ewc_lambda"] == sp.Dim("float", 100.0, 10_000.0, True)  # default 1000, two decades, log
+    assert ewc["ewc_lambda"] == sp.Dim("float", 10.0, 3000.0, True)  # EWC's declared search range, log
+    mas = sp.build_space("mas")
+    assert mas["mas_lambda"] == sp.Dim("float", 0.01, 1.0, True)  # no search range: two decades around 0.1
     assert "fisher_samples" not in ewc  # integers (sample counts, budgets) stay at their defaults
     assert ewc["batch_size"].choices == (16, 32, 64)
     er = sp.build_space("er")

@@ -95,7 +95,8 @@ def vmap_fisher_sum(model: torch.nn.Module, x: Tensor, y: Tensor, task_mask: Ten
 
 
 STRENGTH = Param(1000.0, "penalty strength lambda (1000: from a sweep on Split-FashionMNIST, see "
-                 "docs/regularisation-defaults.md; 100 did nothing, 1e4 diverges class-incrementally)", low=0.0)
+                 "docs/regularisation-defaults.md; 100 did nothing, 1e4 diverges class-incrementally)", low=0.0,
+                 search=(10.0, 3000.0))
 FISHER_SAMPLES = Param(1000, "samples used to estimate the Fisher diagonal", low=1)
 
 
