@@ -49,11 +49,14 @@ class BiasCorrection(nn.Module):
         self.classes = list(classes)
         self.alpha = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.zeros(()))
+        self._cols: Tensor | None = None  # `classes` as an index tensor, built on first use on the logits' device
 
     def forward(self, logits: Tensor) -> Tensor:
         if not self.classes:
             return logits
-        cols = torch.as_tensor(self.classes, device=logits.device)
+        cols = self._cols
+        if cols is None or cols.device != logits.device:
+            cols = self._cols = torch.as_tensor(self.classes, device=logits.device)
         return logits.index_copy(1, cols, self.alpha * logits[:, cols] + self.beta)
 
 
@@ -133,9 +136,12 @@ class BiC(ExemplarStrategy):
 
     def fit_correction(self, logits: Tensor, y: Tensor) -> None:
         """Stage 2 on precomputed logits of the frozen model: Adam on (alpha, beta), mini-batches of the
-        engine's batch size, `bias_epochs` epochs, CE over the seen classes."""
+        engine's batch size, `bias_epochs` epochs, CE over the seen classes. torch's Adam arithmetic (the
+        single-tensor step) without its compile hooks, whose first use imports torch._dynamo (~1.7 s)."""
+        from lifelong.training.learner import Adam  # here: the learner imports the strategies
+
         corr = BiasCorrection(self.current).to(logits.device)
-        opt = torch.optim.Adam(corr.parameters(), lr=self.hp["bias_lr"])
+        opt = Adam(corr.parameters(), lr=self.hp["bias_lr"], foreach=False)
         mask = self.class_mask(self.seen, logits.device)
         logits = logits.masked_fill(~mask, float("-inf"))
         B = self.ctx.batch_size
