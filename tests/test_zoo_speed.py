@@ -54,3 +54,29 @@ def test_bic_bias_stage_does_not_import_dynamo():
             "print('torch._dynamo' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_refresh_cached_divisors_give_the_same_update_bit_for_bit():
+    from lifelong.strategies.refresh import damping, refresh_update
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 4), (4,), (3, 5)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    fisher = [torch.rand(s, generator=g) * 50 for s in shapes]
+    noise = [torch.randn(s, generator=g) for s in shapes]
+    plain = [p.clone() for p in params]
+    cached = [p.clone() for p in params]
+    refresh_update(plain, grads, fisher, 0.3, noise)
+    refresh_update(cached, grads, fisher, 0.3, noise, damping(fisher))
+    for a, b, p in zip(plain, cached, params, strict=True):
+        assert torch.equal(a, b) and not torch.equal(a, p)
+
+
+def test_refresh_computes_the_fisher_divisor_once_per_fisher(digits_cfg, monkeypatch):
+    from lifelong.strategies import refresh
+    from lifelong.training.engine import Engine
+    calls = []
+    real = refresh.damping
+    monkeypatch.setattr(refresh, "damping", lambda f: calls.append(1) or real(f))
+    Engine(digits_cfg(strategy="refresh", epochs=1, checkpoint_every=0)).run()
+    assert 0 < len(calls) <= 5  # once per Fisher (one per experience at most), not once per step

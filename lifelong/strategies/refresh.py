@@ -51,17 +51,25 @@ NOISE = 0.001
 FISHER_CHUNK = 64
 
 
-def refresh_update(params: list[Tensor], grads: list[Tensor | None], fisher: list[Tensor], delta: float,
-                   noise: list[Tensor] | None) -> None:
-    """In place: p += delta * (||p|| / (||g|| + 1e-20) * g + 0.001 * eps) / (1 + 0.001 * F) for each tensor."""
+def damping(fisher: list[Tensor]) -> list[Tensor]:
+    """The unlearn step's divisor 1 + 0.001 * F of each tensor (fixed between two experiences' ends)."""
     with torch.no_grad():
+        return [1.0 + DAMPING * f for f in fisher]
+
+
+def refresh_update(params: list[Tensor], grads: list[Tensor | None], fisher: list[Tensor], delta: float,
+                   noise: list[Tensor] | None, divisors: list[Tensor] | None = None) -> None:
+    """In place: p += delta * (||p|| / (||g|| + 1e-20) * g + 0.001 * eps) / (1 + 0.001 * F) for each tensor.
+    `divisors`: `damping(fisher)` computed once (the same numbers), instead of on every call."""
+    with torch.no_grad():
+        div = damping(fisher) if divisors is None else divisors
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if g is None:
                 continue
             step = g * (p.norm() / (g.norm() + 1e-20))
             if noise is not None:
                 step = step + NOISE * noise[i]
-            p.add_(delta * step / (1.0 + DAMPING * fisher[i]))
+            p.add_(delta * step / div[i])
 
 
 @register
@@ -83,6 +91,7 @@ class Refresh(ReplayBase):
         super().setup(ctx)
         self.gen = generator_from(ctx.generator)
         self.fisher: list[Tensor] | None = None
+        self.divisors: tuple[list[Tensor], list[Tensor]] | None = None  # (fisher, damping(fisher)), cached
 
     def _params(self) -> list[tuple[str, Tensor]]:
         return [(n, p) for n, p in self.ctx.model.named_parameters() if p.requires_grad]
@@ -106,7 +115,10 @@ class Refresh(ReplayBase):
             flat = torch.randn(sum(p.numel() for _, p in named), generator=self.gen)
             noise = [e.view_as(p).to(p.device, p.dtype) for e, (_, p) in
                      zip(flat.split([p.numel() for _, p in named]), named, strict=True)]
-        refresh_update([p for _, p in named], list(grads), self._fisher(), self.hp["delta"], noise)
+        fisher = self._fisher()
+        if self.divisors is None or self.divisors[0] is not fisher:
+            self.divisors = (fisher, damping(fisher))
+        refresh_update([p for _, p in named], list(grads), fisher, self.hp["delta"], noise, self.divisors[1])
 
     def training_batch(self, batch: Batch) -> Batch:
         if self.hp["delta"] > 0:
