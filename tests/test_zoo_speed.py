@@ -80,3 +80,13 @@ def test_refresh_computes_the_fisher_divisor_once_per_fisher(digits_cfg, monkeyp
     monkeypatch.setattr(refresh, "damping", lambda f: calls.append(1) or real(f))
     Engine(digits_cfg(strategy="refresh", epochs=1, checkpoint_every=0)).run()
     assert 0 < len(calls) <= 5  # once per Fisher (one per experience at most), not once per step
+
+
+def test_gss_normalises_the_memory_gradients_once_with_max_cosines_arithmetic():
+    from lifelong.strategies.gss import max_cosine_to
+    from lifelong.strategies.retrieval import max_cosine
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(7, 300, generator=g), torch.randn(10, 300, generator=g)
+    assert torch.equal(max_cosine_to(a, F.normalize(b, dim=1)), max_cosine(a, b))
+    a, b = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [-3.0, 0.0]])  # by hand
+    assert max_cosine_to(a, F.normalize(b, dim=1)).tolist() == [0.0, torch.tensor(0.5).sqrt().item()]

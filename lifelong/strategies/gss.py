@@ -36,15 +36,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Outputs, register
 from lifelong.strategies.replay import ReplayBase
-from lifelong.strategies.retrieval import batch_gradient, child_generator, max_cosine, per_sample_gradients
+from lifelong.strategies.retrieval import batch_gradient, child_generator, per_sample_gradients
 
 EMPTY_SCORE = 0.1
 GATE = 1.0  # a full memory takes samples only from batches whose gradient has c < GATE (cosine < 0)
+
+
+def max_cosine_to(a: Tensor, unit: Tensor) -> Tensor:
+    """`retrieval.max_cosine(a, b)` with `unit = F.normalize(b, dim=1)` already computed (the same numbers)."""
+    return (F.normalize(a, dim=1) @ unit.T).max(1).values
 
 
 @register
@@ -81,12 +87,13 @@ class GSS(ReplayBase):
         sub = self.draw(self.hp["candidates"])
         mem = per_sample_gradients(ctx.model, ctx.prepare(self.store["raw"].index_select(0, sub)),
                                    self.store["y"].index_select(0, sub), ctx.cross_entropy)
+        mem = F.normalize(mem, dim=1)  # once for the gate and the samples (max_cosine's arithmetic)
         x = ctx.prepare(raw)
         if self.size >= self.hp["buffer_size"]:
             g = batch_gradient(ctx.model, x, y, ctx.cross_entropy)
-            if float(max_cosine(g.unsqueeze(0), mem)[0]) + 1 >= GATE:
+            if float(max_cosine_to(g.unsqueeze(0), mem)[0]) + 1 >= GATE:
                 return None
-        return max_cosine(per_sample_gradients(ctx.model, x, y, ctx.cross_entropy), mem) + 1
+        return max_cosine_to(per_sample_gradients(ctx.model, x, y, ctx.cross_entropy), mem) + 1
 
     def slots_for(self, c: Tensor) -> Tensor:
         """The slot each new sample (score c) takes, -1 where it is not stored."""
