@@ -90,3 +90,22 @@ def test_gss_normalises_the_memory_gradients_once_with_max_cosines_arithmetic():
     assert torch.equal(max_cosine_to(a, F.normalize(b, dim=1)), max_cosine(a, b))
     a, b = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [-3.0, 0.0]])  # by hand
     assert max_cosine_to(a, F.normalize(b, dim=1)).tolist() == [0.0, torch.tensor(0.5).sqrt().item()]
+
+
+def test_scr_prepares_new_and_replayed_rows_in_one_conversion(digits_cfg):
+    from lifelong.strategies.base import Batch
+    from lifelong.training.engine import Engine
+    engine = Engine(digits_cfg(strategy="scr", epochs=1, checkpoint_every=0,
+                               hparams={"buffer_size": 40, "replay_batch_size": 8}))
+    engine.run()
+    s, data = engine.strategy, engine.learner.data
+    exp = s.ctx.stream[1]
+    raw, y = exp.raw(exp.train_idx[:6]), exp.labels(exp.train_idx[:6])
+    calls = []
+    real = data.prepare
+    data.prepare = lambda r: calls.append(len(r)) or real(r)
+    batch = s.training_batch(Batch(s.ctx.segment(raw, y, scored=True), 1))
+    assert calls == [6 + 8]  # one uint8 -> float conversion of the new and the replayed rows
+    mem = batch["scr.mem"]
+    assert torch.equal(batch["new"].x, real(raw)) and torch.equal(mem.x, real(mem.raw))
+    assert torch.equal(batch.x[:14], torch.cat([real(raw), real(mem.raw)]))

@@ -75,7 +75,7 @@ class SCR(ReplayBase):
         old = self.replay()
         if old is not None:
             batch.add(f"{self.name}.mem", self.ctx.segment(old["raw"], old["y"]))
-        x = torch.cat([s.x for _, s in batch])
+        x = batch.x  # new and replayed rows prepared together (uint8 -> float once), as the engine would
         y = torch.cat([s.y for _, s in batch])
         batch.add(f"{self.name}.view", Segment(self.view(x), y, task=self.ctx.task_of(y)))
         return batch
