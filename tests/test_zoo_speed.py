@@ -109,3 +109,21 @@ def test_scr_prepares_new_and_replayed_rows_in_one_conversion(digits_cfg):
     mem = batch["scr.mem"]
     assert torch.equal(batch["new"].x, real(raw)) and torch.equal(mem.x, real(mem.raw))
     assert torch.equal(batch.x[:14], torch.cat([real(raw), real(mem.raw)]))
+
+
+def test_mir_replays_the_scored_candidates_rows_without_preparing_them_again(digits_cfg):
+    from lifelong.strategies.base import Batch
+    from lifelong.training.engine import Engine
+    engine = Engine(digits_cfg(strategy="mir", epochs=1, checkpoint_every=0,
+                               hparams={"buffer_size": 40, "replay_batch_size": 4, "candidates": 12}))
+    engine.run()
+    s, data = engine.strategy, engine.learner.data
+    exp = s.ctx.stream[1]
+    raw, y = exp.raw(exp.train_idx[:6]), exp.labels(exp.train_idx[:6])
+    calls = []
+    real = data.prepare
+    data.prepare = lambda r: calls.append(len(r)) or real(r)
+    batch = s.training_batch(Batch(s.ctx.segment(raw, y, scored=True), 1))
+    x = batch.x
+    assert calls == [6, 12]  # the new batch (virtual step) and the candidates (scoring); the replay is their rows
+    assert torch.equal(x, torch.cat([real(raw), real(batch["mir"].raw)]))

@@ -43,7 +43,8 @@ class MIR(ReplayBase):
     }
 
     def retrieve(self, batch: Batch) -> dict[str, torch.Tensor] | None:
-        """The replay_batch_size candidates whose loss the virtual step on the new batch raises most."""
+        """The replay_batch_size candidates whose loss the virtual step on the new batch raises most (with their
+        prepared inputs `x` when they were scored)."""
         if len(self.memory) == 0:
             return None
         cand = self.memory.sample(max(self.hp["candidates"], self.hp["replay_batch_size"]))
@@ -57,12 +58,15 @@ class MIR(ReplayBase):
             before = per_sample_losses(ctx.model, theta, rest, x, cand["y"], ctx.cross_entropy)
             after = per_sample_losses(ctx.model, theta_v, rest, x, cand["y"], ctx.cross_entropy)
         top = torch.topk(after - before, k).indices
-        return {name: v.index_select(0, top) for name, v in cand.items()}
+        return {"x": x.index_select(0, top), **{name: v.index_select(0, top) for name, v in cand.items()}}
 
     def training_batch(self, batch: Batch) -> Batch:
         old = self.retrieve(batch)
         if old is not None:
-            batch.add(self.name, self.ctx.segment(old["raw"], old["y"], scored=True))
+            seg = self.ctx.segment(old["raw"], old["y"], scored=True)
+            if "x" in old:  # the candidates were prepared for scoring: their rows, not a second conversion
+                seg.x = old["x"]
+            batch.add(self.name, seg)
         return batch
 
     def observe(self, batch: Batch, out: Outputs) -> None:
