@@ -137,7 +137,7 @@ class BiC(ExemplarStrategy):
     def fit_correction(self, logits: Tensor, y: Tensor) -> None:
         """Stage 2 on precomputed logits of the frozen model: Adam on (alpha, beta), mini-batches of the
         engine's batch size, `bias_epochs` epochs, CE over the seen classes. torch's Adam arithmetic (the
-        single-tensor step) without its compile hooks, whose first use imports torch._dynamo (~1.7 s)."""
+        single-tensor step) without its compile hooks, whose first use imports torch._dynamo (~0.5 s of a run)."""
         from lifelong.training.learner import Adam  # here: the learner imports the strategies
 
         corr = BiasCorrection(self.current).to(logits.device)
