@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lifelong.experiments.schedules import add_run_flags
+
 FULL = {"tune": "split-digits", "eval": "split-fashion-mnist", "strategies": "naive,er,ewc,lwf,derpp",
         "trials": 20, "seeds": "0,1,2"}
 QUICK = {"tune": "split-digits", "eval": "split-fashion-mnist", "strategies": "er,ewc,lwf", "trials": 3,
@@ -29,10 +31,7 @@ def add_reality_check_parser(targets: Any) -> argparse.ArgumentParser:
     p.add_argument("--strategies", default=None, help=f"comma-separated [{FULL['strategies']}]")
     p.add_argument("--trials", type=int, default=None, help=f"tuning trials per strategy [{FULL['trials']}]")
     p.add_argument("--seeds", default=None, help=f"comma-separated seeds [{FULL['seeds']}]")
-    p.add_argument("--quick", action="store_true", help="er, ewc, lwf; 3 trials, seed 0, small MLP (~1 min)")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_run_flags(p, "er, ewc, lwf; 3 trials, seed 0, small MLP (~1 min)")
     p.set_defaults(func=cmd_reproduce_reality_check)
     return p
 

@@ -59,10 +59,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reproduce-schedules", help="output directory [runs/reproduce-schedules]")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
     p.add_argument("--strategies", default="naive,er", help="comma-separated strategies [naive,er]")
-    p.add_argument("--quick", action="store_true", help="a seconds-long version on split-digits (seed 0, er)")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_run_flags(p, "a seconds-long version on split-digits (seed 0, er)")
     p.set_defaults(func=cmd_reproduce_schedules)
     from lifelong.experiments.zoo import add_zoo_parser
 
@@ -76,6 +73,15 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add_reality_check_parser(targets)
     return parser
+
+
+def add_run_flags(p: argparse.ArgumentParser, quick_help: str) -> None:
+    """The flags every shipped experiment takes: --quick (its help says what the short version runs),
+    --workers, --data-dir, -q."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def parse_list(flag: str, text: str, kind: type = str) -> list[Any]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
-from lifelong.experiments.schedules import parse_list, pct
+from lifelong.experiments.schedules import add_run_flags, parse_list, pct
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.tracking.loggers import JSONL_NAME
 from lifelong.training import runner
@@ -58,10 +58,7 @@ def add_scole_parser(targets: Any) -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=0, help=f"tasks in the stream [{FULL_TASKS}; --quick: {QUICK_TASKS}]")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated, of {', '.join(VARIANTS)} [{','.join(DEFAULT_VARIANTS)}]")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_TASKS} tasks, seed 0, a 64-unit MLP (~1 min)")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_run_flags(p, f"{QUICK_TASKS} tasks, seed 0, a 64-unit MLP (~1 min)")
     p.set_defaults(func=cmd_reproduce_scole)
     return p
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
-from lifelong.experiments.schedules import parse_list, pct
+from lifelong.experiments.schedules import add_run_flags, parse_list, pct
 from lifelong.strategies import STRATEGIES
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.training import runner
@@ -55,10 +55,7 @@ def add_si_blurry_parser(targets: Any) -> argparse.ArgumentParser:
                    help=f"comma-separated task-free strategies [{','.join(STRATEGIES_DEFAULT)}]")
     p.add_argument("--online-iter", type=int, default=0,
                    help=f"gradient steps per incoming batch [{FULL['online_iter']}, as the authors; --quick: 1]")
-    p.add_argument("--quick", action="store_true", help="si-blurry-digits, naive and er, seed 0, online_iter 1")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_run_flags(p, "si-blurry-digits, naive and er, seed 0, online_iter 1")
     p.set_defaults(func=cmd_reproduce_si_blurry)
     return p
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lifelong.experiments.schedules import parse_list, pct
+from lifelong.experiments.schedules import add_run_flags, parse_list, pct
 from lifelong.strategies import STRATEGIES
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from lifelong.training import runner
@@ -81,10 +81,7 @@ def add_zoo_parser(targets: Any) -> argparse.ArgumentParser:
     p.add_argument("--text-strategies", default=",".join(TEXT_STRATEGIES),
                    help="comma-separated strategies of the text-topics table ('' skips it) [the frozen-feature "
                         "methods, naive, er, joint; --quick: " + ",".join(QUICK_TEXT_STRATEGIES) + "]")
-    p.add_argument("--quick", action="store_true", help="split-digits and task-split-digits, seed 0")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--data-dir", default="", help="directory to look for dataset files first")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_run_flags(p, "split-digits and task-split-digits, seed 0")
     p.set_defaults(func=cmd_reproduce_zoo)
     return p
 
