@@ -8,6 +8,7 @@ checks the command line (`torchrun ... -m lifelong run --json`) and resuming a r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -255,6 +256,43 @@ def test_torchrun_cli_matches_one_process(tmp_path):
     assert matrix_diff(result["accuracy_matrix"], want) < 1e-9, (result["accuracy_matrix"], want, proc.stderr[-2000:])
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun's workers may sit in their own process groups."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every worker under it, and wait until all are gone."""
+    victims = [proc.pid, *descendants(proc.pid)]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in status_of(pid) for pid in victims[1:]):
+        assert time.monotonic() < deadline, "workers survived SIGKILL"
+        time.sleep(0.05)
+
+
+def status_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def finished(run_dir: Path) -> bool:
     """Whether the run recorded its end (the status is written before result.json)."""
     from lifelong.tracking.store import RunStore
@@ -283,8 +321,7 @@ def test_torchrun_resume_after_kill(tmp_path):
             while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            kill_tree(proc)
         if not finished(run_dir):
             break
     assert (run_dir / "checkpoint.pt").exists(), "no checkpoint before the run ended"
