@@ -305,7 +305,7 @@ def finished(run_dir: Path) -> bool:
 
 
 def test_torchrun_resume_after_kill(tmp_path):
-    """Killed (SIGKILL to the launcher's group) after its first mid-experience checkpoint, then resumed with
+    """Killed (SIGKILL to the launcher and its workers) after its first mid-experience checkpoint, then resumed with
     `torchrun ... -m lifelong resume RUN_DIR`: the same accuracy matrix as one uninterrupted process. A run that
     finished before the kill landed (a loaded machine) proves nothing, so it is tried again, longer."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
