@@ -185,10 +185,23 @@ def test_two_workers_share_the_study(tmp_path) -> None:
     assert len({t["number"] for t in trials}) == 4
 
 
-def test_timeout_stops_new_trials(tmp_path) -> None:
+def test_timeout_stops_new_trials(tmp_path, monkeypatch) -> None:
+    """On a clock where every trial takes 0.4 s, a 1.0 s timeout starts trials at 0, 0.4 and 0.8 s: the third is in
+    flight at the deadline and finishes; no fourth starts."""
+    from types import SimpleNamespace
+
+    from lifelong.tuning import study
+
+    clock = [1000.0]
+
+    def trial_of_0_4_seconds(trial, spec):
+        clock[0] += 0.4
+        return 0.5
+
+    monkeypatch.setattr(study, "time", SimpleNamespace(time=lambda: clock[0], perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(study, "run_trial", trial_of_0_4_seconds)
     out = tune(tmp_path, ["er"], 50, 1, timeout=1.0)
-    assert 1 <= out["studies"][0]["n_trials"] < 50  # the trial in flight at the deadline finishes, none starts
-    assert out["details"][0]["seconds"] < 15
+    assert out["studies"][0]["n_trials"] == 3
 
 
 def test_pruned_trials_report_at_experience_ends(tmp_path) -> None:
