@@ -8,11 +8,13 @@ from the class Gaussians (old classes' means mildly shrunk) with logit normalisa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from lifelong.minibatch import descend
 from lifelong.params import Param, resolve
 
 SLCA_PARAMS = {
@@ -65,7 +67,8 @@ class ClassAlignment:
         return new
 
     def align(self, head: nn.Linear) -> None:
-        """Re-train `head` on sampled features of every seen class (its own SGD loop, cosine schedule)."""
+        """Re-train `head` on sampled features of every seen class (an auxiliary fit by `descend`: SGD, cosine
+        schedule per epoch); the engine never steps it here."""
         p, k, classes = self.params, self.num_experiences, self.classes_
         if k < 2 or p["ca_epochs"] == 0 or not classes:
             return
@@ -84,7 +87,9 @@ class ClassAlignment:
         cols = torch.tensor(classes, device=device)
         opt = torch.optim.SGD(head.parameters(), lr=p["ca_lr"], momentum=0.9, weight_decay=p["ca_weight_decay"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["ca_epochs"])
-        with torch.enable_grad():
+
+        def epochs() -> Iterator[tuple[Tensor, Callable[[Tensor], Tensor]]]:
+            """Each epoch draws fresh features of every seen class; the cosine schedule steps after it."""
             for _ in range(p["ca_epochs"]):
                 xs, ys = [], []
                 for i, c in enumerate(classes):
@@ -93,15 +98,15 @@ class ClassAlignment:
                     xs.append((mu + eps @ L.T).float())
                     ys.append(torch.full((p["ca_samples"],), i))
                 x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
-                order = torch.randperm(len(y), generator=self.gen).to(device)
-                for s in range(0, len(y), CA_BATCH):
-                    idx = order[s:s + CA_BATCH]
+
+                def loss_of(idx: Tensor, x: Tensor = x, y: Tensor = y) -> Tensor:
                     z = head(x[idx])[:, cols]
-                    loss = nn.functional.cross_entropy(normalized_logits(z, blocks, p["logit_norm"]), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    return nn.functional.cross_entropy(normalized_logits(z, blocks, p["logit_norm"]), y[idx])
+
+                yield torch.randperm(len(y), generator=self.gen).to(device), loss_of
                 sched.step()
+
+        descend(opt, epochs(), CA_BATCH)
         head.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ tenth (at least one) of its herding order, re-split each time the memory shrinks
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.data.stream import Experience
+from lifelong.minibatch import descend
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Outputs, register
 from lifelong.strategies.exemplars import EXEMPLAR_PARAMS, ExemplarStrategy
@@ -144,16 +146,16 @@ class BiC(ExemplarStrategy):
         opt = Adam(corr.parameters(), lr=self.hp["bias_lr"], foreach=False)
         mask = self.class_mask(self.seen, logits.device)
         logits = logits.masked_fill(~mask, float("-inf"))
-        B = self.ctx.batch_size
-        with torch.enable_grad():
+
+        def loss_of(rows: Tensor) -> Tensor:
+            return F.cross_entropy(corr(logits[rows]), y[rows])
+
+        def epochs() -> Iterator[tuple[Tensor, Callable[[Tensor], Tensor]]]:
             for _ in range(self.hp["bias_epochs"]):
-                order = torch.tensor(self.memory.rng.sample(range(len(y)), len(y)), dtype=torch.long, device=y.device)
-                for s in range(0, len(y), B):
-                    rows = order[s:s + B]
-                    loss = F.cross_entropy(corr(logits[rows]), y[rows])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+                yield torch.tensor(self.memory.rng.sample(range(len(y)), len(y)), dtype=torch.long,
+                                   device=y.device), loss_of
+
+        descend(opt, epochs(), self.ctx.batch_size)  # stage 2 fits (alpha, beta): the engine's model stays put
         self.correction = corr.requires_grad_(False)
 
     def end_experience(self, exp: Experience) -> None:

@@ -20,6 +20,9 @@ refit after every experience (the paper retrains at every evaluation, Mammoth on
 Randomness of the fresh initialisation: the modules' own `reset_parameters` under a forked, seeded torch RNG
 (the global RNG state is restored afterwards).
 
+The retraining is an auxiliary fit of the algorithm on another network (`lifelong.minibatch.descend`), not the
+engine's loop: the engine's model is never stepped.
+
 Cost: per experience, one pass of the sampler over its samples (a Python loop of integer bookkeeping) and
 epochs * ceil(k / batch) SGD steps on the memory; a second copy of the model.
 """
@@ -35,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.data.stream import Experience
+from lifelong.minibatch import descend
 from lifelong.params import Param
 from lifelong.strategies.base import Strategy, register
 from lifelong.strategies.retrieval import child_generator
@@ -160,22 +164,19 @@ class GDumb(Strategy):
         B = ctx.batch_size
         steps = math.ceil(n / B)
         total = (hp["epochs"] - 1) * steps
+
+        def rate(step: int) -> float:
+            """lr/10 for the first epoch (warm-up), then cosine from lr to lr/100."""
+            if step < steps:
+                return hp["lr"] / 10
+            t = (step - steps) / max(total, 1)
+            return hp["lr"] / 100 + (hp["lr"] - hp["lr"] / 100) * (1 + math.cos(math.pi * t)) / 2
+
+        def loss_of(idx: Tensor) -> Tensor:
+            return ctx.cross_entropy(net(x[idx]), y[idx])
+
         net.train()
-        with torch.enable_grad():
-            for epoch in range(hp["epochs"]):
-                perm = torch.randperm(n, generator=gen).to(y.device)
-                for k in range(steps):
-                    if epoch == 0:
-                        rate = hp["lr"] / 10
-                    else:
-                        t = ((epoch - 1) * steps + k) / max(total, 1)
-                        rate = hp["lr"] / 100 + (hp["lr"] - hp["lr"] / 100) * (1 + math.cos(math.pi * t)) / 2
-                    for group in opt.param_groups:
-                        group["lr"] = rate
-                    idx = perm[k * B:(k + 1) * B]
-                    opt.zero_grad(set_to_none=True)
-                    ctx.cross_entropy(net(x[idx]), y[idx]).backward()
-                    opt.step()
+        descend(opt, ((torch.randperm(n, generator=gen).to(y.device), loss_of) for _ in range(hp["epochs"])), B, rate)
         net.eval()
         return net
 
