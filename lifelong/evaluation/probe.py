@@ -38,11 +38,6 @@ def masked_correct(logits: Tensor, labels: Tensor, allowed: Tensor) -> Tensor:
     return (hit & allowed[labels]).sum()
 
 
-def count_correct(logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> int:
-    """Correct arg-max predictions; `allowed` (a class mask) restricts them to a task's classes."""
-    return int(correct(logits, labels, allowed))
-
-
 def no_autograd(model: nn.Module | None) -> AbstractContextManager:
     """The context of an evaluation: `torch.inference_mode` for a model's own forward (`model`; no autograd
     bookkeeping at all), `torch.no_grad` for a strategy's `predict` (None), which may cache tensors it later

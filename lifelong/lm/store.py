@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -208,15 +207,3 @@ class LMRecorder:
                 self.store.close()
                 self.store = None
             self._unlock()
-
-
-def lm_run_dir(path: str | os.PathLike) -> bool:
-    """Whether `path` holds an LM run's store."""
-    p = Path(path)
-    if not (p / DB_NAME).is_file():
-        return False
-    store = RunStore.open(p)
-    try:
-        return store.meta().get("kind") == KIND
-    finally:
-        store.close()

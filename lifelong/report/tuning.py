@@ -23,10 +23,6 @@ from lifelong.tuning.results import TUNE_NAME
 TRIAL_KEYS = ("number", "state", "value", "params")
 
 
-def is_tuning_dir(path: Path) -> bool:
-    return (path / TUNE_NAME).is_file()
-
-
 def read_tuning(tune_dir: str | os.PathLike) -> dict[str, Any]:
     """tune.json of a results directory, checked for what the report reads; a damaged file is one line."""
     path = Path(tune_dir) / TUNE_NAME

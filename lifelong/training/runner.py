@@ -455,21 +455,3 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
               "summary": summarize_results(results)}
     write_json_atomic(output, out_dir / "compare.json")
     return output
-
-
-def format_table(summary: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of mean +- std per strategy."""
-    cols = [("final_accuracy", "final acc", 100), ("average_incremental_accuracy", "avg inc acc", 100),
-            ("bwt", "BWT", 100), ("forgetting", "forgetting", 100), ("train_seconds", "time s", 1),
-            ("peak_rss_mb", "peak MiB", 1)]
-    header = ["strategy"] + [c[1] for c in cols]
-    lines = []
-    for row in summary:
-        cells = [row["strategy"]]
-        for key, _, scale in cols:
-            m, s = row.get(f"{key}_mean"), row.get(f"{key}_std")
-            cells.append("-" if m is None else f"{m * scale:.1f} ± {s * scale:.1f}" if s else f"{m * scale:.1f}")
-        lines.append(cells)
-    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in lines])
