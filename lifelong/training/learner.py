@@ -30,6 +30,7 @@ from lifelong.training import distributed
 from lifelong.training.config import RunConfig
 from lifelong.training.distributed import SINGLE, World
 from lifelong.training.optimizers import accepted_arguments, resolve_optimizer
+from lifelong.training.stacked import Stack, check_member
 
 
 def _plain(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,6 +146,13 @@ class Learner:
             raise LifelongError(f"{strategy.name} needs the task gradient on its own, which the float16 gradient "
                                 "scaler does not give: use precision='bf16-mixed' or '32'")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "16-mixed" else None
+        self.stack: Stack | None = None  # many runs at once (lifelong.training.stacked): forward/backward batched
+        self.member = 0
+
+    def join_stack(self, stack: Stack, member: int) -> None:
+        """Forward and backward through `stack` as its member `member` (refused where it cannot be exact)."""
+        check_member(self)
+        self.stack, self.member = stack, member
 
     # --- set-up ---------------------------------------------------------------------------------------
     def class_to_task(self) -> Tensor | None:
@@ -293,7 +301,7 @@ class Learner:
             scale(objective / world.size).backward()
             distributed.all_reduce_gradients(self.params)
         else:
-            scale(objective).backward()
+            self.backward(scale(objective))
         if self.scaler is not None:
             self.scaler.unscale_(opt)  # strategies and the norms see the true gradients
         strategy.before_step(batch, out, grads)
@@ -309,9 +317,19 @@ class Learner:
             strategy.observe(batch, out)
         return objective.detach()
 
+    def backward(self, objective: Tensor) -> None:
+        """Back-propagate `objective` (in a stack of runs: one backward with the other members')."""
+        if self.stack is None:
+            objective.backward()
+        else:
+            self.stack.backward(self.member, objective)
+
     def forward(self, x: Tensor) -> Tensor:
         """The model's logits for `x`; in a data-parallel run, this rank's shard forwarded and all ranks'
-        gathered (differentiably) into the logits of every row."""
+        gathered (differentiably) into the logits of every row; in a stack of runs, batched with the other
+        members' forwards."""
+        if self.stack is not None:
+            return self.stack.forward(self.member, self, x)
         if not self.world.active:
             return self.model(x)
         lo, hi = distributed.shard(len(x), self.world)
