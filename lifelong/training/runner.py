@@ -7,10 +7,12 @@ trains strategies x seeds in parallel worker processes (one pinned thread each) 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
 import statistics
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -134,6 +136,14 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
 
     `loggers` as for `run`; file loggers append to what the interrupted run wrote. A run trained on the user's
     own data needs it again (`dataset=` or `stream=`, as given to `run`), checked against its fingerprint."""
+    cfg = resumable_config(run_dir, engine_kwargs)
+    with distributed.session(cfg.device):
+        reset_peak_rss()
+        return execute(resume_engine(cfg, run_dir, on_step, loggers, **engine_kwargs))
+
+
+def resumable_config(run_dir: str | os.PathLike, engine_kwargs: dict[str, Any]) -> RunConfig:
+    """The stored config of an interrupted run, or one line saying why it cannot be resumed as asked."""
     store = RunStore.open(run_dir)
     try:
         meta = store.checked_meta()
@@ -157,65 +167,121 @@ def resume(run_dir: str | os.PathLike, on_step: StepCallback | None = None,
         if used and part not in engine_kwargs:
             raise LifelongError(f"run {run_dir} was trained with your own {part} {used}: resume it from Python "
                                 f"with the same one, lifelong.resume('{run_dir}', {part}=...)")
-    with distributed.session(cfg.device):
-        reset_peak_rss()
-        engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
-        engine.recorder.resumed()
-        return execute(engine)
+    return cfg
+
+
+def resume_engine(cfg: RunConfig, run_dir: str | os.PathLike, on_step: StepCallback | None = None,
+                  loggers: Sequence[str] = (), **engine_kwargs: Any) -> Engine:
+    """The engine of an interrupted run, positioned to continue from its checkpoint (recorded as resumed)."""
+    engine = build_engine(cfg, run_dir, resume=True, on_step=on_step, loggers=tuple(loggers), **engine_kwargs)
+    engine.recorder.resumed()
+    return engine
 
 
 # --- comparisons in worker processes ---------------------------------------------------------------------
 
 
 MAX_WORKERS = 256
+MAX_STACK = 1024
 
 
 def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = (),
                resume_run: bool = False, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run in a worker process (or resume it), progress sent through `queue.put` every few steps;
     `data` ({"dataset": ...} or {"stream": ...}) replaces the scenario's data."""
+    try:
+        if resume_run:
+            return resume(run_dir, progress_reporter(run_dir, queue), loggers, **(data or {}))
+        return run(RunConfig.from_dict(cfg_dict), run_dir, progress_reporter(run_dir, queue), loggers, **(data or {}))
+    except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
+        return failure(err, cfg_dict, run_dir)
+
+
+def progress_reporter(run_dir: str, queue: Any) -> StepCallback | None:
+    """An on_step callback putting (run name, step, total) on `queue` every 25 steps and at the end."""
+    if queue is None:
+        return None
     name = Path(run_dir).name
 
     def report(step: int, total: int, loss: float, accuracy: float | None) -> None:
         if step % 25 == 0 or step == total:
             queue.put((name, step, total))
 
-    callback = report if queue is not None else None
-    try:
-        if resume_run:
-            return resume(run_dir, callback, loggers, **(data or {}))
-        return run(RunConfig.from_dict(cfg_dict), run_dir, callback, loggers, **(data or {}))
-    except LifelongError as err:
+    return report
+
+
+def failure(err: BaseException, cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """The result of a run that raised `err`: one line for the user's mistakes, a traceback for bugs."""
+    if isinstance(err, LifelongError):
         return {"error": str(err), "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
-    except Exception as err:  # noqa: BLE001 - a bug in one run must not lose the others' results
-        return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
-                "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
+    return {"error": f"{type(err).__name__}: {err}",
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+            "strategy": cfg_dict["strategy"], "seed": cfg_dict["seed"], "run_dir": run_dir}
+
+
+def stacked_runs(jobs: Sequence[tuple[int, dict[str, Any], str, bool]], queue: Any, loggers: Sequence[str] = (),
+                 data: dict[str, Any] | None = None,
+                 on_done: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) several runs at once as one stack (lifelong.training.stacked); each one's result.
+    `jobs` are (index, config dict, run directory, resume) as sent to a worker; `on_done(index, result)` as
+    each ends."""
+    from lifelong.training.stacked import train_together
+
+    kwargs = data or {}
+
+    def builder(cfg_dict: dict[str, Any], run_dir: str, again: bool) -> Callable[[], Engine]:
+        def build() -> Engine:
+            callback = progress_reporter(run_dir, queue)
+            if again:
+                return resume_engine(resumable_config(run_dir, kwargs), run_dir, callback, loggers, **kwargs)
+            return build_engine(RunConfig.from_dict(cfg_dict), run_dir, on_step=callback, loggers=tuple(loggers),
+                                **kwargs)
+        return build
+
+    def done(k: int, outcome: Any) -> None:
+        if on_done is not None:
+            on_done(jobs[k][0], outcome if isinstance(outcome, dict) else failure(outcome, jobs[k][1], jobs[k][2]))
+
+    refuse_under_torchrun()
+    reset_peak_rss()
+    outcomes = train_together([builder(c, d, again) for _, c, d, again in jobs], execute, done)
+    return [o if isinstance(o, dict) else failure(o, c, d) for o, (_, c, d, _) in zip(outcomes, jobs, strict=True)]
 
 
 class _PipeQueue:
-    """`put` over a worker's own pipe (a killed worker cannot leave a lock shared with the others held)."""
+    """`put` over a worker's own pipe (a killed worker cannot leave a lock shared with the others held); the
+    members of a stack send from threads of their own, one message at a time."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.lock = threading.Lock()
 
-    def put(self, item: tuple[str, int, int]) -> None:
-        self.conn.send(("progress", *item))
+    def put(self, item: tuple[Any, ...]) -> None:
+        self.send(("progress", *item))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.conn.send(message)
 
 
 def worker_loop(conn: Connection, loggers: Sequence[str], data: dict[str, Any] | None = None) -> None:
-    """A worker process: train the jobs sent over `conn` one after another until it sends None; the runs it
-    trains share one read of each dataset (the scenario's own data, so `lifelong resume` rebuilds it)."""
+    """A worker process: train the job groups sent over `conn` one after another until it sends None (a group
+    of several jobs trains as one stack); the runs it trains share one read of each dataset (the scenario's own
+    data, so `lifelong resume` rebuilds it)."""
     scenarios.DATASET_CACHE = {}
+    queue = _PipeQueue(conn)
     while True:
         try:
-            job = conn.recv()
+            group = conn.recv()
         except EOFError:
             return
-        if job is None:
+        if group is None:
             return
-        i, cfg_dict, run_dir, resume_run = job
-        result = worker_run(cfg_dict, run_dir, _PipeQueue(conn), loggers, resume_run, data)
-        conn.send(("done", i, result))
+        if len(group) == 1:
+            i, cfg_dict, run_dir, resume_run = group[0]
+            queue.send(("done", i, worker_run(cfg_dict, run_dir, queue, loggers, resume_run, data)))
+        else:
+            stacked_runs(group, queue, loggers, data, lambda i, result: queue.send(("done", i, result)))
 
 
 def check_workers(workers: Any) -> int:
@@ -249,25 +315,51 @@ def refuse_under_torchrun() -> None:
                             "join the data-parallel group): launch 'lifelong run' under torchrun for each run")
 
 
+def check_stack(stack: Any) -> int:
+    """`stack` as a count of runs trained at once in one process, in [1, MAX_STACK], else one clear error."""
+    if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= MAX_STACK:
+        raise LifelongError(f"stack={stack!r} is out of range: allowed an integer in [1, {MAX_STACK}]")
+    return stack
+
+
+def stack_groups(jobs: Sequence[tuple[RunConfig, Path]], stack: int) -> list[list[int]]:
+    """Job indices grouped into stacks of at most `stack` runs whose configs differ only in the seed (the same
+    strategy and settings: the same model and batch shapes, so their forwards batch), in job order; runs of a
+    strategy that cannot be stacked (lifelong.training.stacked.stackable) one to a group."""
+    from lifelong.training.stacked import stackable
+
+    by_setting: dict[str, list[int]] = {}
+    for i, (cfg, _) in enumerate(jobs):
+        key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
+        by_setting.setdefault(key, []).append(i)
+    groups = []
+    for same in by_setting.values():
+        size = stack if stackable(jobs[same[0]][0]) else 1
+        groups += [same[s:s + size] for s in range(0, len(same), size)]
+    return sorted(groups)
+
+
 def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
              progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None,
              loggers: Sequence[str] = (), resume_jobs: Sequence[int] = (),
-             data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+             data: dict[str, Any] | None = None, stack: int = 1) -> list[dict[str, Any]]:
     """Train every (config, run directory) in worker processes (spawned, one thread each); results in job order.
 
     A failed run gives {"error": ...} instead of stopping the others, and so does a worker process that dies
-    (killed, out of memory): its run is marked failed in its store and a fresh worker takes the remaining jobs.
-    Jobs whose index is in `resume_jobs` are resumed from their run directory instead of started. `data`
-    ({"dataset": ...} or {"stream": ...}) is sent to each worker once and replaces the scenario's data. `progress`
-    gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands. Validate
-    the configs first (Engine.validate).
+    (killed, out of memory): its runs are marked failed in their stores and a fresh worker takes the remaining
+    jobs. Jobs whose index is in `resume_jobs` are resumed from their run directory instead of started. `data`
+    ({"dataset": ...} or {"stream": ...}) is sent to each worker once and replaces the scenario's data. `stack`:
+    up to that many runs differing only in their seed train at once in one worker (lifelong.training.stacked).
+    `progress` gets {run name: (step, total)} a few times a second; `on_result` gets each result as it lands.
+    Validate the configs first (Engine.validate).
     """
     workers = check_workers(workers)
+    stack = check_stack(stack)
     refuse_under_torchrun()
     results: list[dict[str, Any]] = [{} for _ in jobs]
     state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
-    todo = list(range(len(jobs)))
+    todo = stack_groups(jobs, stack)
     resumed = set(resume_jobs)
     ctx = get_context("spawn")
     slots: list[dict[str, Any]] = []
@@ -277,16 +369,14 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
         proc = ctx.Process(target=worker_loop, args=(child, tuple(loggers), data), daemon=True)
         proc.start()
         child.close()
-        slots.append({"proc": proc, "conn": parent, "job": None})
+        slots.append({"proc": proc, "conn": parent, "jobs": set()})
 
     def assign(slot: dict[str, Any]) -> None:
         if todo:
-            i = todo.pop(0)
-            cfg, d = jobs[i]
-            slot["job"] = i
-            slot["conn"].send((i, cfg.to_dict(), str(d), i in resumed))
+            group = todo.pop(0)
+            slot["jobs"] = set(group)
+            slot["conn"].send([(i, jobs[i][0].to_dict(), str(jobs[i][1]), i in resumed) for i in group])
         else:
-            slot["job"] = None
             with contextlib.suppress(OSError):
                 slot["conn"].send(None)
 
@@ -296,15 +386,15 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
             on_result(result)
 
     try:
-        for _ in range(min(workers, len(jobs))):
+        for _ in range(min(workers, len(todo))):
             start_slot()
             assign(slots[-1])
-        while any(s["job"] is not None for s in slots):
-            ready = mp_wait([s["conn"] for s in slots if s["job"] is not None]
-                            + [s["proc"].sentinel for s in slots if s["job"] is not None], timeout=0.2)
-            for slot in [s for s in slots if s["job"] is not None]:
+        while any(s["jobs"] for s in slots):
+            busy = [s for s in slots if s["jobs"]]
+            ready = mp_wait([s["conn"] for s in busy] + [s["proc"].sentinel for s in busy], timeout=0.2)
+            for slot in busy:
                 dead = False
-                while slot["job"] is not None and (slot["conn"] in ready or slot["proc"].sentinel in ready):
+                while slot["jobs"] and (slot["conn"] in ready or slot["proc"].sentinel in ready):
                     try:
                         if not slot["conn"].poll():
                             dead = not slot["proc"].is_alive()
@@ -317,11 +407,14 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
                         state[msg[1]] = (msg[2], msg[3])
                     else:
                         land(msg[1], msg[2])
-                        assign(slot)
-                if dead and slot["job"] is not None:
+                        slot["jobs"].discard(msg[1])
+                        if not slot["jobs"]:
+                            assign(slot)
+                if dead and slot["jobs"]:
                     slot["proc"].join(timeout=5)
-                    land(slot["job"], mark_dead(jobs[slot["job"]], slot["proc"].exitcode))
-                    slot["job"] = None
+                    for i in sorted(slot["jobs"]):
+                        land(i, mark_dead(jobs[i], slot["proc"].exitcode))
+                    slot["jobs"] = set()
                     slot["conn"].close()
                     slots.remove(slot)
                     if todo:
@@ -331,7 +424,7 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
                 progress(state)
     finally:
         for slot in slots:
-            if slot["proc"].is_alive() and slot["job"] is not None:
+            if slot["proc"].is_alive() and slot["jobs"]:
                 slot["proc"].terminate()
             slot["proc"].join(timeout=10)
     return results
@@ -406,8 +499,11 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
             on_result: Callable[[dict[str, Any]], None] | None = None, dataset: ArrayDataset | None = None,
-            stream: Stream | None = None, model: Any = None, optimizer: Any = None) -> dict[str, Any]:
+            stream: Stream | None = None, model: Any = None, optimizer: Any = None,
+            stack: int = 1) -> dict[str, Any]:
     """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+    `stack`: a strategy's seeds train up to that many at once in one worker, their forward and backward passes
+    batched (lifelong.training.stacked: the same results as separate runs, within float rounding).
     `dataset` (cut by the scenario's kind) or `stream` replace the scenario's data, sent to each worker once;
     `model` (a factory(input_shape, num_classes), e.g. an nn.Module class) and `optimizer` (a torch.optim class or
     a factory(params)) replace the configured ones; they must be picklable (defined at a module's top level).
@@ -416,6 +512,7 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
     ones (interrupted, failed, killed) are resumed from their checkpoints and missing ones started."""
     out_dir = Path(out_dir)
     workers = check_workers(workers)
+    stack = check_stack(stack)
     refuse_under_torchrun()
     if not strategies or not seeds:
         raise LifelongError("a comparison needs at least one strategy and one seed")
@@ -447,7 +544,7 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
         raise LifelongError("compare trains several models: give a factory (e.g. the nn.Module class), not an "
                             "instance")
     fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
-                     resume_jobs=[index[i] for i in again], data=data) if todo else []
+                     resume_jobs=[index[i] for i in again], data=data, stack=stack) if todo else []
     results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
     scenario = stream.name if stream is not None else (
         f"{scenarios.parse_scenario(base.scenario)[0].name}-{dataset.name}" if dataset is not None else base.scenario)
