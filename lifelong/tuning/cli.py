@@ -30,6 +30,10 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--strategies", default="er,ewc", help="comma-separated strategies [er,ewc]")
     p.add_argument("--trials", type=int, default=20, help="trials to run per strategy in this invocation [20]")
     p.add_argument("--workers", type=int, default=2, help="local worker processes, one thread each [2]")
+    p.add_argument("--stack", type=int, default=1, metavar="K",
+                   help="each worker trains up to K trials at once, their forward and backward passes batched "
+                   "with torch.func.vmap (as separate runs within float rounding; pays off on a GPU, not on a CPU; "
+                   "strategies needing their task gradient alone (SI, RWalk) one trial at a time) [1]")
     p.add_argument("--timeout", type=float, default=None, help="seconds per strategy after which no new trial "
                    "starts (a trial in flight finishes) [none]")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by every worker [sqlite:///STORE/"
@@ -79,6 +83,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     seeds = parse_names("--seeds", args.seeds, int)
     check_count("--trials", args.trials, 1, 100_000)
     check_count("--workers", args.workers, 1, 256)
+    check_count("--stack", args.stack, 1, 1024)
     if args.timeout is not None and not args.timeout > 0:
         raise LifelongError(f"--timeout {args.timeout!r} must be a positive number of seconds")
     base = gather_config(args, skip=("strategy", "seed")).to_dict()
@@ -90,7 +95,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         output = reality_check(base, args.tune_scenario, args.eval_scenario, strategies, seeds, args.trials,
                                args.workers, args.store, storage=args.storage, study=args.study,
                                pruner=args.pruner, space_file=args.space, timeout=args.timeout, out=args.out,
-                               quiet=args.quiet)
+                               quiet=args.quiet, stack=args.stack)
         print(format_reality_check(output))
         write_json(args.json, output)
         return 0
@@ -98,7 +103,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise LifelongError("--tune-scenario and --eval-scenario belong to --protocol reality-check; use --scenario")
     output = tune(base, base["scenario"], strategies, seeds, args.trials, args.workers, args.store,
                   storage=args.storage, study=args.study, pruner=args.pruner, space_file=args.space,
-                  timeout=args.timeout, out=args.out, quiet=args.quiet)
+                  timeout=args.timeout, out=args.out, quiet=args.quiet, stack=args.stack)
     print(format_tune(output))
     write_json(args.json, {"studies": output["studies"], "storage": output["storage"]})
     return 0
@@ -107,13 +112,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list[int], trials: int, workers: int,
          store: str, storage: str | None = None, study: str | None = None, pruner: str = "median",
          space_file: str | None = None, timeout: float | None = None, out: str | None = None, quiet: bool = False,
-         heartbeat: tuple[int, int] | None = None) -> dict[str, Any]:
+         heartbeat: tuple[int, int] | None = None, stack: int = 1) -> dict[str, Any]:
     """Run `trials` more trials per strategy; write the results directory; return {"studies", "storage", ...}.
+    `stack`: each worker trains up to that many trials at once as one stack (lifelong.training.stacked;
+    strategies that cannot be stacked one at a time).
 
     Each study entry: strategy, n_trials (complete + pruned trials in the study), best_value (validation final
     average accuracy of the best complete trial), best_params (every value of its setting, sampled and fixed)."""
     from lifelong.strategies import STRATEGIES
     from lifelong.training.config import RunConfig
+    from lifelong.training.stacked import stackable
     from lifelong.tuning import study as st
     from lifelong.tuning.space import build_space, fixed_values, load_space_file, validate_overrides
 
@@ -126,6 +134,7 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
             STRATEGIES.get(part.strip())
     overrides = load_space_file(space_file) if space_file else {}
     validate_overrides(strategies, overrides)
+    check_count("stack", stack, 1, 1024)
     base = {**base, "scenario": scenario}
     RunConfig.from_dict(base)
     url = st.storage_url(store, storage)
@@ -138,6 +147,7 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
             RunConfig.from_dict({**base, "strategy": strategy, "seed": s})
         spec = study_spec(st.study_name(prefix, strategy), url, scenario, strategy, base, space, seeds, pruner,
                           heartbeat)
+        spec["stack"] = stack if stackable(RunConfig.from_dict({**base, "strategy": strategy})) else 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             storage_obj = st.open_storage(url, heartbeat)

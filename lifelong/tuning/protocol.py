@@ -42,8 +42,10 @@ def check_same_structure(a: str, b: str) -> None:
 def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, strategies: list[str],
                   seeds: list[int], trials: int, workers: int, store: str, storage: str | None = None,
                   study: str | None = None, pruner: str = "median", space_file: str | None = None,
-                  timeout: float | None = None, out: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Tune on `tune_scenario`, evaluate the chosen settings on `eval_scenario` with `seeds`; both phases."""
+                  timeout: float | None = None, out: str | None = None, quiet: bool = False,
+                  stack: int = 1) -> dict[str, Any]:
+    """Tune on `tune_scenario`, evaluate the chosen settings on `eval_scenario` with `seeds`; both phases.
+    `stack`: trials (phase 1) and seeds (phase 2) trained up to that many at once (see `tune`)."""
     from lifelong.training import runner
     from lifelong.training.config import RunConfig
     from lifelong.tuning.cli import tune
@@ -54,7 +56,7 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
     out_dir = Path(out) if out else Path(store) / f"reality-check-{tune_scenario}-{eval_scenario}"
     phase1 = tune(base, tune_scenario, strategies, seeds, trials, workers, store, storage=storage,
                   study=study or f"reality-check-{tune_scenario}", pruner=pruner, space_file=space_file,
-                  timeout=timeout, out=str(out_dir / "tuning"), quiet=quiet)
+                  timeout=timeout, out=str(out_dir / "tuning"), quiet=quiet, stack=stack)
     chosen = {s["strategy"]: s["best_params"] for s in phase1["studies"]}
     untuned = [name for name, params in chosen.items() if params is None]
     if untuned:
@@ -67,7 +69,7 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
             print(f"evaluating {strategy} on {eval_scenario} with {settings} {hparams}, seeds {seeds}",
                   file=sys.stderr)
         out_c = runner.compare(cfg, [strategy], seeds, out_dir / "evaluation" / strategy.replace("+", "_"),
-                               workers=workers, strategy_hparams={strategy: hparams})
+                               workers=workers, strategy_hparams={strategy: hparams}, stack=stack)
         results += out_c["results"]
     summary = {r["strategy"]: r for r in runner.summarize_results(results)}
     tuned = {s["strategy"]: s["best_value"] for s in phase1["studies"]}

@@ -174,48 +174,84 @@ def recover(study: Any) -> int:
 
 
 def run_trial(trial: Any, spec: Mapping[str, Any]) -> float:
-    """Train the trial's setting on the validation data, once per tuning seed; the mean final accuracy."""
+    """Train the trial's setting on the validation data, once per tuning seed; the mean final accuracy (NaN for
+    a setting that diverged or was refused). Raises optuna.TrialPruned when the pruner stops it."""
+    outcome = run_trials([trial], spec)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_trials(trials: list[Any], spec: Mapping[str, Any]) -> list[float | BaseException]:
+    """Train several trials' settings, seed after seed, each seed's runs as one stack when there are several
+    (lifelong.training.stacked); per trial its mean final accuracy (NaN: diverged or refused, recorded with the
+    reason), or the exception that ended it (optuna.TrialPruned, or a bug)."""
     import optuna
 
     from lifelong.training import runner
     from lifelong.training.config import RunConfig
+    from lifelong.training.stacked import train_together
 
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
     space = {k: Dim(**v) for k, v in spec["space_dims"].items()}
-    values = sample(trial, space)
-    settings, hparams = split_values(spec["strategy"], values)
+    settings = []
+    for trial in trials:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        settings.append(split_values(spec["strategy"], sample(trial, space)))
     dataset = validation_dataset(spec["scenario"], spec["base"].get("data_dir", ""))
-    finals = []
+    finals: list[list[float]] = [[] for _ in trials]
+    ended: dict[int, float | BaseException] = {}
     start = time.perf_counter()
-    for k, seed in enumerate(spec["seeds"]):
-        cfg = RunConfig.from_dict({**spec["base"], **settings, "scenario": spec["scenario"],
-                                   "strategy": spec["strategy"], "seed": seed, "threads": 1,
-                                   "hparams": {**spec["base"].get("hparams", {}), **hparams}})
+
+    def builder(i: int, k: int, cfg: RunConfig) -> Callable[[], Any]:
         holder: dict[str, Any] = {}
 
-        def on_experience(i: int, row: list[float], k: int = k, holder: dict[str, Any] = holder) -> None:
+        def on_experience(e: int, row: list[float]) -> None:
             engine = holder["engine"]
-            trial.report(float(engine.latest_accuracy), step=k * len(engine.train_stream) + i)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after experience {i} (seed index {k})")
+            trials[i].report(float(engine.latest_accuracy), step=k * len(engine.train_stream) + e)
+            if trials[i].should_prune():
+                raise optuna.TrialPruned(f"pruned after experience {e} (seed index {k})")
 
+        def build() -> Any:
+            holder["engine"] = runner.build_engine(cfg, None, on_experience=on_experience, dataset=dataset)
+            return holder["engine"]
+        return build
+
+    def train(engine: Any) -> dict[str, Any]:
         try:
-            engine = runner.build_engine(cfg, None, on_experience=on_experience, dataset=dataset)
-        except LifelongError as err:
-            return refused(trial, err)
-        holder["engine"] = engine
-        try:
-            result = runner.execute(engine)
-        except LifelongError as err:  # the setting diverged or was refused: a failed trial, counted
-            return refused(trial, err)
+            return runner.execute(engine)
         finally:
             with contextlib.suppress(Exception):
                 engine.evaluator.close()
-            trial.set_user_attr("seconds", time.perf_counter() - start)
-        finals.append(float(result["final_accuracy"]))
-    trial.set_user_attr("seed_accuracies", finals)
-    return statistics.fmean(finals)
+
+    for k, seed in enumerate(spec["seeds"]):
+        live = [i for i in range(len(trials)) if i not in ended]
+        builds = []
+        for i in live:
+            values, hparams = settings[i]
+            cfg = RunConfig.from_dict({**spec["base"], **values, "scenario": spec["scenario"],
+                                       "strategy": spec["strategy"], "seed": seed, "threads": 1,
+                                       "hparams": {**spec["base"].get("hparams", {}), **hparams}})
+            builds.append(builder(i, k, cfg))
+        if len(builds) > 1:
+            outcomes = train_together(builds, train)
+        else:
+            try:
+                outcomes = [train(builds[0]())]
+            except Exception as err:  # noqa: BLE001 - sorted below, as for a stack's members
+                outcomes = [err]
+        for i, outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, LifelongError):  # diverged or refused: a failed trial, counted
+                ended[i] = refused(trials[i], outcome)
+            elif isinstance(outcome, BaseException):
+                ended[i] = outcome
+            else:
+                finals[i].append(float(outcome["final_accuracy"]))
+    for i, trial in enumerate(trials):
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        if i not in ended:
+            trial.set_user_attr("seed_accuracies", finals[i])
+    return [ended.get(i, statistics.fmean(finals[i]) if finals[i] else float("nan")) for i in range(len(trials))]
 
 
 def refused(trial: Any, err: LifelongError) -> float:
@@ -226,7 +262,8 @@ def refused(trial: Any, err: LifelongError) -> float:
 
 
 def work(spec: Mapping[str, Any], take: Callable[[], bool], deadline: float | None) -> None:
-    """Pull trials of one study until no ticket is left or the deadline has passed (a trial in flight finishes)."""
+    """Pull trials of one study until no ticket is left or the deadline has passed (a trial in flight finishes);
+    with `spec["stack"]` > 1, up to that many trials at a time, trained as one stack."""
     import optuna
 
     from lifelong.errors import LifelongError as Refused
@@ -234,8 +271,48 @@ def work(spec: Mapping[str, Any], take: Callable[[], bool], deadline: float | No
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(spec["storage"], spec.get("heartbeat"))
     study = optuna.load_study(study_name=spec["study"], storage=storage, pruner=make_pruner(spec["pruner"]))
-    while (deadline is None or time.time() < deadline) and take():
-        study.optimize(lambda t: run_trial(t, spec), n_trials=1, catch=(Refused,), gc_after_trial=False)
+    stack = spec.get("stack", 1)
+    while deadline is None or time.time() < deadline:
+        if stack == 1:
+            if not take():
+                return
+            study.optimize(lambda t: run_trial(t, spec), n_trials=1, catch=(Refused,), gc_after_trial=False)
+            continue
+        count = 0
+        while count < stack and take():
+            count += 1
+        if count == 0:
+            return
+        run_stacked_trials(study, spec, count)
+
+
+def run_stacked_trials(study: Any, spec: Mapping[str, Any], count: int) -> None:
+    """Ask `count` trials, train them as one stack, tell each its value or state (as `study.optimize` would:
+    heartbeats while they run, a pruned trial PRUNED, a refused one FAIL with its reason); a bug's exception is
+    raised once every trial has been told."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    trials = [study.ask() for _ in range(count)]
+    with contextlib.ExitStack() as beating:
+        for trial in trials:
+            beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        outcomes = run_trials(trials, spec)
+    bug = None
+    for trial, outcome in zip(trials, outcomes, strict=True):
+        if isinstance(outcome, optuna.TrialPruned):
+            study.tell(trial, state=TrialState.PRUNED)
+        elif isinstance(outcome, BaseException):
+            study.tell(trial, state=TrialState.FAIL)
+            bug = bug or outcome
+        elif outcome != outcome:  # NaN: refused or diverged, the reason recorded by `refused`
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, outcome)
+    if bug is not None:
+        raise bug
 
 
 def worker_main(spec: dict[str, Any], tickets: Any, deadline: float | None) -> None:
