@@ -143,6 +143,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_stack_flag(p: argparse.ArgumentParser, runs: str, where: str) -> None:
+    """--stack K: train up to K `runs` at once `where`, as one stack (lifelong.training.stacked)."""
+    p.add_argument("--stack", type=int, default=1, metavar="K",
+                   help=f"train up to K {runs} at once {where}, their forward and backward passes batched with "
+                   "torch.func.vmap (the same results as separate runs within float rounding; pays off on a GPU, "
+                   "not on a CPU; SI and RWalk, which need their task gradient alone, run one at a time; "
+                   "docs/stacked.md) [1]")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from lifelong.tracking.loggers import ProgressLogger
     from lifelong.training import runner
@@ -323,11 +332,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--strategies", default=DEFAULT_DEMO, help=f"comma-separated strategies [{DEFAULT_DEMO}]")
     p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    p.add_argument("--stack", type=int, default=1, metavar="K",
-                   help="train up to K seeds of a strategy at once in one worker, their forward and backward "
-                   "passes batched with torch.func.vmap (the same results as separate runs within float "
-                   "rounding; pays off on a GPU, not on a CPU; strategies needing their task gradient alone, "
-                   "e.g. GEM, A-GEM, run one at a time) [1]")
+    add_stack_flag(p, "seeds of a strategy", "in one worker")
     p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
     common(p)

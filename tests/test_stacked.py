@@ -63,6 +63,7 @@ def test_a_stack_equals_the_runs_one_by_one(strategy: str) -> None:
     for want, got, a, b in zip(expected, outcomes, alone, stacked, strict=True):
         assert isinstance(got, dict), got
         assert got["accuracy_matrix"] == want["accuracy_matrix"]
+        assert got["stacked_with"] == 3 and "stacked_with" not in want
         assert torch.allclose(weights(a), weights(b), rtol=0, atol=WEIGHT_TOL)
     stats = stacked[0].learner.stack.stats
     assert stats["batched_forwards"] == stats["rounds"] // 2 > 0  # every forward batched, none one by one

@@ -119,7 +119,7 @@ def run_unlearn_command(args) -> int:
 
 def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     from lifelong.analytic.demo import METHODS, PRESETS
-    from lifelong.cli import add_setting_flags
+    from lifelong.cli import add_setting_flags, add_stack_flag
 
     p = subparsers.add_parser(
         "analytic-demo",
@@ -133,6 +133,7 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--strategies", default=",".join(METHODS), help=f"comma-separated [{','.join(METHODS)}]")
     p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    add_stack_flag(p, "seeds of a strategy", "in one worker")
     p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
     p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")

@@ -621,6 +621,7 @@ class Engine:
             "samples_per_second": samples / seconds if seconds > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
             "hparams": dict(self.strategy.hp),
+            **({"stacked_with": self.learner.stack.size} if self.learner.stack is not None else {}),
             **({"curve": {"steps": self.curve_steps, "accuracy": self.curve}} if self.cfg.eval_every else {}),
             **({"branches": self.branches} if self.cfg.branch_every_experience else {}),
         }

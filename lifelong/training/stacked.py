@@ -87,6 +87,7 @@ class Stack:
 
     def __init__(self, members: int) -> None:
         self.cond = threading.Condition()
+        self.size = members  # runs in the stack (train_seconds of each is the stack's wall time)
         self.active = members
         self.calls: dict[int, tuple[str, Any]] = {}
         self.answers: dict[int, Any] = {}

@@ -19,7 +19,7 @@ PRUNERS = ("median", "halving", "none")
 
 
 def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
-    from lifelong.cli import add_setting_flags
+    from lifelong.cli import add_setting_flags, add_stack_flag
 
     p = sub.add_parser("tune", help="tune strategies' hyperparameters (Optuna), or the reality-check protocol",
                        description="Tune each strategy's hyperparameters with Optuna (one study per strategy, "
@@ -30,10 +30,7 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--strategies", default="er,ewc", help="comma-separated strategies [er,ewc]")
     p.add_argument("--trials", type=int, default=20, help="trials to run per strategy in this invocation [20]")
     p.add_argument("--workers", type=int, default=2, help="local worker processes, one thread each [2]")
-    p.add_argument("--stack", type=int, default=1, metavar="K",
-                   help="each worker trains up to K trials at once, their forward and backward passes batched "
-                   "with torch.func.vmap (as separate runs within float rounding; pays off on a GPU, not on a CPU; "
-                   "strategies needing their task gradient alone (SI, RWalk) one trial at a time) [1]")
+    add_stack_flag(p, "trials", "in each worker")
     p.add_argument("--timeout", type=float, default=None, help="seconds per strategy after which no new trial "
                    "starts (a trial in flight finishes) [none]")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by every worker [sqlite:///STORE/"
