@@ -68,6 +68,7 @@ def test_a_stack_equals_the_runs_one_by_one(strategy: str) -> None:
     stats = stacked[0].learner.stack.stats
     assert stats["batched_forwards"] == stats["rounds"] // 2 > 0  # every forward batched, none one by one
     assert stats["separate_forwards"] == 0 and not stats["not_batched"]
+    assert stats["stacks_built"] == 1  # built once: the members' parameters stay views of it all run long
 
 
 class Small(nn.Module):

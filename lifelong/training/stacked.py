@@ -95,7 +95,8 @@ class Stack:
         self.running = False
         self.stopped: BaseException | None = None
         self.groups: dict[tuple[Any, ...], Stacked] = {}
-        self.stats = {"rounds": 0, "batched_forwards": 0, "separate_forwards": 0, "not_batched": ""}
+        self.stats = {"rounds": 0, "batched_forwards": 0, "separate_forwards": 0, "stacks_built": 0,
+                      "not_batched": ""}
 
     # --- what members call ------------------------------------------------------------------------------
     def forward(self, member: int, learner: Learner, x: Tensor) -> Tensor:
@@ -194,7 +195,8 @@ class Stack:
         members' parameters is forwarded at once; otherwise the group is split by full `structure` and each part
         stacked anew (the first round, and after a strategy changed a model)."""
         rough: dict[tuple[Any, ...], list[int]] = {}
-        for m, (learner, x) in calls.items():
+        for m in sorted(calls):  # in member order: a group's key is the same every round
+            learner, x = calls[m]
             model = learner.model
             rough.setdefault((type(model), model.training, x.shape, x.dtype, x.device, learner.autocast_dtype),
                              []).append(m)
@@ -210,6 +212,7 @@ class Stack:
             for same in exact.values():
                 if len(same) > 1 and not self.stats["not_batched"]:
                     self.groups[tuple(same)] = Stacked([calls[m][0].model for m in same])
+                    self.stats["stacks_built"] += 1
                 parts.append(same)
         answers: dict[int, Any] = {}
         for members in parts:
