@@ -122,6 +122,28 @@ def test_one_round_gives_each_member_its_own_outputs_gradients_and_statistics(no
         assert int(models[0].norm.num_batches_tracked) == 1
 
 
+class ItemCall(nn.Module):
+    """A model vmap cannot batch (`.item()` on a batched tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * float(x.abs().max().item() > 0)
+
+
+def test_a_model_vmap_cannot_batch_is_forwarded_one_by_one_with_a_warning() -> None:
+    torch.manual_seed(0)
+    models, xs = [ItemCall() for _ in range(2)], [torch.randn(3, 4) for _ in range(2)]
+    stack = Stack(2)
+    with pytest.warns(UserWarning, match="cannot batch this model"):
+        out = stack.forward_all({k: (FakeLearner(m), x) for k, (m, x) in enumerate(zip(models, xs, strict=True))})
+    for k in range(2):
+        assert torch.equal(out[k], models[k](xs[k]))
+    assert stack.stats["separate_forwards"] == 2 and stack.stats["not_batched"]
+
+
 def test_members_parameters_are_views_of_the_stack_until_replaced() -> None:
     models = [Small() for _ in range(2)]
     group = Stacked(models)

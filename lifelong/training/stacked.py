@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,8 @@ class Stack:
                 exact.setdefault(structure(calls[m][0].model, calls[m][1]), []).append(m)
             for same in exact.values():
                 if len(same) > 1 and not self.stats["not_batched"]:
+                    for stale in [key for key in self.groups if set(key) & set(same)]:
+                        del self.groups[stale]  # its members are views of the new stack from now on
                     self.groups[tuple(same)] = Stacked([calls[m][0].model for m in same])
                     self.stats["stacks_built"] += 1
                 parts.append(same)
@@ -223,6 +226,9 @@ class Stack:
                     continue
                 except RuntimeError as err:  # an op vmap cannot batch: this stack forwards one by one from now on
                     self.stats["not_batched"] = str(err).splitlines()[0][:200]
+                    warnings.warn(f"torch.func.vmap cannot batch this model ({self.stats['not_batched']}): the stack "
+                                  "forwards its members one by one from now on (same results, no speed-up)",
+                                  stacklevel=2)
             for m in members:
                 learner, x = calls[m]
                 try:
