@@ -8,6 +8,17 @@ from typing import Any
 
 from lifelong.errors import LifelongError, unknown_name
 
+MAX_WORKERS = 256  # worker processes of compare, tune and the reproduce targets
+MAX_STACK = 1024  # runs trained at once as one stack (lifelong.training.stacked)
+
+
+def check_count(label: str, value: Any, low: int, high: int) -> int:
+    """`value` as an integer in [low, high], else one line naming it: `label` is how the user gave it
+    ("workers=" from Python, "--workers " on the command line)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise LifelongError(f"{label}{value!r} is out of range: allowed an integer in [{low}, {high}]")
+    return value
+
 
 def accepted_parameters(fn: Callable[..., Any], shared: Sequence[str] = ()) -> dict[str, inspect.Parameter]:
     """The keyword parameters of `fn` other than `shared` (those the caller always passes itself)."""

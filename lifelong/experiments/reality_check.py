@@ -39,15 +39,16 @@ def add_reality_check_parser(targets: Any) -> argparse.ArgumentParser:
 def cmd_reproduce_reality_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lifelong.arguments import MAX_WORKERS, check_count
     from lifelong.training.config import RunConfig
-    from lifelong.tuning.cli import check_count, parse_names
+    from lifelong.tuning.cli import parse_names
     from lifelong.tuning.protocol import format_reality_check, reality_check
 
     preset = QUICK if args.quick else FULL
     strategies = parse_names("--strategies", args.strategies or preset["strategies"])
     seeds = parse_names("--seeds", args.seeds or preset["seeds"], int)
-    trials = check_count("--trials", args.trials if args.trials is not None else preset["trials"], 1, 100_000)
-    workers = check_count("--workers", args.workers, 1, 256)
+    trials = check_count("--trials ", args.trials if args.trials is not None else preset["trials"], 1, 100_000)
+    workers = check_count("--workers ", args.workers, 1, MAX_WORKERS)
     settings = {**(QUICK_SETTINGS if args.quick else {"device": "cpu"}), "data_dir": args.data_dir, "threads": 1}
     base = RunConfig.from_dict({**settings, "scenario": preset["tune"]}).to_dict()
     out = Path(args.out)

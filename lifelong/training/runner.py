@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lifelong.arguments import MAX_STACK, MAX_WORKERS, check_count
 from lifelong.data import scenarios
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.stream import Stream
@@ -181,8 +182,6 @@ def resume_engine(cfg: RunConfig, run_dir: str | os.PathLike, on_step: StepCallb
 # --- comparisons in worker processes ---------------------------------------------------------------------
 
 
-MAX_WORKERS = 256
-MAX_STACK = 1024
 
 
 def worker_run(cfg_dict: dict[str, Any], run_dir: str, queue: Any, loggers: Sequence[str] = (),
@@ -286,9 +285,7 @@ def worker_loop(conn: Connection, loggers: Sequence[str], data: dict[str, Any] |
 
 def check_workers(workers: Any) -> int:
     """`workers` as a count of worker processes in [1, MAX_WORKERS], else one clear error."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-        raise LifelongError(f"workers={workers!r} is out of range: allowed an integer in [1, {MAX_WORKERS}]")
-    return workers
+    return check_count("workers=", workers, 1, MAX_WORKERS)
 
 
 def mark_dead(job: tuple[RunConfig, Path], exitcode: int | None) -> dict[str, Any]:
@@ -317,9 +314,7 @@ def refuse_under_torchrun() -> None:
 
 def check_stack(stack: Any) -> int:
     """`stack` as a count of runs trained at once in one process, in [1, MAX_STACK], else one clear error."""
-    if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= MAX_STACK:
-        raise LifelongError(f"stack={stack!r} is out of range: allowed an integer in [1, {MAX_STACK}]")
-    return stack
+    return check_count("stack=", stack, 1, MAX_STACK)
 
 
 def stack_groups(jobs: Sequence[tuple[RunConfig, Path]], stack: int) -> list[list[int]]:

@@ -4,15 +4,14 @@ Every member is a whole run on the one engine (its own strategy, optimizer, gene
 directory), trained in a thread of its own. Only the learner's model forward and its backward go through the
 `Stack`; a round collects one call from every member still training, then
 
-    forward   members with the same model structure and input shape are forwarded as one: their parameters
-              and buffers stacked along a new first dimension (torch.func.stack_module_state's layout, stacked
-              afresh every round so each member's optimizer keeps updating its own leaves) and one
-              `torch.func.vmap` of `functional_call` over (parameters, buffers, inputs); member k gets its slice,
-              differentiable with respect to its own parameters. BatchNorm's running statistics, updated in the
-              stacked copy, are written back to each member.
+    forward   members with the same model structure and input shape are forwarded as one: one `torch.func.vmap`
+              of `functional_call` over their stacked parameters and buffers (`Stacked`: the members' own
+              tensors are views of them, so nothing is copied per round and BatchNorm's running statistics
+              update in place) and their stacked inputs; member k gets its slice.
     backward  one `torch.autograd.backward` over every member's objective: the gradient of their sum, in which
-              member k's parameters receive exactly the gradient of member k's objective (the other members'
-              terms contribute exact zeros to its slice).
+              the stacked parameters' slice k receives exactly the gradient of member k's objective (the other
+              members' terms contribute exact zeros to it); the slices are then added to the members' own
+              parameters' gradients.
 
 Members whose models differ or whose inputs differ in shape in a round (or a model `vmap` cannot batch) are
 forwarded one after another in that round: still one run each, not batched. Everything else a member does
@@ -46,6 +45,7 @@ from torch import Tensor, nn
 from lifelong.errors import LifelongError
 
 if TYPE_CHECKING:
+    from lifelong.strategies import Strategy
     from lifelong.training.config import RunConfig
     from lifelong.training.engine import Engine
     from lifelong.training.learner import Learner
@@ -55,32 +55,39 @@ class StackAborted(LifelongError):
     """The stack was stopped (the user interrupted it, or the process is shutting it down)."""
 
 
+def refusal(strategy: Strategy, precision: str, data_parallel: bool = False) -> str | None:
+    """Why a run cannot be a member of a stack (one line), or None when it can."""
+    if strategy.separate_gradients:
+        return (f"{strategy.name} back-propagates its task loss on its own, which a stack of runs (one backward "
+                "for all) cannot give: train it without --stack")
+    if precision == "16-mixed":
+        return ("precision='16-mixed' scales each run's loss by its own factor, which one backward for a stack of "
+                "runs cannot follow: use precision='bf16-mixed' or '32' with --stack")
+    if data_parallel:
+        return "a data-parallel run cannot be a member of a stack of runs"
+    return None
+
+
 def check_member(learner: Learner) -> None:
-    """One line for a run that cannot be a member of a stack."""
-    name = learner.strategy.name
-    if learner.strategy.separate_gradients:
-        raise LifelongError(f"{name} back-propagates its task loss on its own, which a stack of runs (one backward "
-                            "for all) cannot give: train it without --stack")
-    if learner.world.active:
-        raise LifelongError("a data-parallel run cannot be a member of a stack of runs")
-    if learner.scaler is not None:
-        raise LifelongError("precision='16-mixed' scales each run's loss by its own factor, which one backward for "
-                            "a stack of runs cannot follow: use precision='bf16-mixed' or '32' with --stack")
+    """Refuse, in one line, a run that cannot be a member of a stack."""
+    reason = refusal(learner.strategy, learner.cfg.precision, learner.world.active)
+    if reason is not None:
+        raise LifelongError(reason)
 
 
 def stackable(cfg: RunConfig) -> bool:
-    """Whether runs of `cfg` can be members of a stack (see `check_member`)."""
+    """Whether runs of `cfg` can be members of a stack (compare and tune run the others one at a time)."""
     from lifelong.strategies import make_strategy
 
-    return not make_strategy(cfg.strategy, cfg.hparams).separate_gradients and cfg.precision != "16-mixed"
+    return refusal(make_strategy(cfg.strategy, cfg.hparams), cfg.precision) is None
 
 
-def structure(model: nn.Module, x: Tensor) -> tuple[Any, ...]:
-    """What must agree for members to be forwarded as one: module types, parameter and buffer shapes, input."""
+def structure(model: nn.Module) -> tuple[Any, ...]:
+    """What must agree, besides the input, for members' models to be forwarded as one: module types, parameter
+    and buffer names and shapes."""
     return (tuple((n, type(m)) for n, m in model.named_modules()),
             tuple((n, p.shape, p.dtype, p.requires_grad) for n, p in model.named_parameters()),
-            tuple((n, b.shape, b.dtype) for n, b in model.named_buffers()),
-            model.training, x.shape, x.dtype, x.device)
+            tuple((n, b.shape, b.dtype) for n, b in model.named_buffers()))
 
 
 class Stack:
@@ -192,9 +199,9 @@ class Stack:
     def forward_all(self, calls: dict[int, tuple[Learner, Tensor]]) -> dict[int, Any]:
         """Forward every member's input: one vmapped forward per set of members that agree in structure.
 
-        Members are grouped cheaply (model class and mode, input shape); a group whose stack still holds its
-        members' parameters is forwarded at once; otherwise the group is split by full `structure` and each part
-        stacked anew (the first round, and after a strategy changed a model)."""
+        Members are grouped cheaply (model class and mode, input shape and type, autocast); a group whose stack
+        still holds its members' parameters is forwarded at once; otherwise the group is split by full `structure`
+        and each part stacked anew (the first round, and after a strategy changed a model)."""
         rough: dict[tuple[Any, ...], list[int]] = {}
         for m in sorted(calls):  # in member order: a group's key is the same every round
             learner, x = calls[m]
@@ -209,7 +216,7 @@ class Stack:
                 continue
             exact: dict[tuple[Any, ...], list[int]] = {}
             for m in members:
-                exact.setdefault(structure(calls[m][0].model, calls[m][1]), []).append(m)
+                exact.setdefault(structure(calls[m][0].model), []).append(m)
             for same in exact.values():
                 if len(same) > 1 and not self.stats["not_batched"]:
                     for stale in [key for key in self.groups if set(key) & set(same)]:
@@ -329,8 +336,9 @@ def train_together(builders: Sequence[Callable[[], Engine]], run: Callable[[Engi
                    on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
     """Build and run K engines as one stack; each member's `run(engine)` result, or the exception it raised.
 
-    Members are built one at a time (each engine seeds torch's generator and initialises its model under a
-    lock, as in a process of its own), then train in threads of their own. `on_done(k, outcome)` is called in
+    Each member is built and trained in a thread of its own, one member running at a time (a baton it hands on
+    while it waits for a round), so each engine seeds torch's generator and initialises its model undisturbed,
+    as in a process of its own. `on_done(k, outcome)` is called in
     member k's thread as it ends. Ctrl-C stops every member at its next forward or backward (each records
     itself as interrupted, resumable) and is raised here."""
     stack = Stack(len(builders))

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lifelong.arguments import MAX_STACK, MAX_WORKERS, check_count
 from lifelong.errors import LifelongError
 
 PRUNERS = ("median", "halving", "none")
@@ -67,20 +68,14 @@ def parse_names(flag: str, text: str, kind: type = str) -> list[Any]:
     return values
 
 
-def check_count(flag: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise LifelongError(f"{flag} {value!r} is out of range: allowed an integer in [{low}, {high}]")
-    return value
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     from lifelong.cli import gather_config, write_json
 
     strategies = parse_names("--strategies", args.strategies)
     seeds = parse_names("--seeds", args.seeds, int)
-    check_count("--trials", args.trials, 1, 100_000)
-    check_count("--workers", args.workers, 1, 256)
-    check_count("--stack", args.stack, 1, 1024)
+    check_count("--trials ", args.trials, 1, 100_000)
+    check_count("--workers ", args.workers, 1, MAX_WORKERS)
+    check_count("--stack ", args.stack, 1, MAX_STACK)
     if args.timeout is not None and not args.timeout > 0:
         raise LifelongError(f"--timeout {args.timeout!r} must be a positive number of seconds")
     base = gather_config(args, skip=("strategy", "seed")).to_dict()
@@ -131,7 +126,7 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
             STRATEGIES.get(part.strip())
     overrides = load_space_file(space_file) if space_file else {}
     validate_overrides(strategies, overrides)
-    check_count("stack", stack, 1, 1024)
+    check_count("stack=", stack, 1, MAX_STACK)
     base = {**base, "scenario": scenario}
     RunConfig.from_dict(base)
     url = st.storage_url(store, storage)
