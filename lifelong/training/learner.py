@@ -60,7 +60,42 @@ class _Eager:
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         with torch.set_grad_enabled(self.defaults["differentiable"]):  # type: ignore[attr-defined]
-            return self._step(closure)
+            fused = [g for g in self.param_groups if g.get("fused")]  # type: ignore[attr-defined]
+            if not fused:
+                return self._step(closure)
+            unfused = [(g, g["foreach"]) for g in fused if not self._ready_for_fused(g)]
+            for group, _ in unfused:
+                group["fused"], group["foreach"] = False, True
+            try:
+                return self._step(closure)
+            finally:
+                for group, foreach in unfused:
+                    group["fused"], group["foreach"] = True, foreach
+
+    def _ready_for_fused(self, group: dict[str, Any]) -> bool:
+        """Lay out each gradient and state tensor of `group` like its parameter, and say whether torch's fused
+        step can take the group now. torch's fused CPU kernels walk parameter, gradient and state as if they
+        shared one memory layout and silently mix up elements where they do not (a transposed momentum buffer
+        loaded from a checkpoint into a stacked run's transposed view, for one); the copies here are exact.
+        False for an SGD group with momentum where some parameters have a buffer and some, just added by a
+        growing model, do not yet: the fused kernel refuses that mix, so that step is torch's multi-tensor one
+        (same first-step rule as the single-tensor step)."""
+        with_buffer = 0
+        with_grad = 0
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            with_grad += 1
+            if p.grad.stride() != p.stride():
+                p.grad = torch.empty_like(p).copy_(p.grad)
+            state = self.state.get(p)  # type: ignore[attr-defined]
+            if not state:
+                continue
+            with_buffer += state.get("momentum_buffer") is not None
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)
+        return not (group.get("momentum") and 0 < with_buffer < with_grad)
 
 
 class SGD(_Eager, torch.optim.SGD):
@@ -75,15 +110,26 @@ class AdamW(_Eager, torch.optim.AdamW):
     _step = _plain(torch.optim.AdamW.step)
 
 
+def step_kernel(extra: dict[str, Any]) -> dict[str, bool]:
+    """torch's multi-tensor (`foreach`) step unless the user's `optimizer_params` ask for `fused=True` (or set
+    `foreach` themselves)."""
+    if extra.get("fused"):
+        return {}
+    return {} if "foreach" in extra else {"foreach": True}
+
+
 def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.Optimizer:
     """The optimizer named by the config over `params`, or the user's: a torch.optim class (built with the
     config's lr and `optimizer_params`) or a factory called with the parameters.
 
-    SGD, Adam and AdamW use torch's multi-tensor (`foreach`) implementation: one call per step for all
-    parameters instead of a Python loop over them, with bit-identical results to the single-tensor default
-    (tests/test_speed_equivalence.py). Their fused kernels are faster still on CPU but round differently
-    (about 1e-8 after a few steps), so they are not used. The classes are torch's own minus the compile hooks
-    (see `_plain`)."""
+    SGD, Adam and AdamW use torch's multi-tensor (`foreach`) step: one call per step for all parameters instead
+    of a Python loop over them, bit-identical to the single-tensor default (tests/test_speed_equivalence.py).
+    `optimizer_params="fused=True"` takes torch's fused step instead, which reads and writes each parameter,
+    gradient and state once: 5-7 % less time per run for the default MLP on CPU (benchmarks/bench_speed.py
+    --fused), but it rounds differently (one step agrees to a few units in the last place; runs drift apart
+    over many steps, as under any reordering of float arithmetic), so it is not the default. Two hazards of
+    torch's fused CPU kernels are handled (see `_Eager._ready_for_fused`). The classes are torch's own minus the
+    compile hooks (see `_plain`)."""
     extra = cfg.optimizer_kwargs()
     if factory is not None:
         made = factory(params, lr=cfg.lr, **extra) if isinstance(factory, type) else factory(params)
@@ -101,11 +147,12 @@ def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.O
         constant = cfg.build_schedule()  # '' or 'constant' (checked by the config): its peak and warmup
         return make_schedulefree(params, name, lr=constant.peak, warmup_steps=constant.warmup,
                                  weight_decay=cfg.weight_decay, **{**momentum, **extra})
+    kernel = step_kernel(extra)
     if cfg.optimizer == "sgd":
-        return SGD(params, lr=cfg.lr, **{"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "foreach": True,
+        return SGD(params, lr=cfg.lr, **{"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, **kernel,
                                          **extra})
     cls = Adam if cfg.optimizer == "adam" else AdamW
-    return cls(params, lr=cfg.lr, **{"weight_decay": cfg.weight_decay, "foreach": True, **extra})
+    return cls(params, lr=cfg.lr, **{"weight_decay": cfg.weight_decay, **kernel, **extra})
 
 
 class Learner:

@@ -54,8 +54,9 @@ def parse_optimizer_params(text: str, name: str) -> dict[str, Any]:
         key, eq, raw = piece.partition("=")
         if not eq or not key.strip():
             raise LifelongError(f"optimizer_params={text!r} must be key=value,key=value")
+        raw = {"true": "True", "false": "False"}.get(raw.strip().lower(), raw.strip())
         try:
-            values[key.strip()] = ast.literal_eval(raw.strip())
+            values[key.strip()] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             raise LifelongError(f"optimizer_params: {key.strip()}={raw.strip()!r} is not a number, boolean or "
                                 "tuple") from None
