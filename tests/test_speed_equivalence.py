@@ -40,10 +40,70 @@ def test_engine_optimizers_equal_torch_single_tensor_step_bit_for_bit(name, cls,
     cfg = RunConfig(optimizer=name, **kw)
     built = make_optimizer(cfg, [nn.Parameter(torch.zeros(2))])
     assert isinstance(built, cls) and built.param_groups[0]["foreach"] is True
+    assert not built.param_groups[0]["fused"]
     ours = train(lambda params: make_optimizer(cfg, params))
     reference = train(lambda params: cls(params, foreach=False, **kw))
     for a, b in zip(ours, reference, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "cls", "kw"), OPTIMIZERS)
+def test_fused_on_request_is_within_rounding_of_torch_single_tensor_step(name, cls, kw) -> None:
+    cfg = RunConfig(optimizer=name, optimizer_params="fused=True", **kw)
+    assert make_optimizer(cfg, [nn.Parameter(torch.zeros(2))]).param_groups[0]["fused"] is True
+    eps = torch.finfo(torch.float32).eps
+    for steps, ulps in ((1, 2), (12, 8)):  # within a few units in the last place of the largest weight
+        ours = train(lambda params: make_optimizer(cfg, params), steps)
+        reference = train(lambda params: cls(params, foreach=False, **kw), steps)
+        for a, b in zip(ours, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=0.0, atol=ulps * eps * b.abs().max().item())
+
+
+@pytest.mark.parametrize(("text", "fused", "foreach"), [("", None, True), ("fused=false", False, True),
+                                                        ("fused=True", True, None), ("foreach=False", None, False)])
+def test_optimizer_params_choose_the_step_kernel(text, fused, foreach) -> None:
+    built = make_optimizer(RunConfig(optimizer_params=text), [nn.Parameter(torch.zeros(2))])
+    assert (built.param_groups[0]["fused"], built.param_groups[0]["foreach"]) == (fused, foreach)
+
+
+def fused_and_reference(make_state) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two steps of fused SGD (through the engine) and of torch's single-tensor SGD on the same parameters,
+    gradients and starting state (`make_state(params, optimizer)` sets it up)."""
+    out = []
+    for cfg in (RunConfig(optimizer_params="fused=True", momentum=0.9), None):
+        g = torch.Generator().manual_seed(3)
+        whole = torch.randn(2, 6, 4, generator=g).mT.contiguous().mT  # stored [2, 4, 6]: views are not contiguous
+        params = [nn.Parameter(torch.zeros(6, 4)), nn.Parameter(torch.zeros(3))]
+        params[0].data, params[1].data = whole[1], torch.randn(3, generator=g)
+        opt = make_optimizer(cfg, params) if cfg else torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=False)
+        make_state(params, opt)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g).mT.contiguous().mT if p.dim() == 2 else torch.randn(3, generator=g)
+            opt.step()
+        out.append([p.detach().clone() for p in params])
+    return out[0], out[1]
+
+
+def test_fused_step_with_a_checkpointed_buffer_of_another_layout_equals_the_plain_step() -> None:
+    def load(params, opt):  # a checkpoint written by an unstacked run: contiguous buffers
+        state = opt.state_dict()
+        state["state"] = {i: {"momentum_buffer": torch.arange(float(p.numel())).view(p.shape) / 10}
+                          for i, p in enumerate(params)}
+        opt.load_state_dict(state)
+
+    ours, reference = fused_and_reference(load)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)  # torch's fused kernel alone mixes elements up
+
+
+def test_fused_sgd_takes_a_parameter_joining_a_momentum_group_like_the_plain_step() -> None:
+    def grown(params, opt):  # the model grew: the old parameter has a buffer, the new one none yet
+        opt.state[params[0]]["momentum_buffer"] = torch.ones_like(params[0])
+
+    ours, reference = fused_and_reference(grown)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)
 
 
 def test_engine_optimizer_state_round_trips_through_torch_classes() -> None:
@@ -168,3 +228,35 @@ def test_evaluation_runs_the_model_in_inference_mode_and_custom_predictions_with
     engine.evaluator.model_forward = False  # as for a strategy that overrides predict: no_grad only
     engine.evaluate()
     assert modes and all(m == (False, False) for m in modes)
+
+
+def evaluations(monkeypatch, keep: int, times: int = 2, hook=None) -> tuple[list[list[float]], int]:
+    """`times` end-of-run evaluations of an untrained run with KEEP_BYTES=`keep`, and how many chunks of
+    stored test inputs were prepared for them."""
+    from lifelong.training import evaluator
+    from lifelong.training.engine import Engine
+
+    monkeypatch.setattr(evaluator, "KEEP_BYTES", keep)
+    engine = Engine(RunConfig(scenario="split-digits", strategy="naive", experiences=5))
+    prepared = []
+    plain = engine.learner.prepare
+    engine.learner.prepare = lambda raw: prepared.append(len(raw)) or plain(raw)
+    if hook is not None:
+        engine.learner.model.register_forward_pre_hook(hook)
+    return [engine.evaluate() for _ in range(times)], len(prepared)
+
+
+def test_evaluation_prepares_the_test_inputs_once_and_scores_them_as_before(monkeypatch) -> None:
+    kept, prepared = evaluations(monkeypatch, keep=2**30, times=3)
+    fresh, prepared_fresh = evaluations(monkeypatch, keep=0, times=3)
+    assert kept == fresh and kept[0] == kept[2]
+    assert prepared == 5 and prepared_fresh == 15  # one chunk per experience: once, or once per evaluation
+
+
+def test_a_model_that_changes_its_input_in_place_gets_freshly_prepared_inputs(monkeypatch) -> None:
+    def negate(module, args):
+        args[0].neg_()
+
+    kept, prepared = evaluations(monkeypatch, keep=2**30, hook=negate)
+    fresh, _ = evaluations(monkeypatch, keep=0, hook=negate)
+    assert kept == fresh and prepared == 10

@@ -12,6 +12,8 @@ accuracies. The prequential prediction of an online stream's incoming batch runs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from lifelong.data.stream import Experience, Stream
@@ -22,6 +24,7 @@ from lifelong.training.config import RunConfig
 from lifelong.training.learner import Learner
 
 DEFAULT_PROBE = 500  # test samples per experience for continual evaluation unless eval_subsample says otherwise
+KEEP_BYTES = 256 * 2**20  # prepared test inputs kept from one evaluation to the next, at most this many bytes
 
 
 class Evaluator:
@@ -36,13 +39,15 @@ class Evaluator:
         self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, n, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
                                     strategy.predict if custom else None) if cfg.eval_every else None
+        self.kept: dict[tuple[int, int], tuple[Experience, list[tuple[torch.Tensor, torch.Tensor]], list[int]]] = {}
+        self.kept_bytes = 0
 
     def correct(self, exp: Experience, chunk: int = 4096, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Correct test predictions on one experience (within its task's classes on task-aware streams; within
         the labels seen so far on online streams), as a tensor: chunks of `chunk` rows, one conversion of the
         stored inputs per chunk, no synchronisation. `idx`: these test samples instead of the experience's.
         Data-parallel: this rank's share of the rows, the hits summed over the ranks (the same on every rank)."""
-        learner, idx = self.learner, exp.test_idx if idx is None else idx
+        learner, whole, idx = self.learner, idx is None, exp.test_idx if idx is None else idx
         world = learner.world
         if world.active:
             lo, hi = distributed.shard(len(idx), world)
@@ -52,14 +57,43 @@ class Evaluator:
         if seen is not None:
             allowed = seen if allowed is None else allowed & seen
         hits = torch.zeros((), dtype=torch.long, device=learner.device)
+        for x, y in self.test_chunks(exp, idx, chunk, keep=whole):
+            scores = learner.strategy.predict(learner.model, x)
+            hits = hits + (correct(scores, y, allowed) if seen is None else masked_correct(scores, y, allowed))
+        return distributed.all_reduce_sum(hits, world) if world.active else hits
+
+    def test_chunks(self, exp: Experience, idx: torch.Tensor, chunk: int,
+                    keep: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Prepared test inputs and labels of `idx`, `chunk` rows at a time. `keep`: `idx` is the experience's
+        whole test set, kept prepared for the next evaluation while all kept sets fit in KEEP_BYTES, so the
+        conversion of the stored inputs runs once per run instead of once per evaluation (it is deterministic:
+        evaluation never augments). Kept tensors are ordinary ones (made outside inference mode), so a model
+        that changed its input in place is caught by the version counter and the set is prepared again."""
+        key = (id(exp), chunk)
+        if key in self.kept:
+            _, store, versions = self.kept[key]
+            if [x._version for x, _ in store] == versions:
+                yield from store
+                return
+            del self.kept[key]
+            self.kept_bytes -= sum(x.nbytes + y.nbytes for x, y in store)
+        store: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if keep else None
+        versions = []
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
-            scores = learner.strategy.predict(learner.model, learner.prepare(exp.raw(part, "test")))
-            if seen is None:
-                hits = hits + correct(scores, exp.labels(part, "test"), allowed)
-            else:
-                hits = hits + masked_correct(scores, exp.labels(part, "test"), allowed)
-        return distributed.all_reduce_sum(hits, world) if world.active else hits
+            with torch.inference_mode(False):
+                pair = (self.learner.prepare(exp.raw(part, "test")), exp.labels(part, "test"))
+            if store is not None and s == 0:
+                row_bytes = (pair[0].nbytes + pair[1].nbytes) / len(part)
+                if self.kept_bytes + row_bytes * len(idx) > KEEP_BYTES:
+                    store = None
+            if store is not None:
+                store.append(pair)
+                versions.append(pair[0]._version)
+            yield pair
+        if store is not None:
+            self.kept[key] = (exp, store, versions)
+            self.kept_bytes += sum(x.nbytes + y.nbytes for x, y in store)
 
     def prequential(self, exp: Experience, idx: torch.Tensor) -> torch.Tensor:
         """Online streams: correct predictions on the incoming training samples `idx` with the current model,
