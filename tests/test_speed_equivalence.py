@@ -79,7 +79,8 @@ def fused_and_reference(make_state) -> tuple[list[torch.Tensor], list[torch.Tens
         make_state(params, opt)
         for _ in range(2):
             for p in params:
-                p.grad = torch.randn(p.shape, generator=g).mT.contiguous().mT if p.dim() == 2 else torch.randn(3, generator=g)
+                grad = torch.randn(p.shape, generator=g)
+                p.grad = grad.mT.contiguous().mT if p.dim() == 2 else grad
             opt.step()
         out.append([p.detach().clone() for p in params])
     return out[0], out[1]
