@@ -261,3 +261,25 @@ def test_a_model_that_changes_its_input_in_place_gets_freshly_prepared_inputs(mo
     kept, prepared = evaluations(monkeypatch, keep=2**30, hook=negate)
     fresh, _ = evaluations(monkeypatch, keep=0, hook=negate)
     assert kept == fresh and prepared == 10
+
+
+def test_step_hooks_and_the_profiler_range_still_run_around_the_engine_optimizers_step() -> None:
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import profile
+
+    p = nn.Parameter(torch.ones(2))
+    opt = make_optimizer(RunConfig(), [p])
+    calls: list[str] = []
+    opt.register_step_pre_hook(lambda *args: calls.append("pre"))
+    handle = register_optimizer_step_post_hook(lambda *args: calls.append("global post"))
+    try:
+        p.grad = torch.ones(2)
+        opt.step()
+    finally:
+        handle.remove()
+    assert calls == ["pre", "global post"] and torch.equal(p.detach(), torch.full((2,), 0.99))
+    plain = make_optimizer(RunConfig(), [p])
+    with profile() as prof:
+        p.grad = torch.ones(2)
+        plain.step()
+    assert "Optimizer.step#SGD.step" in {e.name for e in prof.events()}
