@@ -7,10 +7,10 @@ bare loop's inputs are normalised to float once, outside its timing). Whole proc
 `python benchmarks/bare_loop.py --strategy ...` (imports, data loading, normalisation, training). Runs alternate
 (A, B, A, B, ...) so both see the same machine load; medians; ratio = lifelong / bare loop.
 
-    python benchmarks/bench_speed.py [--repeats 3] [--strategies naive,er,derpp,ewc,lwf] [--core 0] [--fused]
+    python benchmarks/bench_speed.py [--repeats 3] [--strategies naive,er,derpp,ewc,lwf] [--core 0] [--foreach]
 
-`--fused` times lifelong with `optimizer_params="fused=True"` (torch's fused SGD step: faster, not bit-identical
-to the default multi-tensor step; see lifelong.training.learner.make_optimizer).
+`--foreach` times lifelong with `optimizer_params="foreach=True"` (torch's multi-tensor SGD step, bit-identical to
+the single-tensor one, instead of the default fused step; see lifelong.training.learner.make_optimizer).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="naive,er,derpp,ewc,lwf")
     ap.add_argument("--core", type=int, default=0, help="CPU core every run is pinned to [0]")
     ap.add_argument("--no-process", action="store_true", help="skip the whole-process comparison")
-    ap.add_argument("--fused", action="store_true", help="lifelong with optimizer_params='fused=True'")
+    ap.add_argument("--foreach", action="store_true", help="lifelong with optimizer_params='foreach=True'")
     args = ap.parse_args()
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if hasattr(os, "sched_setaffinity"):
@@ -85,7 +85,7 @@ def main() -> None:
     rows = []
     for strategy in strategies:
         hp = HPARAMS[strategy]
-        kernel = {"optimizer_params": "fused=True"} if args.fused else {}
+        kernel = {"optimizer_params": "foreach=True"} if args.foreach else {}
         cfg = RunConfig(scenario="split-fashion-mnist", strategy=strategy, hparams=hp, threads=1, **kernel)
         bare_kw = {k: v for k, v in hp.items() if k in ("ewc_lambda", "fisher_samples", "alpha", "beta",
                                                          "temperature")}
@@ -105,14 +105,14 @@ def main() -> None:
             t["lifelong process"].append(timed_process(
                 [*pin, sys.executable, "-m", "lifelong", "run", "--scenario", "split-fashion-mnist", "--strategy",
                  strategy, "--seed", str(r), "--threads", "1", "-q", "--run-dir", str(tmp / f"{strategy}-{r}"),
-                 *flags, *(["--optimizer-params", "fused=True"] if args.fused else [])], env))
+                 *flags, *(["--optimizer-params", "foreach=True"] if args.foreach else [])], env))
         med = {k: statistics.median(v) if v else float("nan") for k, v in t.items()}
         rows.append((strategy, med, acc))
         print(f"  {strategy}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nSplit-FashionMNIST, MLP 784-256-256-10, SGD 0.01/0.9, batch 32, 1 epoch; 1 thread pinned to core "
           f"{args.core}; median of {args.repeats} alternating repeats; torch {torch.__version__}"
-          + ("; lifelong with the fused SGD step" if args.fused else ""))
+          + ("; lifelong with the multi-tensor (foreach) SGD step" if args.foreach else ""))
     print(f"{'strategy':9}{'bare s':>8}{'lifelong s':>11}{'ratio':>7}   {'bare proc s':>11}{'lifelong proc s':>16}"
           f"{'ratio':>7}   final acc bare / lifelong (last repeat)")
     for strategy, med, acc in rows:

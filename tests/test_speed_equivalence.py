@@ -36,8 +36,8 @@ def train(make, steps: int = 12) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize(("name", "cls", "kw"), OPTIMIZERS)
-def test_engine_optimizers_equal_torch_single_tensor_step_bit_for_bit(name, cls, kw) -> None:
-    cfg = RunConfig(optimizer=name, **kw)
+def test_foreach_in_optimizer_params_equals_torch_single_tensor_step_bit_for_bit(name, cls, kw) -> None:
+    cfg = RunConfig(optimizer=name, optimizer_params="foreach=True", **kw)
     built = make_optimizer(cfg, [nn.Parameter(torch.zeros(2))])
     assert isinstance(built, cls) and built.param_groups[0]["foreach"] is True
     assert not built.param_groups[0]["fused"]
@@ -48,8 +48,8 @@ def test_engine_optimizers_equal_torch_single_tensor_step_bit_for_bit(name, cls,
 
 
 @pytest.mark.parametrize(("name", "cls", "kw"), OPTIMIZERS)
-def test_fused_on_request_is_within_rounding_of_torch_single_tensor_step(name, cls, kw) -> None:
-    cfg = RunConfig(optimizer=name, optimizer_params="fused=True", **kw)
+def test_engine_optimizers_take_the_fused_step_within_rounding_of_torch_single_tensor_step(name, cls, kw) -> None:
+    cfg = RunConfig(optimizer=name, **kw)
     assert make_optimizer(cfg, [nn.Parameter(torch.zeros(2))]).param_groups[0]["fused"] is True
     eps = torch.finfo(torch.float32).eps
     for steps, ulps in ((1, 2), (12, 8)):  # within a few units in the last place of the largest weight
@@ -59,11 +59,39 @@ def test_fused_on_request_is_within_rounding_of_torch_single_tensor_step(name, c
             torch.testing.assert_close(a, b, rtol=0.0, atol=ulps * eps * b.abs().max().item())
 
 
-@pytest.mark.parametrize(("text", "fused", "foreach"), [("", None, True), ("fused=false", False, True),
-                                                        ("fused=True", True, None), ("foreach=False", None, False)])
+@pytest.mark.parametrize(("text", "fused", "foreach"), [("", True, None), ("fused=false", False, True),
+                                                        ("fused=True", True, None), ("foreach=False", None, False),
+                                                        ("foreach=true", None, True)])
 def test_optimizer_params_choose_the_step_kernel(text, fused, foreach) -> None:
     built = make_optimizer(RunConfig(optimizer_params=text), [nn.Parameter(torch.zeros(2))])
     assert (built.param_groups[0]["fused"], built.param_groups[0]["foreach"]) == (fused, foreach)
+
+
+def test_float64_is_fused_and_a_torch_without_a_fused_kernel_for_the_device_falls_back_to_foreach(
+        monkeypatch) -> None:
+    import torch.optim.optimizer as torch_optimizer
+
+    params = [nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    assert make_optimizer(RunConfig(), params).param_groups[0]["fused"] is True
+    monkeypatch.setattr(torch_optimizer, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    built = make_optimizer(RunConfig(), params)
+    assert built.param_groups[0]["foreach"] is True and not built.param_groups[0]["fused"]
+
+
+def test_a_sparse_gradient_takes_the_plain_step_under_the_fused_default() -> None:
+    out = []
+    for make in (lambda ps: make_optimizer(RunConfig(lr=0.1), ps),
+                 lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=False)):
+        torch.manual_seed(0)
+        table, dense = nn.Embedding(6, 3, sparse=True), nn.Linear(3, 2)
+        opt = make([*table.parameters(), *dense.parameters()])
+        for _ in range(3):
+            opt.zero_grad()
+            dense(table(torch.tensor([1, 4, 1]))).square().sum().backward()
+            opt.step()
+        out.append([p.detach().clone() for p in (*table.parameters(), *dense.parameters())])
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)
 
 
 def fused_and_reference(make_state) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -39,8 +39,8 @@ SETTINGS: dict[str, Param] = {
                        "'schedulefree' extra), or any torch.optim class by name (rmsprop, adagrad, nadam, ...)"),
     "optimizer_params": Param("", "extra arguments of the optimizer as key=value,key=value (e.g. alpha=0.9,"
                               "eps=1e-8 or betas=(0.9,0.99)); lr, momentum (sgd) and weight_decay have their own "
-                              "settings; fused=true takes torch's fused step for sgd/adam/adamw (faster on CPU, "
-                              "not bit-identical to the default multi-tensor step)"),
+                              "settings; sgd/adam/adamw take torch's fused step, foreach=true its multi-tensor one "
+                              "(slower, bit-identical to torch's single-tensor step)"),
     "lr": Param(0.01, "learning rate", low=0.0, low_open=True, log=True),
     "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
     "weight_decay": Param(0.0, "weight decay", low=0.0),
