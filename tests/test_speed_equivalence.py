@@ -311,3 +311,21 @@ def test_step_hooks_and_the_profiler_range_still_run_around_the_engine_optimizer
         p.grad = torch.ones(2)
         plain.step()
     assert "Optimizer.step#SGD.step" in {e.name for e in prof.events()}
+
+
+def test_lwf_distils_consecutive_old_classes_through_a_slice_with_the_same_result(monkeypatch) -> None:
+    from lifelong.strategies import lwf
+    from lifelong.training.engine import Engine
+
+    def run() -> tuple[list[list[float]], list[torch.Tensor], list]:
+        engine = Engine(RunConfig(scenario="split-digits", strategy="lwf", experiences=5))
+        result = engine.run()
+        return result["accuracy_matrix"], [p.detach() for p in engine.model.parameters()], engine.strategy.columns
+
+    matrix, weights, columns = run()
+    assert columns == [slice(0, 8)]  # the last experience distils classes 0-7
+    assert lwf.head_columns([[0, 1, 2], [3, 5], [7]]) == [slice(0, 3), [3, 5], slice(7, 8)]
+    monkeypatch.setattr(lwf, "head_columns", lambda heads: heads)  # index with the class lists, a gather
+    plain_matrix, plain_weights, plain_columns = run()
+    assert plain_columns == [list(range(8))]
+    assert matrix == plain_matrix and all(torch.equal(a, b) for a, b in zip(weights, plain_weights, strict=True))

@@ -32,7 +32,7 @@ from lifelong.data.stream import Experience
 from lifelong.errors import LifelongError
 from lifelong.params import Param
 from lifelong.strategies.base import Batch, Outputs, register
-from lifelong.strategies.lwf import distillation_loss, old_heads
+from lifelong.strategies.lwf import distillation_loss, head_columns, old_heads
 from lifelong.strategies.regularization import FISHER_SAMPLES, QuadraticAnchor
 
 
@@ -81,6 +81,7 @@ class RehearsalFree(QuadraticAnchor):
         self.fisher: dict[str, Tensor] = {}
         self.fishers_seen = 0
         self.heads: list[list[int]] = []
+        self.columns: list[slice | list[int]] = []
         self.seen: dict[int, list[int]] = {}
 
     def setup(self, ctx) -> None:
@@ -99,6 +100,7 @@ class RehearsalFree(QuadraticAnchor):
 
     def begin_experience(self, exp: Experience) -> None:
         self.heads = old_heads(self.seen, self.ctx.stream.task_aware)
+        self.columns = head_columns(self.heads)
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         total = super().penalty(batch, out)
@@ -113,7 +115,7 @@ class RehearsalFree(QuadraticAnchor):
             terms.append(self.hp["feat_kd"] * (new_f - old_f).pow(2).sum(1).mean())
         if self.hp["pred_kd"] > 0 and self.heads:
             z, tau = out["new"], self.hp["temperature"]
-            kd = [distillation_loss(z[:, h], old_z[:, h], tau, t_squared=True) for h in self.heads]
+            kd = [distillation_loss(z[:, h], old_z[:, h], tau, t_squared=True) for h in self.columns]
             terms.append(self.hp["pred_kd"] * sum(kd[1:], kd[0]))
         return sum(terms[1:], terms[0]) if terms else None
 
@@ -154,6 +156,7 @@ class RehearsalFree(QuadraticAnchor):
         super().load_state_dict(state)
         self.fisher, self.fishers_seen = state["fisher"], state["fishers_seen"]
         self.heads, self.seen = state["heads"], {int(k): v for k, v in state["seen"].items()}
+        self.columns = head_columns(self.heads)
         if state["teacher"] is not None:
             self.teacher = self.frozen_copy()
             self.teacher.load_state_dict(state["teacher"])
