@@ -143,7 +143,7 @@ def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.O
 
     SGD, Adam and AdamW take torch's fused step where it exists for the parameters (CPU and CUDA floats in
     current torch), else its multi-tensor (`foreach`) step: one call per step for all parameters instead of a
-    Python loop over them. The fused kernel reads and writes each parameter, gradient and state once: about 10 %
+    Python loop over them. The fused kernel reads and writes each parameter, gradient and state once: 7-12 %
     less time per run than the multi-tensor step for the default MLP on CPU (benchmarks/bench_speed.py, with
     and without --foreach). It rounds differently from torch's single-tensor default: one step agrees to a unit
     or two in the last place of the weights, a dozen steps to a few (tests/test_speed_equivalence.py); runs
