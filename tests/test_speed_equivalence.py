@@ -94,18 +94,21 @@ def test_a_sparse_gradient_takes_the_plain_step_under_the_fused_default() -> Non
         torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)
 
 
-def fused_and_reference(make_state) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Two steps of fused SGD (through the engine) and of torch's single-tensor SGD on the same parameters,
+def fused_and_reference(make_state, steps: int = 2, dampening: float = 0.0) -> tuple[list[torch.Tensor],
+                                                                                  list[torch.Tensor]]:
+    """`steps` steps of fused SGD (through the engine) and of torch's single-tensor SGD on the same parameters,
     gradients and starting state (`make_state(params, optimizer)` sets it up)."""
     out = []
-    for cfg in (RunConfig(optimizer_params="fused=True", momentum=0.9), None):
+    fused = RunConfig(optimizer_params=f"fused=True,dampening={dampening}", momentum=0.9)
+    for cfg in (fused, None):
         g = torch.Generator().manual_seed(3)
         whole = torch.randn(2, 6, 4, generator=g).mT.contiguous().mT  # stored [2, 4, 6]: views are not contiguous
         params = [nn.Parameter(torch.zeros(6, 4)), nn.Parameter(torch.zeros(3))]
         params[0].data, params[1].data = whole[1], torch.randn(3, generator=g)
-        opt = make_optimizer(cfg, params) if cfg else torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=False)
+        opt = make_optimizer(cfg, params) if cfg else torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=False,
+                                                                     dampening=dampening)
         make_state(params, opt)
-        for _ in range(2):
+        for _ in range(steps):
             for p in params:
                 grad = torch.randn(p.shape, generator=g)
                 p.grad = grad.mT.contiguous().mT if p.dim() == 2 else grad
@@ -126,13 +129,15 @@ def test_fused_step_with_a_checkpointed_buffer_of_another_layout_equals_the_plai
         torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)  # torch's fused kernel alone mixes elements up
 
 
-def test_fused_sgd_takes_a_parameter_joining_a_momentum_group_like_the_plain_step() -> None:
+@pytest.mark.parametrize("dampening", [0.0, 0.3])  # 0: a zero buffer, exact; 0.3: the multi-tensor step
+def test_fused_sgd_takes_a_parameter_joining_a_momentum_group_like_the_plain_step(dampening) -> None:
     def grown(params, opt):  # the model grew: the old parameter has a buffer, the new one none yet
         opt.state[params[0]]["momentum_buffer"] = torch.ones_like(params[0])
 
-    ours, reference = fused_and_reference(grown)
-    for a, b in zip(ours, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)
+    for steps in (1, 2):
+        ours, reference = fused_and_reference(grown, steps, dampening)
+        for a, b in zip(ours, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=0.0, atol=1e-6)
 
 
 def test_engine_optimizer_state_round_trips_through_torch_classes() -> None:

@@ -90,28 +90,34 @@ class _Eager:
         step can take the group now. torch's fused CPU kernels walk parameter, gradient and state as if they
         shared one memory layout and silently mix up elements where they do not (a transposed momentum buffer
         loaded from a checkpoint into a stacked run's transposed view, for one); the copies here are exact.
-        False (that step is then torch's multi-tensor one, which follows the single-tensor step's rules) for a
-        sparse gradient, which the fused kernels refuse, and for an SGD group with momentum where some
-        parameters have a buffer and some, just added by a growing model, do not yet: the fused kernel refuses
-        the mix."""
-        with_buffer = 0
-        with_grad = 0
+        An SGD group with momentum where some parameters have a buffer and some, just added by a growing model,
+        do not yet is refused by the fused kernel: the new ones get a zero buffer, which with no dampening makes
+        the fused update's first buffer momentum * 0 + grad = grad exactly, the single-tensor step's first
+        buffer. False (that step is then torch's multi-tensor one, which follows the single-tensor step's
+        rules) for a sparse gradient, which the fused kernels refuse, and for that mix under dampening."""
+        new: list[Tensor] = []
+        with_buffer = False
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 return False
-            with_grad += 1
             if p.grad.stride() != p.stride():
                 p.grad = torch.empty_like(p).copy_(p.grad)
             state = self.state.get(p)  # type: ignore[attr-defined]
             if not state:
+                new.append(p)
                 continue
-            with_buffer += state.get("momentum_buffer") is not None
+            with_buffer |= state.get("momentum_buffer") is not None
             for key, value in state.items():
                 if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
                     state[key] = torch.empty_like(p).copy_(value)
-        return not (group.get("momentum") and 0 < with_buffer < with_grad)
+        if new and with_buffer and group.get("momentum"):
+            if group.get("dampening"):
+                return False
+            for p in new:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)  # type: ignore[attr-defined]
+        return True
 
 
 class SGD(_Eager, torch.optim.SGD):
