@@ -62,12 +62,10 @@ class LwF(Strategy):
         super().__init__(**hp)
         self.teacher: torch.nn.Module | None = None
         self.heads: list[list[int]] = []  # class groups distilled separately (one per old task, or one)
-        self.columns: list[slice | list[int]] = []  # the heads as indices of the logits' columns
         self.seen: dict[int, list[int]] = {}  # task id -> classes seen so far
 
     def begin_experience(self, exp: Experience) -> None:
         self.heads = old_heads(self.seen, self.ctx.stream.task_aware)
-        self.columns = head_columns(self.heads)
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         if self.teacher is None or not self.heads or self.hp["alpha"] == 0.0:
@@ -76,7 +74,7 @@ class LwF(Strategy):
             target = self.teacher(batch.new.x)
         student = out["new"]
         T, sq = self.hp["temperature"], self.hp["t_squared"]
-        terms = [distillation_loss(student[:, h], target[:, h], T, sq) for h in self.columns]
+        terms = [distillation_loss(student[:, h], target[:, h], T, sq) for h in head_columns(self.heads)]
         return self.hp["alpha"] * sum(terms[1:], terms[0])
 
     def end_experience(self, exp: Experience) -> None:
@@ -96,7 +94,6 @@ class LwF(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.heads, self.seen = state["heads"], {int(k): v for k, v in state["seen"].items()}
-        self.columns = head_columns(self.heads)
         if state["teacher"] is not None:
             self.teacher = self.frozen_copy()
             self.teacher.load_state_dict(state["teacher"])

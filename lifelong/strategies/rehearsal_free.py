@@ -81,7 +81,6 @@ class RehearsalFree(QuadraticAnchor):
         self.fisher: dict[str, Tensor] = {}
         self.fishers_seen = 0
         self.heads: list[list[int]] = []
-        self.columns: list[slice | list[int]] = []
         self.seen: dict[int, list[int]] = {}
 
     def setup(self, ctx) -> None:
@@ -100,7 +99,6 @@ class RehearsalFree(QuadraticAnchor):
 
     def begin_experience(self, exp: Experience) -> None:
         self.heads = old_heads(self.seen, self.ctx.stream.task_aware)
-        self.columns = head_columns(self.heads)
 
     def penalty(self, batch: Batch, out: Outputs) -> Tensor | None:
         total = super().penalty(batch, out)
@@ -115,7 +113,7 @@ class RehearsalFree(QuadraticAnchor):
             terms.append(self.hp["feat_kd"] * (new_f - old_f).pow(2).sum(1).mean())
         if self.hp["pred_kd"] > 0 and self.heads:
             z, tau = out["new"], self.hp["temperature"]
-            kd = [distillation_loss(z[:, h], old_z[:, h], tau, t_squared=True) for h in self.columns]
+            kd = [distillation_loss(z[:, h], old_z[:, h], tau, t_squared=True) for h in head_columns(self.heads)]
             terms.append(self.hp["pred_kd"] * sum(kd[1:], kd[0]))
         return sum(terms[1:], terms[0]) if terms else None
 
@@ -156,7 +154,6 @@ class RehearsalFree(QuadraticAnchor):
         super().load_state_dict(state)
         self.fisher, self.fishers_seen = state["fisher"], state["fishers_seen"]
         self.heads, self.seen = state["heads"], {int(k): v for k, v in state["seen"].items()}
-        self.columns = head_columns(self.heads)
         if state["teacher"] is not None:
             self.teacher = self.frozen_copy()
             self.teacher.load_state_dict(state["teacher"])

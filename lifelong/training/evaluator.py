@@ -76,8 +76,8 @@ class Evaluator:
                 yield from store
                 return
             del self.kept[key]
-            self.kept_bytes -= sum(x.nbytes + y.nbytes for x, y in store)
-        store: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if keep else None
+            self.kept_bytes -= nbytes(store)
+        store = [] if keep else None
         versions = []
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
@@ -93,7 +93,7 @@ class Evaluator:
             yield pair
         if store is not None:
             self.kept[key] = (exp, store, versions)
-            self.kept_bytes += sum(x.nbytes + y.nbytes for x, y in store)
+            self.kept_bytes += nbytes(store)
 
     def prequential(self, exp: Experience, idx: torch.Tensor) -> torch.Tensor:
         """Online streams: correct predictions on the incoming training samples `idx` with the current model,
@@ -157,6 +157,11 @@ class Evaluator:
     def close(self) -> None:
         if self.probe is not None:
             self.probe.close()
+
+
+def nbytes(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes held by prepared (inputs, labels) chunks."""
+    return sum(x.nbytes + y.nbytes for x, y in pairs)
 
 
 def mean_seen(row: list[float | None] | list[float], seen: int | None = None) -> float:

@@ -58,7 +58,7 @@ def parse_optimizer_params(text: str, name: str) -> dict[str, Any]:
         try:
             values[key.strip()] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            raise LifelongError(f"optimizer_params: {key.strip()}={raw.strip()!r} is not a number, boolean or "
+            raise LifelongError(f"optimizer_params: {key.strip()}={raw!r} is not a number, boolean or "
                                 "tuple") from None
     cls = resolve_optimizer(name) or {"sgd": torch.optim.SGD, "adam": torch.optim.Adam,
                                        "adamw": torch.optim.AdamW}.get(str(name))
