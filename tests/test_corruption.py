@@ -118,6 +118,24 @@ def test_corruption_is_clear_or_harmless(fixtures, tmp_path, uninterrupted, targ
                     assert result[key] == uninterrupted[key], f"seed {seed}: {case.name}: silently other {key}"
 
 
+def test_damaged_page_that_opening_does_not_read_is_refused_at_open(tmp_path):
+    """Garbage in a page of the events table (found by the fuzz case above, seed 311536): opening reads only the
+    schema, so without a check the first write of a resumed run failed with a sqlite traceback."""
+    store = RunStore.create(tmp_path / "r", {"config": {}})
+    for i in range(400):
+        store.add_event("progress", {"i": i, "pad": "x" * 50})
+    root = store.conn.execute("SELECT rootpage FROM sqlite_master WHERE name='events'").fetchone()[0]
+    page = store.conn.execute("PRAGMA page_size").fetchone()[0]
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    db = tmp_path / "r" / "run.sqlite"
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page:(root - 1) * page + 64] = b"\xff" * 64  # the events b-tree's root page header
+    db.write_bytes(bytes(data))
+    with pytest.raises(LifelongError, match="is damaged"):
+        RunStore.open(tmp_path / "r")
+
+
 # --- item 3: zombie and incomplete run directories --------------------------------------------------------
 
 

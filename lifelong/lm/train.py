@@ -643,7 +643,8 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         rec.close()
         raise
     result["out_dir"] = str(out_dir)
-    if own_group:
+    if own_group:  # every rank reaches the end before any leaves the group (gloo aborts a rank left alone)
+        _barrier(world)
         torch.distributed.destroy_process_group()
     return result
 

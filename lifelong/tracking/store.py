@@ -101,6 +101,14 @@ class RunStore:
             conn.close()
             raise LifelongError(f"{db} is not a run database of lifelong (no meta table): the run directory is "
                                 "incomplete or damaged")
+        try:  # a damaged page may lie where opening never reads it; find it now, not at the first write
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as err:
+            problems = [str(err)]
+        if problems != ["ok"]:
+            conn.close()
+            raise LifelongError(f"run database {db} is damaged ({problems[0]}): restore the "
+                                "directory from a copy, or delete it and start the run again")
         return cls(run_dir, conn)
 
     @staticmethod

@@ -128,10 +128,14 @@ def session(device_name: str) -> Iterator[World]:
         world, _ = join(pick_device(device_name))
     else:
         world = SINGLE
+    finished = False
     try:
         yield world
+        finished = True
     finally:
         if own and torch.distributed.is_initialized():
+            if finished:  # every rank reaches the end before any leaves the group (gloo aborts a rank left alone)
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
