@@ -5,7 +5,10 @@ In-process: `Engine(cfg, dataset=data).run()` against `bare_run(...)` in this pr
 bare loop's inputs are normalised to float once, outside its timing). Whole process: a subprocess running
 `python -m lifelong run ...` (imports, data loading, run store, checkpoints) against one running
 `python benchmarks/bare_loop.py --strategy ...` (imports, data loading, normalisation, training). Runs alternate
-(A, B, A, B, ...) so both see the same machine load; medians; ratio = lifelong / bare loop.
+(A, B, A, B, ...) so both see the same machine load; medians; ratio = lifelong / bare loop. In-process, a third
+run in each round is the bare loop with torch's fused SGD step (`fused=True`, the step lifelong takes by default):
+"vs fused" is lifelong / that loop, the engine's cost over the best loop a user writes by hand. "paired" is the
+median over rounds of each round's own ratio, which cancels load that drifts between rounds.
 
     python benchmarks/bench_speed.py [--repeats 3] [--strategies naive,er,derpp,ewc,lwf] [--core 0] [--foreach]
 
@@ -89,11 +92,13 @@ def main() -> None:
         cfg = RunConfig(scenario="split-fashion-mnist", strategy=strategy, hparams=hp, threads=1, **kernel)
         bare_kw = {k: v for k, v in hp.items() if k in ("ewc_lambda", "fisher_samples", "alpha", "beta",
                                                          "temperature")}
-        t = {"bare": [], "lifelong": [], "bare process": [], "lifelong process": []}
+        t = {"bare": [], "bare fused": [], "lifelong": [], "bare process": [], "lifelong process": []}
         acc = {}
         for r in range(args.repeats):
             s, acc["bare"] = timed(bare_run, data, x_all, test_x, strategy=strategy, seed=r, **bare_kw)
             t["bare"].append(s)
+            t["bare fused"].append(timed(bare_run, data, x_all, test_x, strategy=strategy, seed=r, fused=True,
+                                         **bare_kw)[0])
             s, res = timed(engine_run, cfg.with_overrides(seed=r), data)
             t["lifelong"].append(s)
             acc["lifelong"] = res["final_accuracy"]
@@ -107,16 +112,18 @@ def main() -> None:
                  strategy, "--seed", str(r), "--threads", "1", "-q", "--run-dir", str(tmp / f"{strategy}-{r}"),
                  *flags, *(["--optimizer-params", "foreach=True"] if args.foreach else [])], env))
         med = {k: statistics.median(v) if v else float("nan") for k, v in t.items()}
+        med["paired"] = statistics.median(a / b for a, b in zip(t["lifelong"], t["bare"], strict=True))
         rows.append((strategy, med, acc))
         print(f"  {strategy}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nSplit-FashionMNIST, MLP 784-256-256-10, SGD 0.01/0.9, batch 32, 1 epoch; 1 thread pinned to core "
           f"{args.core}; median of {args.repeats} alternating repeats; torch {torch.__version__}"
           + ("; lifelong with the multi-tensor (foreach) SGD step" if args.foreach else ""))
-    print(f"{'strategy':9}{'bare s':>8}{'lifelong s':>11}{'ratio':>7}   {'bare proc s':>11}{'lifelong proc s':>16}"
-          f"{'ratio':>7}   final acc bare / lifelong (last repeat)")
+    print(f"{'strategy':9}{'bare s':>8}{'lifelong s':>11}{'ratio':>7}{'paired':>7}{'vs fused':>9}   "
+          f"{'bare proc s':>11}{'lifelong proc s':>16}{'ratio':>7}   final acc bare / lifelong (last repeat)")
     for strategy, med, acc in rows:
-        print(f"{strategy:9}{med['bare']:8.2f}{med['lifelong']:11.2f}{med['lifelong'] / med['bare']:7.2f}   "
+        print(f"{strategy:9}{med['bare']:8.2f}{med['lifelong']:11.2f}{med['lifelong'] / med['bare']:7.2f}"
+              f"{med['paired']:7.2f}{med['lifelong'] / med['bare fused']:9.2f}   "
               f"{med['bare process']:11.2f}{med['lifelong process']:16.2f}"
               f"{med['lifelong process'] / med['bare process']:7.2f}   {acc['bare']:.3f} / {acc['lifelong']:.3f}")
 

@@ -194,6 +194,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
                                 loggers=split_names(getattr(args, "log", None)), on_result=on_result,
                                 strategy_hparams=getattr(args, "strategy_hparams", None), stack=args.stack)
+    except KeyboardInterrupt:
+        raise LifelongError(f"interrupted; finished runs are kept in {out}: the same command with --out {out} "
+                            "resumes the others") from None
     finally:
         bar.close()
     from lifelong.report.tables import comparison_table

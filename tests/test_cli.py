@@ -44,6 +44,19 @@ def test_compare_runs_strategies_and_seeds_in_workers(tmp_path, capsys):
     assert "±" in out
 
 
+def test_interrupted_compare_says_how_to_finish(tmp_path, capsys, monkeypatch):
+    from lifelong.training import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "compare", interrupted)
+    code, _, err = run_cli(capsys, "compare", *TINY, "--strategies", "naive", "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert f"interrupted; finished runs are kept in {tmp_path / 'c'}" in err and "resumes the others" in err
+    assert "Traceback" not in err
+
+
 def test_yaml_config_and_flags(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("scenario: split-digits\nhidden: '16'\nepochs: 1\nhparams:\n  buffer_size: 20\n")

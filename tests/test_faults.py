@@ -97,6 +97,30 @@ def test_compare_survives_a_killed_worker_and_resumes(tmp_path):
         assert resumed[key] == fresh[key], key
 
 
+def test_compare_interrupted_in_the_parent_marks_its_runs_interrupted(tmp_path):
+    """Ctrl-C reaching only the compare process (kill -INT to its pid): the workers it stops leave no run
+    marked "running" (they said so before), and compare run again finishes them."""
+    base = RunConfig(**{**SETTINGS, "epochs": 12})
+    out = tmp_path / "cmp"
+
+    def progress(state: dict) -> None:
+        if len(state) == 2 and all(step > 0 for step, _ in state.values()):  # both runs stored and training
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.compare(base, ["naive", "er"], [0], out, workers=2, progress=progress)
+    statuses = []
+    for db in out.rglob("run.sqlite"):
+        store = RunStore.open(db.parent)
+        try:
+            statuses.append(store.meta()["status"])
+        finally:
+            store.close()
+    assert len(statuses) == 2 and "interrupted" in statuses and "running" not in statuses, statuses
+    again = runner.compare(base, ["naive", "er"], [0], out, workers=2)
+    assert not [r for r in again["results"] if "error" in r] and len(again["summary"]) == 2
+
+
 def test_disk_full_while_checkpointing(tmp_path, monkeypatch):
     """Item 7: ENOSPC while writing a checkpoint is one line naming the disk, the run is marked failed, and
     it resumes to the uninterrupted numbers once space is freed."""

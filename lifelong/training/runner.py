@@ -293,16 +293,24 @@ def mark_dead(job: tuple[RunConfig, Path], exitcode: int | None) -> dict[str, An
     cfg, run_dir = job
     how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
     error = f"its worker process died ({how}); resume it with 'lifelong resume {run_dir}'"
-    if (run_dir / DB_NAME).is_file():
-        try:
-            store = RunStore.open(run_dir)
-            try:
-                store.set_meta(status="failed", error=error)
-            finally:
-                store.close()
-        except (LifelongError, sqlite3.Error):
-            pass
+    mark_stopped(run_dir, status="failed", error=error)
     return {"error": error, "strategy": cfg.strategy, "seed": cfg.seed, "run_dir": str(run_dir)}
+
+
+def mark_stopped(run_dir: Path, **meta: Any) -> None:
+    """Record `meta` (its status) in the store of a run whose worker stopped while training it, unless the run
+    recorded its own end first (an out-of-memory message, say); a missing or unreadable store is left as is."""
+    if not (run_dir / DB_NAME).is_file():
+        return
+    try:
+        store = RunStore.open(run_dir)
+        try:
+            if store.meta().get("status") == "running":
+                store.set_meta(**meta)
+        finally:
+            store.close()
+    except (LifelongError, sqlite3.Error):
+        pass
 
 
 def refuse_under_torchrun() -> None:
@@ -417,11 +425,14 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
                         assign(slots[-1])
             if progress is not None:
                 progress(state)
-    finally:
+    finally:  # left early (interrupted, or an error here): runs still training are stopped and say so
         for slot in slots:
             if slot["proc"].is_alive() and slot["jobs"]:
                 slot["proc"].terminate()
+        for slot in slots:
             slot["proc"].join(timeout=10)
+            for i in sorted(slot["jobs"]):
+                mark_stopped(jobs[i][1], status="interrupted")
     return results
 
 
