@@ -54,34 +54,37 @@ def bare_run(data: ArrayDataset, x_all: torch.Tensor, test_x: torch.Tensor, repl
              temperature: float = 2.0, fused: bool = False) -> float:
     """Train 5 experiences x 2 classes, 1 epoch each; evaluate on all test data before training and after each
     experience (the same evaluations lifelong makes for its metrics); return the final accuracy. `fused`: the
-    loop a user who knows torch's fused SGD step writes (lifelong's default step), instead of SGD's default."""
+    loop a user who knows torch's fused SGD step writes (lifelong's default step), instead of SGD's default.
+    Runs on the device of `x_all` (labels and model moved there, indices drawn on the CPU and moved)."""
     strategy = strategy or ("er" if replay else "naive")
+    dev = x_all.device
+    train_y, test_y = data.train_y.to(dev), data.test_y.to(dev)
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **({"fused": True} if fused else {}))
     g = torch.Generator().manual_seed(seed)
     memory = strategy in ("er", "derpp")
-    mem_x = torch.zeros(buffer_size, 784)
-    mem_y = torch.zeros(buffer_size, dtype=torch.long)
-    mem_z = torch.zeros(buffer_size, 10)
+    mem_x = torch.zeros(buffer_size, 784, device=dev)
+    mem_y = torch.zeros(buffer_size, dtype=torch.long, device=dev)
+    mem_z = torch.zeros(buffer_size, 10, device=dev)
     seen = 0
     fishers, anchors = [], []  # EWC
     teacher, old_classes = None, []  # LwF
     with torch.no_grad():  # accuracy of the untrained model, needed for forward transfer (lifelong does this too)
-        (model(test_x).argmax(1) == data.test_y).float().mean().item()
+        (model(test_x).argmax(1) == test_y).float().mean().item()
     for task in range(5):
         idx = torch.isin(data.train_y, torch.tensor([2 * task, 2 * task + 1])).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
+        idx = idx[torch.randperm(len(idx), generator=g)].to(dev)
         for s in range(0, len(idx), batch):
             b = idx[s:s + batch]
-            x, y = x_all[b], data.train_y[b]
+            x, y = x_all[b], train_y[b]
             if strategy == "er" and seen > 0:
-                pick = torch.randperm(min(seen, buffer_size), generator=g)[:batch]
+                pick = torch.randperm(min(seen, buffer_size), generator=g)[:batch].to(dev)
                 logits = model(torch.cat([x, mem_x[pick]]))
                 loss = F.cross_entropy(logits, torch.cat([y, mem_y[pick]]))
             elif strategy == "derpp" and seen > 0:
-                p1 = torch.randperm(min(seen, buffer_size), generator=g)[:batch]
-                p2 = torch.randperm(min(seen, buffer_size), generator=g)[:batch]
+                p1 = torch.randperm(min(seen, buffer_size), generator=g)[:batch].to(dev)
+                p2 = torch.randperm(min(seen, buffer_size), generator=g)[:batch].to(dev)
                 out = model(torch.cat([x, mem_x[p1], mem_x[p2]]))
                 logits, z1, z2 = out[:len(b)], out[len(b):len(b) + len(p1)], out[len(b) + len(p1):]
                 loss = (F.cross_entropy(logits, y) + (0.1 if alpha is None else alpha) * F.mse_loss(z1, mem_z[p1])
@@ -110,16 +113,16 @@ def bare_run(data: ArrayDataset, x_all: torch.Tensor, test_x: torch.Tensor, repl
                         mem_x[j], mem_y[j], mem_z[j] = x[i], y[i], z[i]
                     seen += 1
         if strategy == "ewc":
-            pick = idx[torch.randperm(len(idx), generator=g)[:fisher_samples]]
+            pick = idx[torch.randperm(len(idx), generator=g)[:fisher_samples].to(dev)]
             model.eval()
-            fishers.append(fisher(model, x_all[pick], data.train_y[pick]))
+            fishers.append(fisher(model, x_all[pick], train_y[pick]))
             model.train()
             anchors.append([p.detach().clone() for p in model.parameters()])
         if strategy == "lwf":
             teacher = copy.deepcopy(model).eval()
             old_classes = list(range(2 * task + 2))
         with torch.no_grad():
-            acc = (model(test_x).argmax(1) == data.test_y).float().mean().item()
+            acc = (model(test_x).argmax(1) == test_y).float().mean().item()
     return acc
 
 
@@ -127,12 +130,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategy", choices=STRATEGIES, default="naive")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from lifelong.data.datasets import load_dataset
 
     data = load_dataset("fashion-mnist")
-    x_all, test_x = normalised(data)
+    x_all, test_x = (t.to(args.device) for t in normalised(data))
     print(f"final accuracy {bare_run(data, x_all, test_x, strategy=args.strategy, seed=args.seed):.4f}")
 
 

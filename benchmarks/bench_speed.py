@@ -11,6 +11,7 @@ run in each round is the bare loop with torch's fused SGD step (`fused=True`, th
 median over rounds of each round's own ratio, which cancels load that drifts between rounds.
 
     python benchmarks/bench_speed.py [--repeats 3] [--strategies naive,er,derpp,ewc,lwf] [--core 0] [--foreach]
+                                     [--device cuda]
 
 `--foreach` times lifelong with `optimizer_params="foreach=True"` (torch's multi-tensor SGD step, bit-identical to
 the single-tensor one, instead of the default fused step; see lifelong.training.learner.make_optimizer).
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--core", type=int, default=0, help="CPU core every run is pinned to [0]")
     ap.add_argument("--no-process", action="store_true", help="skip the whole-process comparison")
     ap.add_argument("--foreach", action="store_true", help="lifelong with optimizer_params='foreach=True'")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where both sides train [cpu]")
     args = ap.parse_args()
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if hasattr(os, "sched_setaffinity"):
@@ -83,13 +85,14 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     pin = pin_prefix(args.core)
     data = load_dataset("fashion-mnist")
-    x_all, test_x = normalised(data)
+    x_all, test_x = (t.to(args.device) for t in normalised(data))
     tmp = Path(tempfile.mkdtemp(prefix="bench-speed-"))
     rows = []
     for strategy in strategies:
         hp = HPARAMS[strategy]
         kernel = {"optimizer_params": "foreach=True"} if args.foreach else {}
-        cfg = RunConfig(scenario="split-fashion-mnist", strategy=strategy, hparams=hp, threads=1, **kernel)
+        cfg = RunConfig(scenario="split-fashion-mnist", strategy=strategy, hparams=hp, threads=1,
+                        device=args.device, **kernel)
         bare_kw = {k: v for k, v in hp.items() if k in ("ewc_lambda", "fisher_samples", "alpha", "beta",
                                                          "temperature")}
         t = {"bare": [], "bare fused": [], "lifelong": [], "bare process": [], "lifelong process": []}
@@ -105,11 +108,13 @@ def main() -> None:
             if args.no_process:
                 continue
             t["bare process"].append(timed_process(
-                [*pin, sys.executable, str(HERE / "bare_loop.py"), "--strategy", strategy, "--seed", str(r)], env))
+                [*pin, sys.executable, str(HERE / "bare_loop.py"), "--strategy", strategy, "--seed", str(r),
+                 "--device", args.device], env))
             flags = [f"-p{k}={v}" for k, v in hp.items()]
             t["lifelong process"].append(timed_process(
                 [*pin, sys.executable, "-m", "lifelong", "run", "--scenario", "split-fashion-mnist", "--strategy",
                  strategy, "--seed", str(r), "--threads", "1", "-q", "--run-dir", str(tmp / f"{strategy}-{r}"),
+                 "--device", args.device,
                  *flags, *(["--optimizer-params", "foreach=True"] if args.foreach else [])], env))
         med = {k: statistics.median(v) if v else float("nan") for k, v in t.items()}
         med["paired"] = statistics.median(a / b for a, b in zip(t["lifelong"], t["bare"], strict=True))
@@ -117,7 +122,7 @@ def main() -> None:
         print(f"  {strategy}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nSplit-FashionMNIST, MLP 784-256-256-10, SGD 0.01/0.9, batch 32, 1 epoch; 1 thread pinned to core "
-          f"{args.core}; median of {args.repeats} alternating repeats; torch {torch.__version__}"
+          f"{args.core}; {args.device}; median of {args.repeats} alternating repeats; torch {torch.__version__}"
           + ("; lifelong with the multi-tensor (foreach) SGD step" if args.foreach else ""))
     print(f"{'strategy':9}{'bare s':>8}{'lifelong s':>11}{'ratio':>7}{'paired':>7}{'vs fused':>9}   "
           f"{'bare proc s':>11}{'lifelong proc s':>16}{'ratio':>7}   final acc bare / lifelong (last repeat)")

@@ -4,7 +4,8 @@
                             SGD steps (Learner.step) -- or strategy.fit_experience(exp) for closed-form learners
                             strategy.end_experience(exp)
                             evaluate every experience (Evaluator) -> a row of the accuracy matrix; checkpoint
-    every step:             continual evaluation every K steps; losses and progress (Recorder)
+    every step:             continual evaluation every K steps; losses and progress (Recorder; on an
+                            accelerator read from the device in batches of steps: StepLosses)
 
 Data stays as tensors on the device; a batch is an index slice. Checkpoints are written at every experience end
 and every `checkpoint_every` steps; resuming from one gives the same numbers as a run that was never interrupted
@@ -63,7 +64,7 @@ from lifelong.training.checkpoint import load_checkpoint, save_checkpoint
 from lifelong.training.config import RunConfig
 from lifelong.training.evaluator import Evaluator, mean_seen
 from lifelong.training.learner import Learner
-from lifelong.training.recorder import Recorder, StepCallback
+from lifelong.training.recorder import Recorder, StepCallback, StepLosses
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -293,6 +294,13 @@ class Engine:
             return len(self.stream)
         return train_index + 1
 
+    def step_losses(self) -> StepLosses:
+        """Where the steps' losses wait to be recorded: on the CPU each step's is read at once (a read costs
+        nothing there, and an `on_step` callback sees the model right after its step); on an accelerator up to
+        32 steps' are read together, so the host never waits for the device between steps (the callback then
+        runs for those steps together, after the last of them)."""
+        return StepLosses(self.recorder, every=1 if self.device.type == "cpu" else 32)
+
     # --- continual evaluation --------------------------------------------------------------------------
     def continual_evaluation(self, seen: int) -> None:
         self.evaluator.submit(self.position["global_step"], seen)
@@ -413,6 +421,7 @@ class Engine:
         rates = learner.rates(k0, g0, batches * iters)
         allowed = learner.allowed
         order = exp.train_idx
+        losses = self.step_losses()
         self.model.train()
         for b in range(self.position["step"], batches):
             idx = order[b * B:(b + 1) * B]
@@ -422,24 +431,22 @@ class Engine:
                 if rates is not None:
                     learner.set_rate(rates[b * iters + j])
                 loss = learner.step(exp, idx, before + b, observe=j == 0)
-                value = loss.item()
                 g = self.position["global_step"] = self.position["global_step"] + 1
-                if not math.isfinite(value):
-                    raise LifelongError(f"loss became {value} at step {g} (experience {exp.index}): lower the "
-                                        "learning rate or the penalty strength; results up to the last checkpoint "
-                                        "are kept")
                 if cfg.eval_every and g % cfg.eval_every == 0:
+                    losses.flush()
                     self.continual_evaluation(seen_sets)
-                self.recorder.step(g, grand_total, value, self.latest_accuracy, None,
-                                   self.optimizer.param_groups[0]["lr"])
+                losses.add(g, grand_total, exp.index, loss, None, self.latest_accuracy,
+                           self.optimizer.param_groups[0]["lr"])
             self.position["step"] = b + 1
             samples = self.online["samples"]
             self.online["samples"] = samples + len(idx)
             self.anytime_evaluation(samples, samples + len(idx))
             if cfg.checkpoint_every and g // cfg.checkpoint_every > (g - iters) // cfg.checkpoint_every \
                     and b + 1 < batches:
+                losses.flush()
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()
+        losses.flush()
         if exp.index == len(self.train_stream) - 1:
             with eval_mode(learner.optimizer):
                 self.strategy.end_experience(self.arrived_view())
@@ -513,6 +520,7 @@ class Engine:
         seen = self.seen_experiences(exp.index)
         k0, g0 = self.position["experience"], self.position["global_step"] - self.position["step"]
         rates = learner.rates(k0, g0, total)
+        losses = self.step_losses()
         self.model.train()
         for s in range(self.position["step"], total):
             self.save_pre_anneal(exp, s)
@@ -521,23 +529,18 @@ class Engine:
             if rates is not None:
                 learner.set_rate(rates[s])
             loss = learner.step(exp, idx)
-            if learner.grad_norms is None:
-                value, norms = loss.item(), None
-            else:
-                value, *norms = torch.cat([loss.reshape(1).float(), learner.grad_norms]).tolist()
             g = self.position["global_step"] = self.position["global_step"] + 1
             self.position["step"] = s + 1
-            if not math.isfinite(value):
-                raise LifelongError(f"loss became {value} at step {g} (experience {exp.index}): lower the "
-                                    "learning rate or the penalty strength; results up to the last checkpoint "
-                                    "are kept")
             if eval_every and g % eval_every == 0:
+                losses.flush()
                 self.continual_evaluation(seen)
-            self.recorder.step(g, grand_total, value, self.latest_accuracy, norms,
-                               self.optimizer.param_groups[0]["lr"])
+            losses.add(g, grand_total, exp.index, loss, learner.grad_norms, self.latest_accuracy,
+                       self.optimizer.param_groups[0]["lr"])
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
+                losses.flush()
                 self.train_seconds = base_seconds + time.perf_counter() - start
                 self.checkpoint()
+        losses.flush()
 
     def branch(self, exp: Experience) -> None:
         """A decayed checkpoint at the end of `exp`; the main branch continues exactly as without it.
@@ -573,7 +576,8 @@ class Engine:
             self.model.train()
             for i, rate in enumerate(rates):
                 self.learner.set_rate(rate)
-                loss = self.learner.step(exp, order[i * B:(i + 1) * B]).item()
+                last = self.learner.step(exp, order[i * B:(i + 1) * B])
+            loss = last.item()  # the branch's last loss only: no wait for the device at every step
             accuracy = self.evaluate()
             if self.recorder.dir is not None:
                 with eval_mode(self.optimizer):

@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from lifelong.errors import LifelongError
 from lifelong.evaluation.metrics import average_forgetting, backward_transfer
 from lifelong.schedules.refined import NORM_SCALARS
 from lifelong.tracking.files import write_json_atomic
@@ -47,6 +50,46 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
         if isinstance(result.get(k), (int, float)):
             out[f"cost/{k}"] = float(result[k])
     return out
+
+
+class StepLosses:
+    """The losses (and gradient norms) of the steps since the last `flush`, read from the device together and
+    then recorded step by step, in order, with what each step saw (accuracy, learning rate, time).
+
+    A `loss.item()` per step makes the host wait for the accelerator at every step; on a GPU, where a small
+    model's step is bound by kernel launches, the queue then drains at each step instead of running ahead. The
+    engine flushes before anything that must see every loss so far (a continual evaluation, a checkpoint, the
+    end of an experience), and on its own every `every` steps or `seconds` after the oldest pending step (so
+    progress shows on slow steps too). A non-finite loss stops the run at the flush, naming its step; steps
+    after it in the same flush were taken but nothing of them is recorded or checkpointed."""
+
+    def __init__(self, recorder: Recorder, every: int = 32, seconds: float = 0.5) -> None:
+        self.recorder, self.every, self.seconds = recorder, every, seconds
+        self.pending: list[tuple[int, int, int, Any, Any, float | None, float, float]] = []
+
+    def add(self, step: int, total: int, experience: int, loss: Any, norms: Any, accuracy: float | None,
+            lr: float) -> None:
+        """Step `step` of `total` (global), of `experience`: its 0-dim `loss` tensor and its gradient norms
+        tensor (None when not recorded)."""
+        self.pending.append((step, total, experience, loss, norms, accuracy, lr, time.perf_counter()))
+        if len(self.pending) >= self.every or self.pending[-1][-1] - self.pending[0][-1] >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        if len(pending) == 1 and pending[0][4] is None:
+            rows = [[pending[0][3].item()]]
+        else:  # one wait for the device
+            rows = torch.stack([torch.cat([loss.float().reshape(1), *([] if norms is None else [norms])])
+                                for _, _, _, loss, norms, _, _, _ in pending]).tolist()
+        for (step, total, experience, _, _, accuracy, lr, at), (value, *norms) in zip(pending, rows, strict=True):
+            if not math.isfinite(value):
+                raise LifelongError(f"loss became {value} at step {step} (experience {experience}): lower the "
+                                    "learning rate or the penalty strength; results up to the last checkpoint "
+                                    "are kept")
+            self.recorder.step(step, total, value, accuracy, norms or None, lr, at=at)
 
 
 class Recorder:
@@ -87,9 +130,10 @@ class Recorder:
 
     # --- during training ------------------------------------------------------------------------------
     def step(self, step: int, total: int, loss: float, accuracy: float | None,
-             grad_norms: list[float] | None = None, lr: float | None = None) -> None:
+             grad_norms: list[float] | None = None, lr: float | None = None, at: float | None = None) -> None:
         """One training step: its loss (and l2, l1 gradient norms when recorded) to the store; loss, learning
-        rate and samples/s to the loggers; progress to the step callback."""
+        rate and samples/s to the loggers; progress to the step callback. `at`: when the step was taken
+        (time.perf_counter; default now), for samples/s when steps are recorded in batches (StepLosses)."""
         self.pending.append((step, "loss", loss))
         if grad_norms is not None:
             self.pending += [(step, NORM_SCALARS[2.0], grad_norms[0]), (step, NORM_SCALARS[1.0], grad_norms[1])]
@@ -104,7 +148,7 @@ class Recorder:
                     logger.set_total(total)
             self.told_total = True
         values = {"loss": loss, **({"lr": lr} if lr is not None else {})}
-        now = time.perf_counter()
+        now = time.perf_counter() if at is None else at
         if self.rate_mark is None:
             self.rate_mark = (step, now)
         elif step - self.rate_mark[0] >= self.rate_every or step == total:
