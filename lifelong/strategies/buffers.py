@@ -11,6 +11,7 @@ proportional to the capacity (benchmarks/bench_buffers.py times both buffers).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,8 +35,9 @@ class ReservoirBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def slots_for(self, labels: list[int]) -> list[int]:
-        """Slot per offered sample (-1: not kept), offered one by one (algorithm R)."""
+    def slots_for(self, labels: Sequence[int] | Tensor) -> list[int]:
+        """Slot per offered sample (-1: not kept), offered one by one (algorithm R). Only the count of `labels`
+        is used: a tensor of labels on a GPU is never read back to the host."""
         n = len(labels)
         free = max(0, min(n, self.capacity - self.seen))  # while not full: the next slots, no random draw
         slots = list(range(self.seen, self.seen + free))
@@ -50,7 +52,7 @@ class ReservoirBuffer:
         if not self.store:
             self.store = {k: v.new_zeros((self.capacity, *v.shape[1:])) for k, v in items.items()}
         chosen: dict[int, int] = {}
-        for i, slot in enumerate(self.slots_for(items["y"].tolist())):
+        for i, slot in enumerate(self.slots_for(items["y"])):
             if slot >= 0:
                 chosen[slot] = i  # a later sample drawing the same slot overwrites, as if offered one by one
         self.seen += n
@@ -133,9 +135,9 @@ class ClassBalancedBuffer(ReservoirBuffer):
         top = max(len(s) for s in self.class_slots.values())
         return sorted(c for c, s in self.class_slots.items() if len(s) == top), top
 
-    def slots_for(self, labels: list[int]) -> list[int]:
+    def slots_for(self, labels: Sequence[int] | Tensor) -> list[int]:
         slots = []
-        for c in labels:
+        for c in labels.tolist() if isinstance(labels, Tensor) else labels:
             n_c = self.class_seen[c] = self.class_seen.get(c, 0) + 1
             used = len(self.slot_class)
             if used < self.capacity:
