@@ -48,7 +48,9 @@ def test_batched_losses_are_recorded_as_losses_read_one_step_at_a_time(tmp_path,
     one, one_calls = run_with_calls(cfg, tmp_path / "one")
     monkeypatch.setattr(Engine, "step_losses", lambda self: StepLosses(self.recorder, every=32, seconds=1e9))
     many, many_calls = run_with_calls(cfg, tmp_path / "many")
-    assert [c[:3] for c in many_calls] == [c[:3] for c in one_calls]
+    # (step, loss) of every call; the accuracy a call carries is the latest continual evaluation's, which the
+    # background probe delivers whenever it finishes, in either mode
+    assert [c[:2] for c in many_calls] == [c[:2] for c in one_calls]
     assert all(g == now for g, _, _, now in one_calls)  # one at a time: the callback right after its step
     assert any(g < now for g, _, _, now in many_calls)  # batched: some callbacks after later steps
     for name in ("loss", NORM_SCALARS[2.0], NORM_SCALARS[1.0]):
