@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_resume import Crash, crash_at
 
 from lifelong.errors import LifelongError
 from lifelong.schedules.refined import NORM_SCALARS
@@ -60,20 +61,11 @@ def test_batched_losses_are_recorded_as_losses_read_one_step_at_a_time(tmp_path,
         assert many[key] == one[key], key
 
 
-class Crash(Exception):
-    pass
-
-
 def test_batched_run_crashed_in_a_callback_resumes_to_the_uninterrupted_numbers(tmp_path, digits_cfg, batched):
     cfg = digits_cfg(strategy="derpp", eval_every=5, eval_subsample=20)
     clean = runner.run(cfg, tmp_path / "clean")
-
-    def crash(g, total, loss, acc):
-        if g == 40:
-            raise Crash
-
     with pytest.raises(Crash):
-        runner.run(cfg, tmp_path / "crashed", on_step=crash)
+        runner.run(cfg, tmp_path / "crashed", on_step=crash_at(40))
     resumed = runner.resume(tmp_path / "crashed")
     for key in COMPARED:
         assert resumed[key] == clean[key], key
