@@ -432,11 +432,11 @@ class Engine:
                     learner.set_rate(rates[b * iters + j])
                 loss = learner.step(exp, idx, before + b, observe=j == 0)
                 g = self.position["global_step"] = self.position["global_step"] + 1
-                if cfg.eval_every and g % cfg.eval_every == 0:
-                    losses.flush()
-                    self.continual_evaluation(seen_sets)
                 losses.add(g, grand_total, exp.index, loss, None, self.latest_accuracy,
                            self.optimizer.param_groups[0]["lr"])
+                if cfg.eval_every and g % cfg.eval_every == 0:
+                    losses.flush()  # a non-finite loss stops the run before its weights are evaluated
+                    self.continual_evaluation(seen_sets)
             self.position["step"] = b + 1
             samples = self.online["samples"]
             self.online["samples"] = samples + len(idx)
@@ -531,11 +531,11 @@ class Engine:
             loss = learner.step(exp, idx)
             g = self.position["global_step"] = self.position["global_step"] + 1
             self.position["step"] = s + 1
-            if eval_every and g % eval_every == 0:
-                losses.flush()
-                self.continual_evaluation(seen)
             losses.add(g, grand_total, exp.index, loss, learner.grad_norms, self.latest_accuracy,
                        self.optimizer.param_groups[0]["lr"])
+            if eval_every and g % eval_every == 0:
+                losses.flush()  # a non-finite loss stops the run before its weights are evaluated
+                self.continual_evaluation(seen)
             if cfg.checkpoint_every and g % cfg.checkpoint_every == 0 and s + 1 < total:
                 losses.flush()
                 self.train_seconds = base_seconds + time.perf_counter() - start
