@@ -44,6 +44,38 @@ def test_corrupt_idx_file_is_one_clear_error(tmp_path):
         D.fashion_mnist(tmp_path)
 
 
+def test_compressed_idx_is_decoded_once_and_a_rewritten_file_is_decoded_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "x-idx3-ubyte.gz"
+    first = np.random.default_rng(0).integers(0, 255, (30, 28, 28))
+    write_idx(path, first)
+    assert np.array_equal(D.read_idx(path), first)
+    assert len(list((tmp_path / "cache" / "idx").glob("x-idx3-ubyte-*.npy"))) == 1
+    real_open = gzip.open
+    monkeypatch.setattr(gzip, "open", lambda *a, **k: pytest.fail("decoded again"))
+    kept = D.read_idx(path)
+    assert np.array_equal(kept, first) and kept.dtype == np.uint8 and kept.flags.writeable
+    monkeypatch.setattr(gzip, "open", real_open)
+    second = np.random.default_rng(1).integers(0, 255, (30, 28, 28))  # same size: only the stamp tells
+    write_idx(path, second)
+    assert np.array_equal(D.read_idx(path), second)
+
+
+def test_damaged_kept_array_or_unwritable_cache_is_passed_over(tmp_path, monkeypatch):
+    path = tmp_path / "y-idx1-ubyte.gz"
+    labels = np.arange(50) % 10
+    write_idx(path, labels)
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    D.read_idx(path)
+    (kept,) = (tmp_path / "cache" / "idx").glob("*.npy")
+    kept.write_bytes(kept.read_bytes()[:-7])
+    assert np.array_equal(D.read_idx(path), labels)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("LIFELONG_CACHE", str(blocked))
+    assert np.array_equal(D.read_idx(path), labels)
+
+
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "fashion_mnist_dirs", lambda root: [tmp_path])
     with pytest.raises(LifelongError, match="apt-get install dataset-fashion-mnist"):

@@ -9,7 +9,6 @@ steps: see `base_experiences` in lifelong/strategies/analytic.py.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from lifelong.data.download import derived_cache_dir
 from lifelong.errors import LifelongError
 from lifelong.tracking.files import save_torch_atomic
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "features"
+    return derived_cache_dir("features")
 
 
 def tensor_hash(t: torch.Tensor) -> str:

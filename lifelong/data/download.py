@@ -42,6 +42,12 @@ def cache_dir(name: str = "") -> Path:
     return Path(base) / name if name else Path(base)
 
 
+def derived_cache_dir(name: str) -> Path:
+    """Where files derived from data are kept (decoded arrays, embeddings, token ids): $LIFELONG_CACHE/name, else
+    ~/.cache/lifelong/name. Everything there can be deleted; it is made again when needed."""
+    return Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / name
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lifelong.data.download import derived_cache_dir
 from lifelong.data.fortunes import FORTUNES_DIR, parse_fortunes, read_text
 from lifelong.errors import LifelongError
 from lifelong.registry import Registry
@@ -264,7 +265,7 @@ def token_dtype(vocab_size: int):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / "lm-tokens"
+    return derived_cache_dir("lm-tokens")
 
 
 def cache_key(source: CorpusSource, tokenizer, val_fraction: float, probe_fraction: float) -> str:
