@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lifelong.errors import LifelongError
-from lifelong.strategies.buffers import ClassBalancedBuffer, ReservoirBuffer, make_buffer
+from lifelong.strategies.buffers import ClassBalancedBuffer, ReservoirBuffer, index_tensor, make_buffer
 
 
 def offer(buf, labels, ids=None):
@@ -239,3 +239,12 @@ def test_bad_buffer_arguments_give_one_clear_error():
         ClassBalancedBuffer(0, seed=0)
     with pytest.raises(LifelongError, match="not a memory policy"):
         make_buffer("balanced", 10, seed=0)
+
+
+def test_index_tensor_is_a_long_index_on_the_device_and_an_empty_take_is_empty():
+    index = index_tensor([4, 0, 2], torch.device("cpu"))
+    assert index.dtype == torch.long and index.tolist() == [4, 0, 2]
+    buf = ReservoirBuffer(5, seed=0)
+    buf.add(x=torch.arange(5.0).unsqueeze(1), y=torch.arange(5))
+    assert buf.take([4, 0])["y"].tolist() == [4, 0]
+    assert buf.take([])["x"].shape == (0, 1)  # a list-made empty index was float, which index_select refuses

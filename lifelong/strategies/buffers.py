@@ -20,6 +20,16 @@ from torch import Tensor
 from lifelong.errors import LifelongError
 
 
+def index_tensor(values: list[int], device: torch.device) -> Tensor:
+    """`values` as a long tensor on `device`. To a GPU through pinned memory without blocking: a tensor made
+    from a Python list directly on a GPU is a blocking copy, after which torch waits for every kernel queued
+    before it, so each replay step would stall the host. (The GPU branch is not yet measured on a GPU.)"""
+    index = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
+
+
 class ReservoirBuffer:
     """A fixed-capacity uniform sample of a stream of (raw input, label, extras...)."""
 
@@ -59,8 +69,7 @@ class ReservoirBuffer:
         self.size = min(self.capacity, self.size + sum(1 for s in chosen if s >= self.size))
         if chosen:
             device = items["y"].device
-            dest = torch.tensor(list(chosen), device=device)
-            src = torch.tensor(list(chosen.values()), device=device)
+            dest, src = index_tensor(list(chosen), device), index_tensor(list(chosen.values()), device)
             for k, v in items.items():
                 self.store[k][dest] = v[src]
 
@@ -70,7 +79,7 @@ class ReservoirBuffer:
 
     def take(self, slots: list[int]) -> dict[str, Tensor]:
         """The stored tensors at `slots`, one gather per stored tensor (several draws can share one)."""
-        pick = torch.tensor(slots, device=self.store["y"].device)
+        pick = index_tensor(slots, self.store["y"].device)
         return {name: v.index_select(0, pick) for name, v in self.store.items()}
 
     def sample(self, k: int) -> dict[str, Tensor]:
