@@ -36,16 +36,21 @@ class Remote:
     sha256: str | None = None
 
 
+def home_cache() -> Path:
+    """~/.cache/lifelong: the default of both caches below."""
+    return Path(os.path.expanduser("~")) / ".cache" / "lifelong"
+
+
 def cache_dir(name: str = "") -> Path:
     """The download cache: $LIFELONG_DATA, else ~/.cache/lifelong (joined with `name`)."""
-    base = os.environ.get("LIFELONG_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "lifelong")
-    return Path(base) / name if name else Path(base)
+    base = Path(os.environ.get("LIFELONG_DATA") or home_cache())
+    return base / name if name else base
 
 
 def derived_cache_dir(name: str) -> Path:
     """Where files derived from data are kept (decoded arrays, embeddings, token ids): $LIFELONG_CACHE/name, else
     ~/.cache/lifelong/name. Everything there can be deleted; it is made again when needed."""
-    return Path(os.environ.get("LIFELONG_CACHE", Path.home() / ".cache" / "lifelong")) / name
+    return Path(os.environ.get("LIFELONG_CACHE") or home_cache()) / name
 
 
 def file_digest(path: Path, algorithm: str) -> str:

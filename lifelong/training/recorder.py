@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -52,6 +52,19 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+class PendingStep(NamedTuple):
+    """One step taken but not yet recorded (its loss still on the device)."""
+
+    step: int
+    total: int
+    experience: int
+    loss: Any
+    norms: Any
+    accuracy: float | None
+    lr: float
+    at: float
+
+
 class StepLosses:
     """The losses (and gradient norms) of the steps since the last `flush`, read from the device together and
     then recorded step by step, in order, with what each step saw (accuracy, learning rate, time).
@@ -65,31 +78,31 @@ class StepLosses:
 
     def __init__(self, recorder: Recorder, every: int = 32, seconds: float = 0.5) -> None:
         self.recorder, self.every, self.seconds = recorder, every, seconds
-        self.pending: list[tuple[int, int, int, Any, Any, float | None, float, float]] = []
+        self.pending: list[PendingStep] = []
 
     def add(self, step: int, total: int, experience: int, loss: Any, norms: Any, accuracy: float | None,
             lr: float) -> None:
         """Step `step` of `total` (global), of `experience`: its 0-dim `loss` tensor and its gradient norms
         tensor (None when not recorded)."""
-        self.pending.append((step, total, experience, loss, norms, accuracy, lr, time.perf_counter()))
-        if len(self.pending) >= self.every or self.pending[-1][-1] - self.pending[0][-1] >= self.seconds:
+        self.pending.append(PendingStep(step, total, experience, loss, norms, accuracy, lr, time.perf_counter()))
+        if len(self.pending) >= self.every or self.pending[-1].at - self.pending[0].at >= self.seconds:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        if len(pending) == 1 and pending[0][4] is None:
-            rows = [[pending[0][3].item()]]
+        if len(pending) == 1 and pending[0].norms is None:
+            rows = [[pending[0].loss.item()]]
         else:  # one wait for the device
-            rows = torch.stack([torch.cat([loss.float().reshape(1), *([] if norms is None else [norms])])
-                                for _, _, _, loss, norms, _, _, _ in pending]).tolist()
-        for (step, total, experience, _, _, accuracy, lr, at), (value, *norms) in zip(pending, rows, strict=True):
+            rows = torch.stack([torch.cat([p.loss.float().reshape(1), *([] if p.norms is None else [p.norms])])
+                                for p in pending]).tolist()
+        for p, (value, *norms) in zip(pending, rows, strict=True):
             if not math.isfinite(value):
-                raise LifelongError(f"loss became {value} at step {step} (experience {experience}): lower the "
+                raise LifelongError(f"loss became {value} at step {p.step} (experience {p.experience}): lower the "
                                     "learning rate or the penalty strength; results up to the last checkpoint "
                                     "are kept")
-            self.recorder.step(step, total, value, accuracy, norms or None, lr, at=at)
+            self.recorder.step(p.step, p.total, value, p.accuracy, norms or None, p.lr, at=p.at)
 
 
 class Recorder:
