@@ -59,6 +59,13 @@ def test_compressed_idx_is_decoded_once_and_a_rewritten_file_is_decoded_again(tm
     second = np.random.default_rng(1).integers(0, 255, (30, 28, 28))  # same size: only the stamp tells
     write_idx(path, second)
     assert np.array_equal(D.read_idx(path), second)
+    other = tmp_path / "elsewhere" / "x-idx3-ubyte.gz"  # a file of the same name elsewhere keeps its own copy
+    other.parent.mkdir()
+    write_idx(other, first)
+    assert np.array_equal(D.read_idx(other), first)
+    kept = sorted((tmp_path / "cache" / "idx").glob("x-idx3-ubyte-*.npy"))
+    assert len(kept) == 2, "the first version's copy is removed once the rewritten file is decoded"
+    assert sorted(np.array_equal(np.load(k), second) for k in kept) == [False, True]
 
 
 def test_damaged_kept_array_or_unwritable_cache_is_passed_over(tmp_path, monkeypatch):
