@@ -225,3 +225,19 @@ def test_lwf_distils_each_old_task_head_separately_on_task_aware_streams(digits_
             stream[0].classes + stream[1].classes]
         expected = 0.7 * sum(distillation_loss(out["new"][:, h], teacher[:, h], 2.0) for h in heads)
         assert torch.allclose(lwf.penalty(batch, out), expected)
+
+
+def test_outputs_give_whole_logits_unsliced_and_other_segments_as_their_rows():
+    """A segment (or adjacent segments) covering every row reads `all` itself: no slice node in the graph,
+    so its gradient is the same tensor; partial segments read exactly their rows."""
+    w = torch.randn(4, 3, requires_grad=True)
+    logits = torch.randn(6, 4) @ w
+    whole = Outputs(logits, {"new": 6})
+    assert whole["new"] is logits and whole.rows(["new"]) is logits
+    parts = Outputs(logits, {"new": 2, "er": 3, "der": 1})
+    assert parts.rows(["new", "er", "der"]) is logits
+    assert torch.equal(parts["er"], logits[2:5]) and torch.equal(parts.rows(["er", "der"]), logits[2:6])
+    assert parts["er"].grad_fn.name() == "SliceBackward0"
+    (g_whole,) = torch.autograd.grad(whole["new"].square().sum(), w, retain_graph=True)
+    (g_direct,) = torch.autograd.grad(logits.square().sum(), w)
+    assert torch.equal(g_whole, g_direct)
