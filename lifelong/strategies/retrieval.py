@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lifelong.errors import LifelongError
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -63,23 +65,30 @@ def virtual_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, lr: fl
     params, rest = named_state(model)
     names = list(params)
 
-    def loss_of(p: dict[str, Tensor]) -> Tensor:
-        return loss_fn(functional_call(model, {**p, **rest}, (x,)), y)
-
-    g = grad(loss_of)(params)
+    g = grad(functional_loss(model, loss_fn))(params, rest, x, y)
     virtual = {k: params[k] - lr * g[k] for k in names}
     return params, virtual, rest
 
 
 def per_sample_gradients(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
     """Each row's gradient of loss_fn(f(x_i), y_i) w.r.t. the trainable parameters, flattened: (rows, P).
-    Computed in one vmapped pass; the model's running statistics are left untouched."""
+    Computed in one vmapped pass, each row as a batch of one in the model's current mode (train mode: batch
+    statistics of the one sample, its own dropout mask); the model's running statistics are left untouched."""
     params, rest = named_state(model)
+    loss_of = functional_loss(model, loss_fn)
 
-    def one(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-        return loss_fn(functional_call(model, {**p, **rest}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+    def one(p: dict[str, Tensor], r: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        return loss_of(p, r, xi.unsqueeze(0), yi.unsqueeze(0))
 
-    g = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    own = {k: v.expand(len(x), *v.shape).clone() for k, v in rest.items()}  # each row its own statistics
+    try:  # dropout: each row its own mask, as one forward per sample would draw
+        g = vmap(grad(one), in_dims=(None, 0, 0, 0), randomness="different")(params, own, x, y)
+    except ValueError as err:
+        if "more than 1 value per channel" not in str(err):
+            raise
+        raise LifelongError("per-sample gradients forward one sample at a time in train mode, which a "
+                            "BatchNorm over features (BatchNorm1d on (N, C) inputs) refuses: use a model without "
+                            "it, or normalisation that works on one sample (LayerNorm, GroupNorm)") from None
     return torch.cat([v.reshape(len(x), -1) for v in g.values()], 1)
 
 
@@ -92,8 +101,15 @@ def batch_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> T
     """The gradient of loss_fn(f(x), y) over the whole batch w.r.t. the trainable parameters, flattened: (P,).
     One forward and backward; the model's `.grad` and running statistics are left untouched."""
     params, rest = named_state(model)
+    return torch.cat([v.reshape(-1) for v in grad(functional_loss(model, loss_fn))(params, rest, x, y).values()])
 
-    def loss_of(p: dict[str, Tensor]) -> Tensor:
+
+def functional_loss(model: nn.Module, loss_fn: LossFn) -> Callable[..., Tensor]:
+    """loss(params, rest, x, y) = loss_fn(f(x), y) with the model's tensors replaced by `params` and `rest`, for
+    torch.func transforms. `rest` is an argument, not a captured tensor, so a layer that updates its buffers in
+    place in train mode (BatchNorm's running statistics) may do so under `grad` and `vmap` (into the clones
+    `named_state` made), which the transforms refuse for captured tensors."""
+    def loss(p: dict[str, Tensor], rest: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(functional_call(model, {**p, **rest}, (x,)), y)
 
-    return torch.cat([v.reshape(-1) for v in grad(loss_of)(params).values()])
+    return loss
