@@ -335,8 +335,27 @@ class Engine:
                 "curve_steps": self.curve_steps, "curve": self.curve, "branches": self.branches,
                 "pre_anneal": self.pre_anneal, "train_model": train_point,
                 "scaler": None if self.learner.scaler is None else self.learner.scaler.state_dict(),
+                "torch_rng": self.global_rng_state(),
                 **({"online": self.online_state()} if self.stream.online else {}),
             }, self.recorder.dir / CHECKPOINT)
+
+    def global_rng_state(self) -> dict[str, Tensor] | None:
+        """torch's global generator (and the GPU's), which the model's own randomness draws from (dropout): saved
+        so a resumed run draws what the uninterrupted one did. Not in a data-parallel run, where each process
+        has its own and only the first writes the checkpoint."""
+        if self.world.active:
+            return None
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_global_rng_state(self, state: dict[str, Tensor] | None) -> None:
+        if state is None or self.world.active:
+            return
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def restore(self) -> bool:
         """Load the run's checkpoint if there is one; True if training continues from it."""
@@ -369,6 +388,7 @@ class Engine:
         if self.learner.scaler is not None and state.get("scaler"):
             self.learner.scaler.load_state_dict(state["scaler"])
         resume_training_point(self.optimizer, self.model, state.get("train_model"))
+        self.set_global_rng_state(state.get("torch_rng"))
         if self.stream.online:
             online = state["online"]
             self.learner.allowed.copy_(torch.tensor(online.pop("seen"), dtype=torch.bool))  # type: ignore[union-attr]
