@@ -30,13 +30,33 @@ def add_setting_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
             rng = f"; {param.describe_range()}" if param.low is not None or param.choices else ""
             g.add_argument(flag, default=None, metavar=name.upper(), help=f"{param.help} [{param.default}{rng}]")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="strategy hyperparameter, repeatable (e.g. -p buffer_size=200); see `lifelong list`")
+                   help="strategy hyperparameter, repeatable (e.g. -p buffer_size=200); see `lifelong list`. With "
+                        "several strategies (compare, tune) it goes to each that declares it; -p er.buffer_size=200 "
+                        "to er alone")
     p.add_argument("--config", metavar="YAML", help="YAML file of settings; flags override it")
 
 
 def gather_config(args: argparse.Namespace, skip: Sequence[str] = ()):
     """Settings from defaults < YAML file < flags, validated."""
-    from lifelong.training.config import SETTINGS, RunConfig, load_yaml
+    from lifelong.training.config import RunConfig
+
+    values, hparams = gather_settings(args, skip)
+    return RunConfig.from_dict({**values, "hparams": hparams})
+
+
+def gather_shared_config(args: argparse.Namespace, strategies: list[str]) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """For commands over several strategies (compare, tune): the settings without hyperparameters, validated,
+    and each strategy's share of the hyperparameters (`-p` and the YAML file's `hparams`)."""
+    from lifelong.strategies.base import hparams_per_strategy
+    from lifelong.training.config import RunConfig
+
+    values, hparams = gather_settings(args, ("strategy", "seed"))
+    return RunConfig.from_dict({**values, "hparams": {}}), hparams_per_strategy(strategies, hparams)
+
+
+def gather_settings(args: argparse.Namespace, skip: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, hyperparameters) from defaults < YAML file < flags, not yet validated."""
+    from lifelong.training.config import SETTINGS, load_yaml
 
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
     hparams = dict(values.pop("hparams", None) or {})
@@ -48,7 +68,7 @@ def gather_config(args: argparse.Namespace, skip: Sequence[str] = ()):
             raise LifelongError(f"-p {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
         hparams[k.strip().replace("-", "_")] = v.strip()
-    return RunConfig.from_dict({**values, "hparams": hparams})
+    return values, hparams
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -156,10 +176,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lifelong.tracking.loggers import ProgressLogger
     from lifelong.training import runner
 
-    cfg = gather_config(args, skip=("strategy", "seed"))
     runner.check_workers(args.workers)
     runner.check_stack(args.stack)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    cfg, shares = gather_shared_config(args, strategies)
+    for strategy, preset in (getattr(args, "strategy_hparams", None) or {}).items():  # the user's -p wins
+        shares[strategy] = {**preset, **shares.get(strategy, {})}
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -193,7 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tracking_setup(args, split_names(getattr(args, "log", None)))
         output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
                                 loggers=split_names(getattr(args, "log", None)), on_result=on_result,
-                                strategy_hparams=getattr(args, "strategy_hparams", None), stack=args.stack)
+                                strategy_hparams=shares, stack=args.stack)
     except KeyboardInterrupt:
         raise LifelongError(f"interrupted; finished runs are kept in {out}: the same command with --out {out} "
                             "resumes the others") from None

@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from lifelong.cli import main
+from lifelong.errors import LifelongError
 
 TINY = ["--scenario", "split-digits", "--hidden", "32", "--lr", "0.05", "-q"]
 
@@ -113,3 +114,30 @@ def test_list_shows_everything(capsys):
     for name in ("fashion-mnist", "digits", "mnist1d", "split-*", "naive", "ewc", "online-ewc", "l2", "lwf", "er",
                  "derpp", "joint", "cumulative", "buffer_size=500", "mlp"):
         assert name in out
+
+
+def test_hyperparameters_given_once_go_to_each_compared_strategy_that_declares_them():
+    from lifelong.strategies.base import hparams_per_strategy
+
+    shares = hparams_per_strategy(["er", "ewc", "er+lwf", "naive"],
+                                  {"buffer_size": "50", "lwf.alpha": "0.5", "ewc.ewc_lambda": "3"})
+    assert shares == {"er": {"buffer_size": "50"}, "ewc": {"ewc_lambda": "3"},
+                      "er+lwf": {"buffer_size": "50", "lwf.alpha": "0.5"}, "naive": {}}
+    with pytest.raises(LifelongError, match="unknown hyperparameter of er, ewc 'alpha'"):
+        hparams_per_strategy(["er", "ewc"], {"alpha": "1"})
+
+
+def test_compare_and_tune_take_shared_hyperparameters(tmp_path, capsys, monkeypatch):
+    from lifelong.training import runner
+    from lifelong.tuning import cli as tuning_cli
+
+    seen = {}
+    monkeypatch.setattr(runner, "compare", lambda cfg, strategies, seeds, out, **kw: seen.update(
+        compare=(cfg.hparams, kw["strategy_hparams"])) or {"results": [], "summary": []})
+    monkeypatch.setattr(tuning_cli, "tune", lambda base, *a, **kw: seen.update(
+        tune=(base["hparams"], kw["strategy_hparams"])) or {"studies": [], "storage": "x"})
+    run_cli(capsys, "compare", *TINY, "--strategies", "er,ewc", "-p", "buffer_size=50", "-p", "ewc_lambda=3",
+            "--out", str(tmp_path / "c"), "--no-report")
+    run_cli(capsys, "tune", *TINY, "--strategies", "er,ewc", "-p", "er.buffer_size=60")
+    assert seen["compare"] == ({}, {"er": {"buffer_size": "50"}, "ewc": {"ewc_lambda": "3"}})
+    assert seen["tune"] == ({}, {"er": {"buffer_size": "60"}, "ewc": {}})

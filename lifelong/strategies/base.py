@@ -491,6 +491,25 @@ def split_hparams(spec: str, classes: list[type[Strategy]], hparams: dict[str, A
     return per_part
 
 
+def hparams_per_strategy(specs: list[str], hparams: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Hyperparameters given once for several strategies (compare, tune), shared out: a bare `name=value` goes
+    to every strategy that declares `name`, `er.buffer_size=value` to the strategies with a part `er`. A name
+    none of them declares is refused in one line."""
+    classes = {spec: [STRATEGIES.get(name.strip()) for name in str(spec).split("+")] for spec in specs}
+    out: dict[str, dict[str, Any]] = {spec: {} for spec in specs}
+    for key, value in hparams.items():
+        part, dot, bare = key.rpartition(".")
+        takers = [spec for spec, parts in classes.items()
+                  if any(bare in c.params and (not dot or c.name == part) for c in parts)]
+        if not takers:
+            names = {k for parts in classes.values() for c in parts for k in c.params}
+            names |= {f"{c.name}.{k}" for parts in classes.values() for c in parts for k in c.params}
+            raise unknown_name(f"hyperparameter of {', '.join(specs)}", key, names or {"(none)"})
+        for spec in takers:
+            out[spec][key if dot and len(classes[spec]) > 1 else bare] = value
+    return out
+
+
 def make_strategy(spec: str, hparams: dict[str, Any] | None = None) -> Strategy:
     """Build `naive`, `ewc` or a composition `er+lwf`; each part takes the hyperparameters it declares."""
     classes = [STRATEGIES.get(name.strip()) for name in str(spec).split("+")]

@@ -69,7 +69,7 @@ def parse_names(flag: str, text: str, kind: type = str) -> list[Any]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from lifelong.cli import gather_config, write_json
+    from lifelong.cli import gather_shared_config, write_json
 
     strategies = parse_names("--strategies", args.strategies)
     seeds = parse_names("--seeds", args.seeds, int)
@@ -78,7 +78,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_count("--stack ", args.stack, 1, MAX_STACK)
     if args.timeout is not None and not args.timeout > 0:
         raise LifelongError(f"--timeout {args.timeout!r} must be a positive number of seconds")
-    base = gather_config(args, skip=("strategy", "seed")).to_dict()
+    cfg, shares = gather_shared_config(args, strategies)
+    base = cfg.to_dict()
     if args.protocol == "reality-check":
         if not args.tune_scenario or not args.eval_scenario:
             raise LifelongError("--protocol reality-check needs --tune-scenario A and --eval-scenario B")
@@ -87,7 +88,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         output = reality_check(base, args.tune_scenario, args.eval_scenario, strategies, seeds, args.trials,
                                args.workers, args.store, storage=args.storage, study=args.study,
                                pruner=args.pruner, space_file=args.space, timeout=args.timeout, out=args.out,
-                               quiet=args.quiet, stack=args.stack)
+                               quiet=args.quiet, stack=args.stack, strategy_hparams=shares)
         print(format_reality_check(output))
         write_json(args.json, output)
         return 0
@@ -95,7 +96,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise LifelongError("--tune-scenario and --eval-scenario belong to --protocol reality-check; use --scenario")
     output = tune(base, base["scenario"], strategies, seeds, args.trials, args.workers, args.store,
                   storage=args.storage, study=args.study, pruner=args.pruner, space_file=args.space,
-                  timeout=args.timeout, out=args.out, quiet=args.quiet, stack=args.stack)
+                  timeout=args.timeout, out=args.out, quiet=args.quiet, stack=args.stack, strategy_hparams=shares)
     print(format_tune(output))
     write_json(args.json, {"studies": output["studies"], "storage": output["storage"]})
     return 0
@@ -104,10 +105,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list[int], trials: int, workers: int,
          store: str, storage: str | None = None, study: str | None = None, pruner: str = "median",
          space_file: str | None = None, timeout: float | None = None, out: str | None = None, quiet: bool = False,
-         heartbeat: tuple[int, int] | None = None, stack: int = 1) -> dict[str, Any]:
+         heartbeat: tuple[int, int] | None = None, stack: int = 1,
+         strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run `trials` more trials per strategy; write the results directory; return {"studies", "storage", ...}.
     `stack`: each worker trains up to that many trials at once as one stack (lifelong.training.stacked;
-    strategies that cannot be stacked one at a time).
+    strategies that cannot be stacked one at a time). `strategy_hparams`: each strategy's fixed hyperparameters
+    on top of `base`'s (lifelong.strategies.base.hparams_per_strategy shares out the ones given once).
 
     Each study entry: strategy, n_trials (complete + pruned trials in the study), best_value (validation final
     average accuracy of the best complete trial), best_params (every value of its setting, sampled and fixed)."""
@@ -135,11 +138,12 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
     studies, details, problems = [], [], []
     for strategy in strategies:
         space = build_space(strategy, overrides)
+        own = with_share(base, strategy, strategy_hparams)
         for s in seeds:
-            RunConfig.from_dict({**base, "strategy": strategy, "seed": s})
-        spec = study_spec(st.study_name(prefix, strategy), url, scenario, strategy, base, space, seeds, pruner,
+            RunConfig.from_dict({**own, "strategy": strategy, "seed": s})
+        spec = study_spec(st.study_name(prefix, strategy), url, scenario, strategy, own, space, seeds, pruner,
                           heartbeat)
-        spec["stack"] = stack if stackable(RunConfig.from_dict({**base, "strategy": strategy})) else 1
+        spec["stack"] = stack if stackable(RunConfig.from_dict({**own, "strategy": strategy})) else 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             storage_obj = st.open_storage(url, heartbeat)
@@ -178,6 +182,12 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
     write_results(output, out_dir)
     output["out"] = str(out_dir)
     return output
+
+
+def with_share(base: dict[str, Any], strategy: str, shares: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """`base` with `strategy`'s share of the hyperparameters added to its own."""
+    share = (shares or {}).get(strategy, {})
+    return {**base, "hparams": {**(base.get("hparams") or {}), **share}} if share else base
 
 
 def study_spec(name: str, url: str, scenario: str, strategy: str, base: dict[str, Any], space: dict[str, Any],

@@ -43,12 +43,13 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
                   seeds: list[int], trials: int, workers: int, store: str, storage: str | None = None,
                   study: str | None = None, pruner: str = "median", space_file: str | None = None,
                   timeout: float | None = None, out: str | None = None, quiet: bool = False,
-                  stack: int = 1) -> dict[str, Any]:
+                  stack: int = 1, strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Tune on `tune_scenario`, evaluate the chosen settings on `eval_scenario` with `seeds`; both phases.
-    `stack`: trials (phase 1) and seeds (phase 2) trained up to that many at once (see `tune`)."""
+    `stack`: trials (phase 1) and seeds (phase 2) trained up to that many at once (see `tune`);
+    `strategy_hparams`: each strategy's fixed hyperparameters (see `tune`)."""
     from lifelong.training import runner
     from lifelong.training.config import RunConfig
-    from lifelong.tuning.cli import tune
+    from lifelong.tuning.cli import tune, with_share
     from lifelong.tuning.space import split_values
 
     check_same_structure(tune_scenario, eval_scenario)
@@ -56,7 +57,8 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
     out_dir = Path(out) if out else Path(store) / f"reality-check-{tune_scenario}-{eval_scenario}"
     phase1 = tune(base, tune_scenario, strategies, seeds, trials, workers, store, storage=storage,
                   study=study or f"reality-check-{tune_scenario}", pruner=pruner, space_file=space_file,
-                  timeout=timeout, out=str(out_dir / "tuning"), quiet=quiet, stack=stack)
+                  timeout=timeout, out=str(out_dir / "tuning"), quiet=quiet, stack=stack,
+                  strategy_hparams=strategy_hparams)
     chosen = {s["strategy"]: s["best_params"] for s in phase1["studies"]}
     untuned = [name for name, params in chosen.items() if params is None]
     if untuned:
@@ -64,7 +66,8 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
     results = []
     for strategy in strategies:
         settings, hparams = split_values(strategy, chosen[strategy])
-        cfg = RunConfig.from_dict({**base, **settings, "scenario": eval_scenario})
+        cfg = RunConfig.from_dict({**with_share(base, strategy, strategy_hparams), **settings,
+                                   "scenario": eval_scenario})
         if not quiet:
             print(f"evaluating {strategy} on {eval_scenario} with {settings} {hparams}, seeds {seeds}",
                   file=sys.stderr)
