@@ -232,3 +232,18 @@ def test_simplecil_prototypes_are_class_means_and_prediction_is_the_cosine_neare
     with torch.no_grad():
         got = s.predict(model, x)
     assert torch.equal(got.argmax(1), cos.argmax(1))
+
+
+def test_packnet_leaves_a_layer_the_user_froze_unpruned(digits_cfg):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    model[0].requires_grad_(False)  # a pretrained, frozen first layer
+    frozen = model[0].weight.detach().clone()
+    engine = Engine(digits_cfg(strategy="packnet", scenario="task-split-digits", experiences=5, epochs=1),
+                    model=model)
+    engine.run()
+    assert set(engine.strategy.owner) == {"2.weight"}
+    assert torch.equal(engine.model[0].weight, frozen)
+    assert (engine.strategy.owner["2.weight"] != 0).any()  # the trainable layer is still pruned and owned

@@ -225,3 +225,16 @@ def test_xder_refuses_a_stream_whose_classes_recur():
     ctx = make_ctx(nn.Linear(3, 4), classes=((0, 1), (0, 1)), num_classes=2)
     with pytest.raises(LifelongError, match="exactly one experience"):
         s.setup(ctx)
+
+
+def test_gdumb_keeps_layers_the_user_froze_and_resets_the_rest():
+    from lifelong.strategies.gdumb import fresh_copy
+
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4))
+    model[0].requires_grad_(False)  # a pretrained, frozen body
+    net = fresh_copy(model, seed=0)
+    assert torch.equal(net[0].weight, model[0].weight) and torch.equal(net[0].bias, model[0].bias)
+    assert not net[0].weight.requires_grad
+    assert not torch.equal(net[2].weight, model[2].weight)  # the trainable head starts afresh
+    model[0].requires_grad_(True)
+    assert not torch.equal(fresh_copy(model, seed=0)[0].weight, model[0].weight)

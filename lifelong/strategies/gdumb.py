@@ -107,13 +107,16 @@ class GreedyBalancedMemory:
 
 
 def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of `model` with every module re-initialised by its `reset_parameters`, under a forked RNG."""
+    """A copy of `model` with every module re-initialised by its `reset_parameters`, under a forked RNG. A module
+    whose own parameters are all frozen (`requires_grad=False`: a pretrained backbone the user froze) is kept
+    as it is: retraining would not train it, so resetting it would leave random features."""
     net = copy.deepcopy(model)
     devices = [model_device(model)] if model_device(model).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for m in net.modules():
-            if hasattr(m, "reset_parameters"):
+            own = list(m.parameters(recurse=False))
+            if hasattr(m, "reset_parameters") and not (own and not any(q.requires_grad for q in own)):
                 m.reset_parameters()
     return net
 

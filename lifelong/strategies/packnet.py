@@ -74,11 +74,12 @@ class PackNet(Strategy):
 
     # --- structure ------------------------------------------------------------------------------------
     def layers(self) -> dict[str, nn.Parameter]:
-        """Prunable weights by parameter name: every Linear/Conv weight but the classifier's."""
+        """Prunable weights by parameter name: every trainable Linear/Conv weight but the classifier's (a layer
+        the user froze is not trained, so it is neither pruned nor owned by an experience)."""
         model = self.ctx.model
         head = last_linear(model)
         return {f"{n}.weight" if n else "weight": m.weight for n, m in model.named_modules()
-                if isinstance(m, PRUNABLE) and m is not head}
+                if isinstance(m, PRUNABLE) and m is not head and m.weight.requires_grad}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
