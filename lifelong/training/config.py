@@ -65,7 +65,9 @@ SETTINGS: dict[str, Param] = {
                             "the smallest experience's when it has fewer)", low=0),
     "eval_background": Param(True, "run continual evaluation on a background thread (same numbers)"),
     "data_dir": Param("", "directory to look for dataset files first"),
-    "schedule": Param("", "learning-rate schedule name ('': constant --lr); see `lifelong schedule --help`"),
+    "schedule": Param("", "learning-rate schedule name ('': constant --lr); see `lifelong schedule --help`. "
+                      "A user's optimizer whose parameter groups have rates of their own gets each group's rate "
+                      "scaled by the schedule's rate / --lr"),
     "schedule_mode": Param("continue", "schedule across experiences: restart (re-warm each), continue (one "
                            "schedule over the stream), infinite (constant phase carries over)", choices=MODES),
     "schedule_params": Param("", "schedule parameters as key=value,key=value (peak defaults to --lr; "

@@ -159,6 +159,10 @@ def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.O
     Three hazards of torch's fused kernels are handled (`_Eager._ready_for_fused`). The classes are torch's own
     minus the compile hooks (see `_plain`)."""
     extra, params = cfg.optimizer_kwargs(), list(params)
+    if isinstance(factory, torch.optim.Optimizer):
+        raise LifelongError(f"give the optimizer as a class or a factory (lambda params: torch.optim."
+                            f"{type(factory).__name__}(params, ...)), not as a built {type(factory).__name__}: the "
+                            "engine builds it over the parameters it trains, again whenever a strategy grows the model")
     if factory is not None:
         made = factory(params, lr=cfg.lr, **extra) if isinstance(factory, type) else factory(params)
         if not isinstance(made, torch.optim.Optimizer):
@@ -199,6 +203,7 @@ class Learner:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer_factory = optimizer
         self.optimizer = make_optimizer(cfg, self.params, optimizer)
+        self.rate_scales = self.built_rates()
         self.class_task = self.class_to_task()
         self.task_mask = stream.task_class_mask().to(device) if stream.task_aware else None
         self.allowed: Tensor | None = None  # classes the engine's cross-entropy scores (online, output_mask)
@@ -257,8 +262,18 @@ class Learner:
         return [self.lr_schedule.lr_for(experience, s, first_global_step + s) for s in range(total)]
 
     def set_rate(self, rate: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
+        """The schedule's rate for this step. A parameter group that the optimizer built with a rate other than
+        `lr` (the user's optimizer with groups of their own rates) gets the rate times its own rate / `lr`, so
+        the schedule shapes every group's rate and keeps their ratios; a group built at `lr` gets the rate."""
+        scales = self.rate_scales
+        for i, group in enumerate(self.optimizer.param_groups):
+            scale = scales[i] if i < len(scales) else None  # a group added later follows the schedule itself
+            group["lr"] = rate if scale is None else rate * scale
+
+    def built_rates(self) -> list[float | None]:
+        """Each parameter group's rate relative to `lr` as the optimizer was built (None: exactly `lr`)."""
+        lr = self.cfg.lr
+        return [None if g["lr"] == lr or not lr else g["lr"] / lr for g in self.optimizer.param_groups]
 
     # --- model growth ---------------------------------------------------------------------------------
     def adapt(self, exp: Experience) -> bool:
@@ -274,6 +289,7 @@ class Learner:
         self.model = self.ctx.model = model.to(self.device)
         self.params = params
         self.optimizer = make_optimizer(self.cfg, params, self.optimizer_factory)
+        self.rate_scales = self.built_rates()
         for p in params:
             if p in old.state:
                 self.optimizer.state[p] = old.state[p]
