@@ -17,3 +17,9 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> LifelongError:
     close = same or difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return LifelongError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation the machine (or the GPU) could not make."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()

@@ -302,3 +302,80 @@ def test_own_pieces_through_the_cli_are_logged_reported_and_listed(plugin):
     page = (plugin / "report.html").read_text()
     assert "myplug:Mine" in page and "split-myplug:load" in page
     assert cli.main(["runs", str(plugin)]) == 0
+
+
+class TupleOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(x), x
+
+
+@pytest.mark.parametrize("model,message", [
+    (TupleOut(), "returned a tuple, not a tensor of logits"),
+    (torch.nn.Linear(64, 10).double(), "float64 parameters.*model.float()"),
+    (torch.nn.Linear(64, 5), "5 outputs per input, and the stream has 10 classes"),
+    (torch.nn.Linear(100, 10), r"cannot take this data's inputs \(float32 rows of shape \(64,\)\)"),
+    (torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Flatten(0)), r"shape \(20,\) for 2 inputs"),
+])
+def test_users_model_that_cannot_train_on_the_stream_is_one_line(model, message):
+    with pytest.raises(LifelongError, match=message):
+        Engine(RunConfig(scenario="split-digits", checkpoint_every=0), model=model)
+
+
+def test_checking_the_users_model_draws_nothing_and_leaves_it_as_it_was():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.BatchNorm1d(12), torch.nn.Dropout(0.5))
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    Engine(RunConfig(scenario="split-digits", checkpoint_every=0, seed=7), model=model)  # a wider head is allowed
+    assert model.training and all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_schedule_scales_each_of_the_users_param_groups_by_its_own_rate():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+    def groups(params):
+        return torch.optim.Adam([{"params": list(model[0].parameters()), "lr": 1e-4},
+                                 {"params": list(model[2].parameters()), "lr": 1e-3}])
+
+    cfg = RunConfig(scenario="split-digits", checkpoint_every=0, schedule="cosine", lr=0.01, experiences=2)
+    seen = []
+    engine = Engine(cfg, model=model, optimizer=groups,
+                    on_step=lambda g, total, loss, acc: seen.append([q["lr"] for q in engine.optimizer.param_groups]))
+    own = Engine(cfg, on_step=lambda g, total, loss, acc: seen_own.append(own.optimizer.param_groups[0]["lr"]))
+    seen_own = []
+    engine.run()
+    own.run()
+    assert len(seen) == len(seen_own) > 10 and max(seen_own) <= 0.01 and len(set(seen_own)) > 10  # the cosine
+    for (a, b), rate in zip(seen, seen_own, strict=True):
+        assert a == pytest.approx(rate * 0.01, rel=1e-12) and b == pytest.approx(rate * 0.1, rel=1e-12)
+
+
+def test_a_built_optimizer_is_refused_in_one_line():
+    model = torch.nn.Linear(64, 10)
+    with pytest.raises(LifelongError, match=r"lambda params: torch.optim.Adam\(params, ...\)"):
+        Engine(RunConfig(scenario="split-digits", checkpoint_every=0), model=model,
+               optimizer=torch.optim.Adam(model.parameters()))
+
+
+@pytest.mark.parametrize("labels,message", [
+    (["cat", "dog"] * 10, "not <U3 values"),
+    ([0.5, 1.0] * 10, "fractional"),
+    ([-1, 1] * 10, "found -1"),
+])
+def test_labels_that_are_not_class_ids_are_one_line(labels, message):
+    x = torch.rand(20, 4)
+    with pytest.raises(LifelongError, match=message):
+        from_tensors("mine", (x, labels), (x, labels))
+
+
+def test_whole_float_and_bool_labels_are_class_ids():
+    x = torch.rand(4, 3)
+    data = from_tensors("mine", (x, torch.tensor([0.0, 1.0, 2.0, 1.0])), (x, [True, False, True, False]))
+    assert data.train_y.tolist() == [0, 1, 2, 1] and data.test_y.tolist() == [1, 0, 1, 0]

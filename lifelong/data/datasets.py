@@ -92,6 +92,9 @@ class ArrayDataset:
                 raise LifelongError(f"dataset '{self.name}': {part} has {len(x)} inputs but {len(y)} labels")
             if y.dtype != torch.long:
                 raise LifelongError(f"dataset '{self.name}': {part} labels must be integers, got {y.dtype}")
+            if len(y) and int(y.min()) < 0:
+                raise LifelongError(f"dataset '{self.name}': {part} labels must be class ids 0, 1, 2, ..., found "
+                                    f"{int(y.min())}")
         if not self.classes:
             self.classes = sorted(torch.cat([self.train_y, self.test_y]).unique().tolist())
         for what in ("mean", "std"):
@@ -489,7 +492,21 @@ def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale
     def t(a: Any) -> Tensor:
         return a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
     tx, sx = (as_channels_first(t(x), channels_last) for x in (train[0], test[0]))
-    return ArrayDataset(name, tx, t(train[1]).long(), sx, t(test[1]).long(), scale=scale)
+    return ArrayDataset(name, tx, as_labels(train[1], name, "train"), sx, as_labels(test[1], name, "test"),
+                        scale=scale)
+
+
+def as_labels(labels: Any, name: str, part: str) -> Tensor:
+    """Class ids as int64; refuses, in one line, labels that are not whole numbers (names, fractions)."""
+    if not isinstance(labels, Tensor):
+        array = np.asarray(labels)
+        if array.dtype.kind not in "biuf":
+            raise LifelongError(f"dataset '{name}': {part} labels must be class ids 0, 1, 2, ..., not {array.dtype} "
+                                "values: map them to ids first (np.unique(labels, return_inverse=True)[1])")
+        labels = torch.as_tensor(array)
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+        raise LifelongError(f"dataset '{name}': {part} labels must be whole class ids, found fractional values")
+    return labels.long()
 
 
 def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
@@ -500,7 +517,7 @@ def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
     data, targets = getattr(ds, "data", None), getattr(ds, "targets", None)
     if data is not None and targets is not None and getattr(ds, "transform", None) is None:
         x = data if isinstance(data, Tensor) else torch.as_tensor(np.asarray(data))
-        return x, torch.as_tensor(np.asarray(targets)).long()
+        return x, as_labels(targets, type(ds).__name__, "the")
     xs, ys = [], []
     for i in range(len(ds)):
         x, y = ds[i][:2]
@@ -526,5 +543,5 @@ def from_hf_dataset(name: str, train: Any, test: Any, x_column: str, y_column: s
             if col not in ds.column_names:
                 raise LifelongError(f"Hugging Face dataset has no column '{col}' (columns: {ds.column_names})")
         ds = ds.with_format("numpy")
-        return torch.as_tensor(np.asarray(ds[x_column])), torch.as_tensor(np.asarray(ds[y_column])).long()
+        return torch.as_tensor(np.asarray(ds[x_column])), as_labels(ds[y_column], name, f"column '{y_column}'")
     return ArrayDataset(name, *split(train), *split(test), scale=scale)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.scenarios import parse_scenario
 from lifelong.data.stream import Experience, Stream
-from lifelong.errors import LifelongError
+from lifelong.errors import LifelongError, is_out_of_memory
 from lifelong.evaluation.metrics import summarize
 from lifelong.evaluation.online import evaluation_points, online_summary
 from lifelong.models.backbones import MODELS
@@ -131,7 +131,10 @@ class Engine:
         torch.manual_seed(cfg.seed)
         self.model_source = describe(model) if model is not None else None
         self.optimizer_source = describe(optimizer) if optimizer is not None else None
+        given = model is not None
         model = self.build_model(model).to(self.device)
+        if given:
+            self.check_user_model(model)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.recorder = Recorder(None, on_step if self.world.main else None)  # replaced by the run
         # directory's once everything is built (on rank 0 only: the other ranks of a data-parallel run write nothing)
@@ -170,6 +173,44 @@ class Engine:
         if not isinstance(model, nn.Module):
             raise LifelongError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
         return model
+
+    def check_user_model(self, model: nn.Module) -> None:
+        """Refuse, in one line, a user's model that cannot train on this stream: parameters that are not float32
+        (inputs are float32), inputs it cannot take, an output that is not a tensor of logits (N, classes), or
+        fewer outputs than classes (a wider head is allowed; strategies that grow the model are not checked for
+        width). One eval-mode forward of two rows, with torch's generator put back afterwards."""
+        n = self.stream.num_classes
+        odd = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                      if p.is_floating_point() and p.dtype != torch.float32})
+        if odd:
+            raise LifelongError(f"the model has {', '.join(odd)} parameters, and lifelong feeds it float32 inputs: "
+                                "convert it with model.float() (precision='bf16-mixed' trains in lower precision)")
+        exp = self.stream[0]
+        split = "test" if len(exp.test_idx) else "train"
+        idx = (exp.test_idx if split == "test" else exp.train_idx)[:2]
+        x = exp.data.prepare(exp.raw(idx, split))
+        was = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+                out = model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            if is_out_of_memory(err):
+                raise
+            raise LifelongError(f"the model cannot take this data's inputs (float32 rows of shape "
+                                f"{tuple(x.shape[1:])}): {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                                ) from None
+        finally:
+            model.train(was)
+        if not isinstance(out, Tensor):
+            raise LifelongError(f"the model returned a {type(out).__name__}, not a tensor of logits (N, {n}): "
+                                "make its forward return the logits alone")
+        if out.ndim != 2 or len(out) != len(x):
+            raise LifelongError(f"the model returned a tensor of shape {tuple(out.shape)} for {len(x)} inputs, not "
+                                f"logits of shape ({len(x)}, {n})")
+        if out.shape[1] < n and not self.strategy.overrides("adapt_model"):
+            raise LifelongError(f"the model gives {out.shape[1]} outputs per input, and the stream has {n} classes "
+                                f"(labels 0..{n - 1}): give it a head of {n} outputs")
 
     @property
     def scenario_name(self) -> str:

@@ -28,7 +28,7 @@ from lifelong.arguments import MAX_STACK, MAX_WORKERS, check_count
 from lifelong.data import scenarios
 from lifelong.data.datasets import ArrayDataset
 from lifelong.data.stream import Stream
-from lifelong.errors import LifelongError
+from lifelong.errors import LifelongError, is_out_of_memory
 from lifelong.evaluation.continual import curve_metrics
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.resources import reset_peak_rss
@@ -47,11 +47,6 @@ def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
     never share one (the store itself is claimed atomically by RunStore.create)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{stamp}-{cfg.strategy.replace('+', '_')}-s{cfg.seed}-{secrets.token_hex(3)}"
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    text = str(err)
-    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def execute(engine: Engine) -> dict[str, Any]:
