@@ -10,7 +10,9 @@ import random
 
 import fuzz_cases as fc
 import pytest
+import torch
 
+from lifelong.data.datasets import from_tensors
 from lifelong.errors import LifelongError
 from lifelong.params import Param
 from lifelong.training.config import RunConfig, load_yaml
@@ -137,3 +139,33 @@ def test_listed_cases_are_clean(fixtures, tmp_path, name):
     assert_clean(case, tmp_path)
     if name.endswith("0-byte db"):
         assert (tmp_path / "w" / "r" / "run.sqlite").stat().st_size == 0
+
+
+def _with(**change):
+    x, y = torch.rand(20, 4), torch.arange(20) % 2
+    parts = {"train_x": x, "train_y": y, "test_x": x.clone(), "test_y": y.clone(), **change}
+    return lambda: from_tensors("mine", (parts["train_x"], parts["train_y"]), (parts["test_x"], parts["test_y"]))
+
+
+@pytest.mark.parametrize("make,message", [
+    (_with(train_y=torch.eye(2, dtype=torch.long)[torch.arange(20) % 2]), r"shape \(20, 2\) \(one-hot\? give"),
+    (_with(test_y=(torch.arange(20) % 2)[:, None]), r"test labels must be one class id per sample"),
+    (_with(test_x=torch.rand(20, 5)), r"train inputs have \(4,\) features, test inputs \(5,\)"),
+    (_with(test_x=torch.rand(0, 4), test_y=torch.zeros(0, dtype=torch.long)), "the test split is empty"),
+    (_with(train_x=torch.rand(20, 4).index_put_((torch.tensor([3]), torch.tensor([2])), torch.tensor(float("nan")))),
+     "train input 3 holds NaN or infinite values"),
+])
+def test_users_data_that_cannot_be_learned_is_refused_when_made(make, message):
+    with pytest.raises(LifelongError, match=message):
+        make()
+
+
+def test_a_users_loader_that_cannot_be_imported_says_why(tmp_path, monkeypatch):
+    from lifelong.data.scenarios import parse_scenario
+
+    (tmp_path / "broken_loader_mod.py").write_text("import no_such_package_xyz\n\ndef load(root=None):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LifelongError, match=r"cannot import broken_loader_mod \(No module named 'no_such_package_xyz'"):
+        parse_scenario("split-broken_loader_mod:load")
+    with pytest.raises(LifelongError, match="cannot import no_such_mod_abc"):
+        parse_scenario("task-split-no_such_mod_abc.data:load")

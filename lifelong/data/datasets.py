@@ -83,13 +83,25 @@ class ArrayDataset:
         elif self.train_x.dim() < 2:
             raise LifelongError(f"dataset '{self.name}': inputs must have a sample dimension and features, got "
                                 f"shape {tuple(self.train_x.shape)}")
+        elif self.test_x.shape[1:] != self.train_x.shape[1:]:
+            raise LifelongError(f"dataset '{self.name}': train inputs have {tuple(self.train_x.shape[1:])} "
+                                f"features, test inputs {tuple(self.test_x.shape[1:])}")
         self.shape = tuple(int(d) for d in (self.shape or self.train_x.shape[1:]))
         if math.prod(self.shape) != self.train_x.shape[1]:
             raise LifelongError(f"dataset '{self.name}': shape {self.shape} does not hold the "
                                 f"{self.train_x.shape[1]} values of each input")
         for part, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if y.dim() != 1:
+                raise LifelongError(f"dataset '{self.name}': {part} labels must be one class id per sample (shape "
+                                    f"(N,)), got shape {tuple(y.shape)}"
+                                    + (" (one-hot? give y.argmax(1))" if y.dim() == 2 and y.shape[1] > 1 else ""))
+            if len(x) == 0:
+                raise LifelongError(f"dataset '{self.name}': the {part} split is empty")
             if len(x) != len(y):
                 raise LifelongError(f"dataset '{self.name}': {part} has {len(x)} inputs but {len(y)} labels")
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                row = int((~torch.isfinite(x)).any(1).nonzero()[0])
+                raise LifelongError(f"dataset '{self.name}': {part} input {row} holds NaN or infinite values")
             if y.dtype != torch.long:
                 raise LifelongError(f"dataset '{self.name}': {part} labels must be integers, got {y.dtype}")
             if len(y) and int(y.min()) < 0:

@@ -195,8 +195,14 @@ def parse_scenario(name: str) -> tuple[ScenarioKind, str]:
         if kind in FIXED_SCENARIOS:
             continue
         prefix = kind + "-"
-        if name.startswith(prefix) and name[len(prefix):] in DATASETS:
-            return SCENARIO_KINDS[kind], name[len(prefix):]
+        if not name.startswith(prefix):
+            continue
+        data = name[len(prefix):]
+        if ":" in data:  # the user's loader by import path: its own import error, not "unknown scenario"
+            DATASETS.get(data)
+            return SCENARIO_KINDS[kind], data
+        if data in DATASETS:
+            return SCENARIO_KINDS[kind], data
     raise unknown_name("scenario", name, scenario_names())
 
 
