@@ -169,3 +169,25 @@ def test_a_users_loader_that_cannot_be_imported_says_why(tmp_path, monkeypatch):
         parse_scenario("split-broken_loader_mod:load")
     with pytest.raises(LifelongError, match="cannot import no_such_mod_abc"):
         parse_scenario("task-split-no_such_mod_abc.data:load")
+
+
+@pytest.mark.parametrize("optimizer,params,message", [
+    ("adam", "betas=0.9", "optimizer adam cannot be built with optimizer_params='betas=0.9'"),
+    ("adam", "eps=-1", "Invalid epsilon value"),
+    ("rmsprop", "alpha=-1", "optimizer rmsprop cannot be built"),
+])
+def test_optimizer_arguments_torch_refuses_are_one_line(optimizer, params, message):
+    from lifelong.training.engine import Engine
+
+    with pytest.raises(LifelongError, match=message):
+        Engine(RunConfig(scenario="split-digits", optimizer=optimizer, optimizer_params=params, checkpoint_every=0))
+
+
+def test_a_logger_that_cannot_be_made_leaves_the_run_directory_free(tmp_path):
+    from lifelong.training import runner
+
+    cfg = RunConfig(scenario="split-digits", epochs=1, hidden="8")
+    with pytest.raises(LifelongError, match="unknown logger 'foo'"):
+        runner.run(cfg, tmp_path / "r", loggers=["csv", "foo"])
+    assert not (tmp_path / "r" / "run.sqlite").exists()
+    assert runner.run(cfg, tmp_path / "r", loggers=["csv"])["final_accuracy"] > 0

@@ -171,3 +171,22 @@ def test_default_run_names_unique_and_reserved_atomically(tmp_path):
         t.join()
     assert outcomes.count("ok") == 1, outcomes
     assert all("already holds a run" in o for o in outcomes if o != "ok")
+
+
+def test_a_run_stopped_by_an_unexpected_error_is_marked_failed_and_resumes(tmp_path, digits_cfg):
+    import json
+    import sqlite3
+
+    from lifelong.training import runner
+
+    def broken(g, total, loss, acc):
+        if g == 20:
+            raise ZeroDivisionError("a bug in the user's callback")
+
+    cfg = digits_cfg(strategy="naive", epochs=1)
+    with pytest.raises(ZeroDivisionError):
+        runner.run(cfg, tmp_path / "r", on_step=broken)
+    meta = dict(sqlite3.connect(tmp_path / "r" / "run.sqlite").execute("SELECT key, value FROM meta"))
+    assert json.loads(meta["status"]) == "failed"
+    assert json.loads(meta["error"]) == "ZeroDivisionError: a bug in the user's callback"
+    assert runner.resume(tmp_path / "r")["final_accuracy"] == runner.run(cfg, tmp_path / "clean")["final_accuracy"]

@@ -126,6 +126,13 @@ class RunStore:
     def close(self) -> None:
         self.conn.close()
 
+    def discard(self) -> None:
+        """Close and delete this store, which nothing was recorded in yet (a run that failed to start), so its
+        directory can take the run again."""
+        self.conn.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (self.dir / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
+
     # --- metadata ------------------------------------------------------------------------------------
     def set_meta(self, **values: Any) -> None:
         with self.conn:

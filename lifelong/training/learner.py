@@ -158,6 +158,19 @@ def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.O
     `optimizer_params="foreach=True"` gives back the multi-tensor step, bit-identical to the single-tensor one.
     Three hazards of torch's fused kernels are handled (`_Eager._ready_for_fused`). The classes are torch's own
     minus the compile hooks (see `_plain`)."""
+    try:
+        return build_optimizer(cfg, params, factory)
+    except (TypeError, ValueError) as err:
+        given = f" with optimizer_params={cfg.optimizer_params!r}" if cfg.optimizer_params else ""
+        raise LifelongError(f"optimizer {cfg.optimizer if factory is None else describe_factory(factory)} cannot "
+                            f"be built{given}: {str(err).splitlines()[0][:200]}") from None
+
+
+def describe_factory(factory: Any) -> str:
+    return getattr(factory, "__qualname__", None) or type(factory).__name__
+
+
+def build_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.Optimizer:
     extra, params = cfg.optimizer_kwargs(), list(params)
     if isinstance(factory, torch.optim.Optimizer):
         raise LifelongError(f"give the optimizer as a class or a factory (lambda params: torch.optim."

@@ -127,7 +127,12 @@ class Recorder:
                loggers: Sequence[str] = (), desc: str = "training", data: dict[str, Any] | None = None) -> Recorder:
         store = RunStore.create(run_dir, {"config": config, "env": environment(), "boundaries": [],
                                           **({"data": data} if data is not None else {})})
-        return cls(store, on_step, make_loggers(list(loggers), store.dir, params=config, desc=desc), config)
+        try:
+            made = make_loggers(list(loggers), store.dir, params=config, desc=desc)
+        except BaseException:
+            store.discard()  # a logger that cannot be made (a typo, a missing extra): the directory stays free
+            raise
+        return cls(store, on_step, made, config)
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike, on_step: StepCallback | None = None,
