@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -71,6 +72,24 @@ def gather_settings(args: argparse.Namespace, skip: Sequence[str]) -> tuple[dict
     return values, hparams
 
 
+def check_json_path(path: str | None) -> None:
+    """Refuse, before any training, a --json path that cannot be written (its results would be lost)."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir() or not target.name:
+        raise LifelongError(f"--json {path} is a directory; give a file name")
+    existed = target.exists()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise LifelongError(f"--json {path} cannot be written: {err.strerror or err}") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         from lifelong.tracking.files import write_json_atomic
@@ -106,6 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = gather_config(args)
     run_dir = args.run_dir or runner.default_run_dir(cfg, args.store)
     main = distributed.main_process()
+    if main:
+        check_json_path(args.json)
     try:
         result = runner.run(cfg, run_dir, loggers=with_progress(args, split_names(args.log)) if main else [])
     except KeyboardInterrupt:
@@ -180,6 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runner.check_stack(args.stack)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     cfg, shares = gather_shared_config(args, strategies)
+    check_json_path(args.json)
     for strategy, preset in (getattr(args, "strategy_hparams", None) or {}).items():  # the user's -p wins
         shares[strategy] = {**preset, **shares.get(strategy, {})}
     try:
@@ -427,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lifelong list | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -141,3 +141,41 @@ def test_compare_and_tune_take_shared_hyperparameters(tmp_path, capsys, monkeypa
     run_cli(capsys, "tune", *TINY, "--strategies", "er,ewc", "-p", "er.buffer_size=60")
     assert seen["compare"] == ({}, {"er": {"buffer_size": "50"}, "ewc": {"ewc_lambda": "3"}})
     assert seen["tune"] == ({}, {"er": {"buffer_size": "60"}, "ewc": {}})
+
+
+def test_an_unwritable_json_path_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "run", *TINY, "--run-dir", str(tmp_path / "r"), "--json", str(blocker / "x.json"))
+    assert code == 2 and "--json" in err and "cannot be written" in err
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing stored
+    code, _, err = run_cli(capsys, "compare", *TINY, "--strategies", "naive", "--out", str(tmp_path / "c"),
+                           "--json", str(tmp_path))
+    assert code == 2 and "is a directory" in err and not (tmp_path / "c").exists()
+
+
+def test_report_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    from lifelong.report import cli as report_cli
+
+    code, _, _ = run_cli(capsys, "run", *TINY, "--epochs", "1", "--run-dir", str(tmp_path / "r"))
+    assert code == 0
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "plots"))
+
+    monkeypatch.setattr(report_cli, "write_report", full_disk)
+    code, _, err = run_cli(capsys, "report", str(tmp_path / "r"))
+    assert code == 2 and "cannot write the report: No space left on device" in err and "Traceback" not in err
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "lifelong", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc.stdout.readline()
+    proc.stdout.close()  # as `lifelong list | head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from lifelong.errors import LifelongError
 from lifelong.report.html import DEFAULT_ROOTS, REPORT_NAME, report_target, target_kind, write_report
 
 
@@ -36,7 +37,11 @@ def run_report_command(args: argparse.Namespace) -> int:
     roots = args.runs_root or DEFAULT_ROOTS
     target = report_target(args.target, roots)
     notes: list[str] = []
-    path = write_report(target, args.output, roots, notes)
+    try:
+        path = write_report(target, args.output, roots, notes)
+    except OSError as err:
+        raise LifelongError(f"cannot write the report{f' to {args.output}' if args.output else ''}: "
+                            f"{err.strerror or err} ({err.filename or ''})") from None
     if getattr(args, "json", False):
         print(json.dumps({"kind": target_kind(target), "target": str(target), "report": str(path), "notes": notes}))
     else:

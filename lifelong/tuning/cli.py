@@ -69,7 +69,7 @@ def parse_names(flag: str, text: str, kind: type = str) -> list[Any]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from lifelong.cli import gather_shared_config, write_json
+    from lifelong.cli import check_json_path, gather_shared_config, write_json
 
     strategies = parse_names("--strategies", args.strategies)
     seeds = parse_names("--seeds", args.seeds, int)
@@ -79,6 +79,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise LifelongError(f"--timeout {args.timeout!r} must be a positive number of seconds")
     cfg, shares = gather_shared_config(args, strategies)
+    check_json_path(args.json)
     base = cfg.to_dict()
     if args.protocol == "reality-check":
         if not args.tune_scenario or not args.eval_scenario:
