@@ -135,12 +135,20 @@ def test_compare_and_tune_take_shared_hyperparameters(tmp_path, capsys, monkeypa
     monkeypatch.setattr(runner, "compare", lambda cfg, strategies, seeds, out, **kw: seen.update(
         compare=(cfg.hparams, kw["strategy_hparams"])) or {"results": [], "summary": []})
     monkeypatch.setattr(tuning_cli, "tune", lambda base, *a, **kw: seen.update(
-        tune=(base["hparams"], kw["strategy_hparams"])) or {"studies": [], "storage": "x"})
+        tune=(base["hparams"], kw["strategy_hparams"]), fixed=kw["fixed"]) or {"studies": [], "storage": "x"})
     run_cli(capsys, "compare", *TINY, "--strategies", "er,ewc", "-p", "buffer_size=50", "-p", "ewc_lambda=3",
             "--out", str(tmp_path / "c"), "--no-report")
-    run_cli(capsys, "tune", *TINY, "--strategies", "er,ewc", "-p", "er.buffer_size=60")
+    run_cli(capsys, "tune", *TINY, "--strategies", "er,ewc", "-p", "er.buffer_size=60", "--epochs", "1")
     assert seen["compare"] == ({}, {"er": {"buffer_size": "50"}, "ewc": {"ewc_lambda": "3"}})
     assert seen["tune"] == ({}, {"er": {"buffer_size": "60"}, "ewc": {}})
+    # what the command line gives is fixed in the search space: --lr and --epochs are not searched
+    assert seen["fixed"] == {"lr": 0.05, "epochs": 1, "er": {"buffer_size": "60"}}
+    from lifelong.tuning.space import build_space
+
+    space = build_space("er", seen["fixed"])
+    assert {k: (d.kind, d.value) for k, d in space.items() if k in ("lr", "epochs", "buffer_size")} == {
+        "lr": ("fixed", 0.05), "epochs": ("fixed", 1), "buffer_size": ("fixed", 60)}
+    assert space["batch_size"].kind == "categorical"  # not given: still searched
 
 
 def test_an_unwritable_json_path_is_refused_before_training(tmp_path, capsys):

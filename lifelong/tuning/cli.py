@@ -26,7 +26,9 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
                        description="Tune each strategy's hyperparameters with Optuna (one study per strategy, "
                        "resumable, shared by any number of workers through --storage) on a held-out part of the "
                        "training data; with --protocol reality-check, tune on --tune-scenario and evaluate the "
-                       "chosen settings unchanged on --eval-scenario. See docs/tuning.md.")
+                       "chosen settings unchanged on --eval-scenario. A run setting given as a flag (--lr, "
+                       "--epochs, --batch-size, ...) and a hyperparameter given with -p are fixed, not searched. "
+                       "See docs/tuning.md.")
     add_setting_flags(p, skip=("strategy", "seed"))
     p.add_argument("--strategies", default="er,ewc", help="comma-separated strategies [er,ewc]")
     p.add_argument("--trials", type=int, default=20, help="trials to run per strategy in this invocation [20]")
@@ -81,6 +83,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg, shares = gather_shared_config(args, strategies)
     check_json_path(args.json)
     base = cfg.to_dict()
+    fixed = given_values(args, cfg, shares)
     if args.protocol == "reality-check":
         if not args.tune_scenario or not args.eval_scenario:
             raise LifelongError("--protocol reality-check needs --tune-scenario A and --eval-scenario B")
@@ -89,7 +92,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         output = reality_check(base, args.tune_scenario, args.eval_scenario, strategies, seeds, args.trials,
                                args.workers, args.store, storage=args.storage, study=args.study,
                                pruner=args.pruner, space_file=args.space, timeout=args.timeout, out=args.out,
-                               quiet=args.quiet, stack=args.stack, strategy_hparams=shares)
+                               quiet=args.quiet, stack=args.stack, strategy_hparams=shares, fixed=fixed)
         print(format_reality_check(output))
         write_json(args.json, output)
         return 0
@@ -97,21 +100,36 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise LifelongError("--tune-scenario and --eval-scenario belong to --protocol reality-check; use --scenario")
     output = tune(base, base["scenario"], strategies, seeds, args.trials, args.workers, args.store,
                   storage=args.storage, study=args.study, pruner=args.pruner, space_file=args.space,
-                  timeout=args.timeout, out=args.out, quiet=args.quiet, stack=args.stack, strategy_hparams=shares)
+                  timeout=args.timeout, out=args.out, quiet=args.quiet, stack=args.stack, strategy_hparams=shares,
+                  fixed=fixed)
     print(format_tune(output))
     write_json(args.json, {"studies": output["studies"], "storage": output["storage"]})
     return 0
+
+
+def given_values(args: argparse.Namespace, cfg: Any, shares: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the user fixed on the command line, as --space entries: the searchable run settings given as flags
+    (--lr 0.05 fixes lr) and each single strategy's -p values (a composition's stay in its base settings)."""
+    from lifelong.strategies import STRATEGIES
+    from lifelong.tuning.space import SEARCHABLE_SETTINGS
+
+    fixed: dict[str, Any] = {name: getattr(cfg, name) for name in SEARCHABLE_SETTINGS
+                             if getattr(args, name, None) is not None}
+    fixed.update({s: dict(v) for s, v in shares.items() if v and "+" not in s and s in STRATEGIES})
+    return fixed
 
 
 def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list[int], trials: int, workers: int,
          store: str, storage: str | None = None, study: str | None = None, pruner: str = "median",
          space_file: str | None = None, timeout: float | None = None, out: str | None = None, quiet: bool = False,
          heartbeat: tuple[int, int] | None = None, stack: int = 1,
-         strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+         strategy_hparams: dict[str, dict[str, Any]] | None = None,
+         fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `trials` more trials per strategy; write the results directory; return {"studies", "storage", ...}.
     `stack`: each worker trains up to that many trials at once as one stack (lifelong.training.stacked;
     strategies that cannot be stacked one at a time). `strategy_hparams`: each strategy's fixed hyperparameters
     on top of `base`'s (lifelong.strategies.base.hparams_per_strategy shares out the ones given once).
+    `fixed`: --space entries that take precedence over the file's (the values given on the command line).
 
     Each study entry: strategy, n_trials (complete + pruned trials in the study), best_value (validation final
     average accuracy of the best complete trial), best_params (every value of its setting, sampled and fixed)."""
@@ -129,6 +147,8 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
         for part in s.split("+"):
             STRATEGIES.get(part.strip())
     overrides = load_space_file(space_file) if space_file else {}
+    for key, value in (fixed or {}).items():
+        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
     validate_overrides(strategies, overrides)
     check_count("stack=", stack, 1, MAX_STACK)
     base = {**base, "scenario": scenario}

@@ -43,10 +43,12 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
                   seeds: list[int], trials: int, workers: int, store: str, storage: str | None = None,
                   study: str | None = None, pruner: str = "median", space_file: str | None = None,
                   timeout: float | None = None, out: str | None = None, quiet: bool = False,
-                  stack: int = 1, strategy_hparams: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  stack: int = 1, strategy_hparams: dict[str, dict[str, Any]] | None = None,
+                  fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tune on `tune_scenario`, evaluate the chosen settings on `eval_scenario` with `seeds`; both phases.
     `stack`: trials (phase 1) and seeds (phase 2) trained up to that many at once (see `tune`);
-    `strategy_hparams`: each strategy's fixed hyperparameters (see `tune`)."""
+    `strategy_hparams`, `fixed`: each strategy's fixed hyperparameters and the values given on the command line
+    (see `tune`)."""
     from lifelong.training import runner
     from lifelong.training.config import RunConfig
     from lifelong.tuning.cli import tune, with_share
@@ -58,7 +60,7 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
     phase1 = tune(base, tune_scenario, strategies, seeds, trials, workers, store, storage=storage,
                   study=study or f"reality-check-{tune_scenario}", pruner=pruner, space_file=space_file,
                   timeout=timeout, out=str(out_dir / "tuning"), quiet=quiet, stack=stack,
-                  strategy_hparams=strategy_hparams)
+                  strategy_hparams=strategy_hparams, fixed=fixed)
     chosen = {s["strategy"]: s["best_params"] for s in phase1["studies"]}
     untuned = [name for name, params in chosen.items() if params is None]
     if untuned:
