@@ -190,3 +190,27 @@ def test_a_run_stopped_by_an_unexpected_error_is_marked_failed_and_resumes(tmp_p
     assert json.loads(meta["status"]) == "failed"
     assert json.loads(meta["error"]) == "ZeroDivisionError: a bug in the user's callback"
     assert runner.resume(tmp_path / "r")["final_accuracy"] == runner.run(cfg, tmp_path / "clean")["final_accuracy"]
+
+
+def test_sigterm_stops_a_cli_run_as_ctrl_c_does(tmp_path):
+    """timeout, kill and batch schedulers send SIGTERM: the run is recorded as interrupted and resumable."""
+    import json
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "lifelong", "run", "--scenario", "split-digits", "--epochs", "200",
+                             "--hidden", "16", "-q", "--run-dir", str(run_dir)], stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 2  # as for Ctrl-C: one line, a non-zero status
+    assert f"interrupted; resume with: lifelong resume {run_dir}" in err and "Traceback" not in err
+    meta = dict(sqlite3.connect(run_dir / "run.sqlite").execute("SELECT key, value FROM meta"))
+    assert json.loads(meta["status"]) == "interrupted"
