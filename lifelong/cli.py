@@ -307,6 +307,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     roots = args.roots or [args.store]
     found, tunings = find_runs(roots), tuning_lines(roots)
+    missing = [r for r in roots if not Path(r).exists()]
+    if missing:
+        raise LifelongError(f"{', '.join(missing)}: no such directory")
     if not found and not tunings:
         print(f"no runs under {', '.join(roots)}")
         return 0
@@ -394,10 +397,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models")
+    p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models",
+                       description="List what can be named: datasets, scenarios, strategies with each "
+                                   "hyperparameter's default and allowed range, models, optimizers, loggers.")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("runs", help="list stored runs")
+    p = sub.add_parser("runs", help="list stored runs",
+                       description="List the runs, comparisons and tunings stored under the given directories: "
+                                   "status, strategy, seed, final accuracy, scenario and directory.")
     p.add_argument("roots", nargs="*", help="directories to search [--store]")
     p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
     p.set_defaults(func=cmd_runs)

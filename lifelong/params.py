@@ -43,9 +43,15 @@ class Param:
     def describe_range(self) -> str:
         if self.choices:
             return "one of " + "|".join(self.choices)
+        if self.type is bool:
+            return "true or false"
+        if self.type is str:
+            return "text; a list as comma-separated text, e.g. '9,8,7'"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
-        return f"{'(' if self.low_open else '['}{lo}, {hi}]"
+        infinite_default = isinstance(self.default, (int, float)) and math.isinf(self.default)
+        open_high = self.high is None and not infinite_default  # inf itself is refused
+        return f"{'(' if self.low_open else '['}{lo}, {hi}{')' if open_high else ']'}"
 
     def coerce(self, name: str, value: Any) -> Any:
         """Convert `value` (possibly a string from the command line) and check the range.

@@ -317,6 +317,7 @@ class TupleOut(torch.nn.Module):
     (TupleOut(), "returned a tuple, not a tensor of logits"),
     (torch.nn.Linear(64, 10).double(), "float64 parameters.*model.float()"),
     (torch.nn.Linear(64, 5), "5 outputs per input, and the stream has 10 classes"),
+    (torch.nn.Linear(64, 12), "12 outputs per input, and the stream has 10 classes"),
     (torch.nn.Linear(100, 10), r"cannot take this data's inputs \(float32 rows of shape \(64,\)\)"),
     (torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Flatten(0)), r"shape \(20,\) for 2 inputs"),
 ])
@@ -326,13 +327,13 @@ def test_users_model_that_cannot_train_on_the_stream_is_one_line(model, message)
 
 
 def test_checking_the_users_model_draws_nothing_and_leaves_it_as_it_was():
-    model = torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.BatchNorm1d(12), torch.nn.Dropout(0.5))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.BatchNorm1d(10), torch.nn.Dropout(0.5))
     model.train()
     stats = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    Engine(RunConfig(scenario="split-digits", checkpoint_every=0, seed=7), model=model)  # a wider head is allowed
+    Engine(RunConfig(scenario="split-digits", checkpoint_every=0, seed=7), model=model)
     assert model.training and all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())
     assert torch.equal(torch.rand(3), expected)
 
@@ -379,3 +380,11 @@ def test_whole_float_and_bool_labels_are_class_ids():
     x = torch.rand(4, 3)
     data = from_tensors("mine", (x, torch.tensor([0.0, 1.0, 2.0, 1.0])), (x, [True, False, True, False]))
     assert data.train_y.tolist() == [0, 1, 2, 1] and data.test_y.tolist() == [1, 0, 1, 0]
+
+
+def test_an_optimizer_class_gets_the_configs_settings_as_the_same_optimizer_by_name():
+    cfg = RunConfig(scenario="split-digits", checkpoint_every=0, lr=0.02, momentum=0.8, weight_decay=1e-3)
+    by_class = Engine(cfg, optimizer=torch.optim.SGD).optimizer.param_groups[0]
+    assert (by_class["lr"], by_class["momentum"], by_class["weight_decay"]) == (0.02, 0.8, 1e-3)
+    rms = Engine(cfg, optimizer=torch.optim.RMSprop).optimizer.param_groups[0]
+    assert (rms["lr"], rms["momentum"], rms["weight_decay"]) == (0.02, 0, 1e-3)  # SGD's momentum is not RMSprop's

@@ -71,7 +71,7 @@ def test_yaml_config_and_flags(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["run", "--strategy", "ewcc"], "unknown strategy 'ewcc'. Did you mean 'ewc'?"),
     (["run", "--scenario", "split-fashon-mnist"], "Did you mean 'split-fashion-mnist'?"),
-    (["run", "--lr", "-1"], "lr=-1.0 is out of range: allowed (0, inf]"),
+    (["run", "--lr", "-1"], "lr=-1.0 is out of range: allowed (0, inf)"),
     (["run", "--batch-size", "many"], "batch_size='many' is not a valid int"),
     (["run", "--strategy", "er", "-p", "bufer_size=3"], "Did you mean 'buffer_size'?"),
     (["run", "--strategy", "er", "-p", "buffer=fifo"], "expected one of reservoir|class-balanced"),

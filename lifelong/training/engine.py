@@ -177,8 +177,9 @@ class Engine:
     def check_user_model(self, model: nn.Module) -> None:
         """Refuse, in one line, a user's model that cannot train on this stream: parameters that are not float32
         (inputs are float32), inputs it cannot take, an output that is not a tensor of logits (N, classes), or
-        fewer outputs than classes (a wider head is allowed; strategies that grow the model are not checked for
-        width). One eval-mode forward of two rows, with torch's generator put back afterwards."""
+        another number of outputs than classes (task masks, output masks, online label masks and several
+        strategies' targets are sized by the classes; strategies that grow the model are not checked for width).
+        One eval-mode forward of two rows, with torch's generator put back afterwards."""
         n = self.stream.num_classes
         odd = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                       if p.is_floating_point() and p.dtype != torch.float32})
@@ -208,7 +209,7 @@ class Engine:
         if out.ndim != 2 or len(out) != len(x):
             raise LifelongError(f"the model returned a tensor of shape {tuple(out.shape)} for {len(x)} inputs, not "
                                 f"logits of shape ({len(x)}, {n})")
-        if out.shape[1] < n and not self.strategy.overrides("adapt_model"):
+        if out.shape[1] != n and not self.strategy.overrides("adapt_model"):
             raise LifelongError(f"the model gives {out.shape[1]} outputs per input, and the stream has {n} classes "
                                 f"(labels 0..{n - 1}): give it a head of {n} outputs")
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -145,7 +146,8 @@ def step_kernel(params: list[Any], extra: dict[str, Any]) -> dict[str, bool]:
 
 def make_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.Optimizer:
     """The optimizer named by the config over `params`, or the user's: a torch.optim class (built with the
-    config's lr and `optimizer_params`) or a factory called with the parameters.
+    config's lr, weight decay when set, momentum for SGD and its subclasses, and `optimizer_params`, as the
+    same optimizer by name) or a factory called with the parameters.
 
     SGD, Adam and AdamW take torch's fused step where it exists for the parameters (CPU and CUDA floats in
     current torch), else its multi-tensor (`foreach`) step: one call per step for all parameters instead of a
@@ -176,8 +178,14 @@ def build_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.
         raise LifelongError(f"give the optimizer as a class or a factory (lambda params: torch.optim."
                             f"{type(factory).__name__}(params, ...)), not as a built {type(factory).__name__}: the "
                             "engine builds it over the parameters it trains, again whenever a strategy grows the model")
+    if isinstance(factory, type):  # a class gets the config's rate, weight decay (SGD: momentum), as by name
+        accepted = accepted_arguments(factory)
+        settings = {"weight_decay": cfg.weight_decay} if cfg.weight_decay and "weight_decay" in accepted else {}
+        if issubclass(factory, torch.optim.SGD):
+            settings["momentum"] = cfg.momentum
+        factory = functools.partial(factory, lr=cfg.lr, **{**settings, **extra})
     if factory is not None:
-        made = factory(params, lr=cfg.lr, **extra) if isinstance(factory, type) else factory(params)
+        made = factory(params)
         if not isinstance(made, torch.optim.Optimizer):
             raise LifelongError(f"the optimizer factory returned {type(made).__name__}, not a torch.optim.Optimizer")
         return made
