@@ -38,8 +38,10 @@ class Registry(Generic[T]):
         first line of its docstring)."""
 
         def add(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
+            old = self._items.get(name)
+            if old is not None and not same_definition(old, obj):
+                where = getattr(old, "__module__", "?")
+                raise LifelongError(f"{self.kind} '{name}' is already registered (by {where}): choose another name")
             self._items[name] = obj
             self._help[name] = help if help is not None else _describe(obj)
             return obj
@@ -122,3 +124,10 @@ def _describe(obj: object) -> str:
         return description
     doc = getattr(obj, "__doc__", None) or ""
     return doc.strip().split("\n", 1)[0]
+
+
+def same_definition(old: object, new: object) -> bool:
+    """Whether `new` is `old` defined again (a notebook cell or a module run twice): same module and name. Such a
+    redefinition replaces the entry; anything else under a taken name is refused."""
+    return (getattr(old, "__module__", None) == getattr(new, "__module__", None)
+            and getattr(old, "__qualname__", None) == getattr(new, "__qualname__", None))

@@ -37,3 +37,29 @@ def test_builtin_registries_describe_every_entry():
         assert all(reg.help(name) for name in reg), reg.kind
     assert MODELS.help("resnet18").startswith("reduced ResNet-18")
     assert STRATEGIES.help("er") == STRATEGIES.get("er").description
+
+
+def test_a_strategy_defined_again_replaces_itself_and_a_taken_or_inherited_name_is_one_line():
+    from lifelong.errors import LifelongError
+    from lifelong.strategies import STRATEGIES, Strategy, register
+
+    def define():  # a notebook cell run twice: the same module and name
+        @register
+        class CellStrategy(Strategy):
+            name = "test-cell-strategy"
+        return CellStrategy
+
+    try:
+        first, second = define(), define()
+        assert first is not second and STRATEGIES.get("test-cell-strategy") is second
+    finally:  # other tests list every registered strategy
+        STRATEGIES._items.pop("test-cell-strategy", None)
+        STRATEGIES._help.pop("test-cell-strategy", None)
+    with pytest.raises(LifelongError, match="'er' is already registered"):
+        @register
+        class Mine(Strategy):
+            name = "er"
+    with pytest.raises(LifelongError, match="NoName needs a name of its own"):
+        @register
+        class NoName(Strategy):
+            pass

@@ -464,6 +464,10 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "lifelong.strategies
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make `cls` usable by its `name` (`--strategy NAME`, `make_strategy`, compositions)."""
+    if "name" not in cls.__dict__:
+        raise LifelongError(f"{cls.__qualname__} needs a name of its own to be registered (name = \"...\"); it "
+                            f"would inherit '{cls.name}'")
     return STRATEGIES.register(cls.name)(cls)
 
 
@@ -535,4 +539,5 @@ def task_free_names() -> list[str]:
 class Naive(Strategy):
     """Naive fine-tuning: the base's hooks, all no-ops; needs no boundaries."""
 
+    name = "naive"
     task_free = True
