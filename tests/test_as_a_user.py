@@ -263,6 +263,9 @@ def test_compare_takes_a_model_factory_and_an_optimizer_class(tmp_path):
     assert all("error" not in r for r in out["results"]), out["results"]
     with pytest.raises(LifelongError, match="not an instance"):
         runner.compare(base, ["naive"], [0], tmp_path / "cmp2", dataset=toy(), model=TinyNet((6,), 4))
+    with pytest.raises(LifelongError, match="define it at the top level of a module"):
+        runner.compare(base, ["naive"], [0], tmp_path / "cmp3", dataset=toy(), model=TinyNet,
+                       optimizer=lambda params: torch.optim.Adam(params))
 
 
 def test_bf16_mixed_precision_trains_resumes_exactly_and_fp16_needs_cuda(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import secrets
 import sqlite3
 import statistics
@@ -500,6 +501,19 @@ def plan_comparison(jobs: Sequence[tuple[RunConfig, Path]]) -> tuple[dict[int, d
     return done, again
 
 
+def check_sendable(what: str, obj: Any) -> None:
+    """Refuse, in one line, a factory that cannot reach the worker processes (a lambda, a local function)."""
+    if obj is None:
+        return
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise LifelongError(f"compare sends the {what} to worker processes, which cannot take "
+                            f"{getattr(obj, '__qualname__', type(obj).__name__)} ({str(err).splitlines()[0][:120]}): "
+                            "define it at the top level of a module (a lambda or a local function cannot be sent)"
+                            ) from None
+
+
 def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], out_dir: str | os.PathLike,
             workers: int = 2, progress: Callable[[dict[str, tuple[int, int]]], None] | None = None,
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
@@ -548,6 +562,8 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
     if isinstance(model, torch.nn.Module):
         raise LifelongError("compare trains several models: give a factory (e.g. the nn.Module class), not an "
                             "instance")
+    for what, obj in (("model", model), ("optimizer", optimizer)):
+        check_sendable(what, obj)
     fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
                      resume_jobs=[index[i] for i in again], data=data, stack=stack) if todo else []
     results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
