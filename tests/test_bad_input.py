@@ -191,3 +191,14 @@ def test_a_logger_that_cannot_be_made_leaves_the_run_directory_free(tmp_path):
         runner.run(cfg, tmp_path / "r", loggers=["csv", "foo"])
     assert not (tmp_path / "r" / "run.sqlite").exists()
     assert runner.run(cfg, tmp_path / "r", loggers=["csv"])["final_accuracy"] > 0
+
+
+def test_the_default_number_of_experiences_that_does_not_fit_the_data_says_it_is_the_default():
+    from lifelong.data import make_stream
+
+    x, y = torch.rand(40, 3), torch.arange(40) % 4
+    with pytest.raises(LifelongError, match=r"allowed \[1, 4\] for 4 classes \(experiences=5 is the split "
+                                            r"scenarios' default: set --experiences"):
+        make_stream("split-digits", dataset=from_tensors("t", (x, y), (x, y)))
+    with pytest.raises(LifelongError, match=r"for 4 classes$"):  # given by the user: no hint
+        make_stream("split-digits", n_experiences=5, dataset=from_tensors("t", (x, y), (x, y)))

@@ -242,4 +242,10 @@ def make_stream(name: str, n_experiences: int | None = None, class_order: Sequen
         data = DATASET_CACHE[key]
     else:
         data = load_dataset(dataset_name, root=data_dir)
-    return kind.build(data, n, class_order, seed, shuffle_classes, **extra)
+    try:
+        return kind.build(data, n, class_order, seed, shuffle_classes, **extra)
+    except LifelongError as err:
+        if n_experiences or not str(err).startswith(f"experiences={n}"):
+            raise
+        raise LifelongError(f"{err} (experiences={n} is the {kind.name} scenarios' default: set --experiences / "
+                            "experiences= for this data)") from None
