@@ -238,3 +238,21 @@ def test_gdumb_keeps_layers_the_user_froze_and_resets_the_rest():
     assert not torch.equal(net[2].weight, model[2].weight)  # the trainable head starts afresh
     model[0].requires_grad_(True)
     assert not torch.equal(fresh_copy(model, seed=0)[0].weight, model[0].weight)
+
+
+def test_er_ace_classifies_with_the_authors_fixed_scale_cosine_head():
+    from lifelong.training.config import RunConfig
+    from lifelong.training.engine import Engine
+
+    cfg = RunConfig(scenario="split-digits", strategy="er-ace", experiences=2, epochs=1, checkpoint_every=0)
+    engine = Engine(cfg)
+    engine.run()
+    model = engine.model
+    head = model[-1]
+    x = torch.randn(5, 64)
+    features = nn.Sequential(*list(model)[:-1])(x)
+    expected = 10.0 * F.normalize(features, dim=1) @ F.normalize(head.weight, dim=1).T  # the authors' distLinear
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    assert head.bias is None and float(head.sigma) == 10.0 and not head.sigma.requires_grad
+    plain = Engine(cfg.with_overrides(hparams={"cosine_head": False}))
+    assert isinstance(plain.model[-1], nn.Linear) and plain.model[-1].bias is not None

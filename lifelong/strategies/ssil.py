@@ -17,6 +17,10 @@ random per class, 500 samples in all split evenly over the seen classes (the sel
 memory was not checked: their trainer file does not show it).
 
 Deviation: the first experience uses plain CE over its classes (there is nothing to replay), as in the code.
+The authors also shrink the rate and the epochs after the first task (main.py: lr / (t + 1) for task t, and
+every task after the first trains for a quarter of the epochs, factor 4); here every experience trains with the
+run's rate and epochs (a run's `--schedule` can shape them). Their memory keeps the first ceil(M / seen) samples
+of each class and trims the largest classes to exactly M; this one keeps a random floor(M / seen) per class.
 """
 
 from __future__ import annotations
