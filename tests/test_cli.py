@@ -187,3 +187,20 @@ def test_output_cut_short_by_the_reader_is_no_traceback():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_report_of_a_run_with_an_unlearning_event_lists_it(tmp_path, capsys):
+    """Unlearning records carry an ISO "time" of their own; it must not replace the event's timestamp."""
+    from lifelong.tracking.store import RunStore
+
+    code, _, _ = run_cli(capsys, "run", *TINY, "--epochs", "1", "--run-dir", str(tmp_path / "r"))
+    assert code == 0
+    store = RunStore.open(tmp_path / "r")
+    store.add_event("unlearn", {"time": "2026-12-02T14:00:00+00:00", "classes": [3], "version": 2})
+    (event,) = store.events("unlearn")
+    store.close()
+    assert isinstance(event["time"], float) and event["payload_time"] == "2026-12-02T14:00:00+00:00"
+    code, out, err = run_cli(capsys, "report", str(tmp_path / "r"))
+    assert code == 0, err
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "unlearn" in html and "2026-12-02T14:00:00" in html

@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from lifelong.cli import main
-from lifelong.tracking.store import RunStore
+from lifelong.tracking.store import DB_NAME, RunStore
 
 FLAGS = ["--threads", "1", "--no-checkpoints"]
 CONFIG = """steps-per-phase: 4
@@ -96,3 +96,27 @@ def test_lm_run_refuses_an_out_dir_holding_a_classification_run(tmp_path, capsys
     code = main(["lm", "--corpora", "fortunes-en", "--steps-per-phase", "2", "--batch-size", "2", "--seq-len", "16",
                  "--eval-windows", "2", "--out", str(tmp_path / "cl"), *FLAGS])
     assert code == 2 and "holds a classification run" in capsys.readouterr().err
+
+
+def test_lm_run_refuses_an_out_dir_holding_an_lm_run_and_clears_a_failed_start(lm_run, tmp_path, capsys):
+    import json
+    import shutil
+    import sqlite3
+
+    root, _ = lm_run
+    done = tmp_path / "done"
+    shutil.copytree(root / "runs" / "lm1", done)
+    before = (done / DB_NAME).read_bytes()
+    code = main(["lm", "--config", str(root / "lm.yaml"), "--out", str(done), *FLAGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a language-model run (finished): choose another --out" in err
+    assert (done / DB_NAME).read_bytes() == before  # nothing of it was touched
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(root / "runs" / "lm1", unfinished)
+    with sqlite3.connect(unfinished / DB_NAME) as con:
+        con.execute("UPDATE meta SET value=? WHERE key='status'", (json.dumps("interrupted"),))
+    (unfinished / "resume.pt").write_bytes(b"a checkpoint")
+    code = main(["lm", "--config", str(root / "lm.yaml"), "--out", str(unfinished), *FLAGS])
+    assert code == 2 and f"resume it with 'lifelong lm --resume {unfinished}'" in capsys.readouterr().err
+    (unfinished / "resume.pt").unlink()  # stopped before its first checkpoint: nothing to keep
+    assert main(["lm", "--config", str(root / "lm.yaml"), "--out", str(unfinished), *FLAGS]) == 0

@@ -12,7 +12,6 @@ run there is refused.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -52,20 +51,26 @@ def lock_run_dir(out_dir: Path) -> Any:
 
 
 def clear_old_lm_run(out_dir: Path) -> None:
-    """Remove the store of an earlier LM run in `out_dir`; refuse to touch a classification run's."""
+    """Refuse an `out_dir` that holds a run: a classification run's, or an earlier LM run's (its checkpoint and
+    results would be lost: an unfinished one is resumed with --resume). An earlier LM run that stopped before its
+    first checkpoint (a failed start) is cleared."""
     if not (out_dir / DB_NAME).exists():
         return
     store = RunStore.open(out_dir)
     try:
-        kind = store.meta().get("kind")
+        meta = store.meta()
     finally:
         store.close()
-    if kind != KIND:
+    if meta.get("kind") != KIND:
         raise LifelongError(f"--out {out_dir} holds a classification run; give the language-model run another "
                             "directory")
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            (out_dir / (DB_NAME + suffix)).unlink()
+    status = meta.get("status", "unknown")
+    if status != "finished" and not (out_dir / "resume.pt").exists():  # it never reached a checkpoint: nothing to
+        for suffix in ("", "-wal", "-shm"):                             # resume, nothing learned; start afresh
+            (out_dir / (DB_NAME + suffix)).unlink(missing_ok=True)
+        return
+    hint = "" if status == "finished" else f"resume it with 'lifelong lm --resume {out_dir}' or "
+    raise LifelongError(f"--out {out_dir} already holds a language-model run ({status}): {hint}choose another --out")
 
 
 class LMRecorder:

@@ -215,8 +215,15 @@ class RunStore:
                               (time.time(), kind, json.dumps(payload)))
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every event as {"time" (seconds since the epoch), "kind", **payload}; a payload's own "time" or "kind"
+        (an unlearning record's ISO time, say) is kept as "payload_time" / "payload_kind"."""
         q = "SELECT time, kind, payload FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
-        return [{"time": t, "kind": k, **json.loads(p)} for t, k, p in self.conn.execute(q, (kind,) if kind else ())]
+        out = []
+        for t, k, p in self.conn.execute(q, (kind,) if kind else ()):
+            payload = json.loads(p)
+            payload = {f"payload_{key}" if key in ("time", "kind") else key: v for key, v in payload.items()}
+            out.append({"time": t, "kind": k, **payload})
+        return out
 
 
 def describe_os_error(err: BaseException) -> str:
