@@ -244,3 +244,12 @@ def test_slca_alignment_state_loads_with_weights_only_and_resumes_sampling():
     a.align(head)
     b.align(head2)  # same statistics and generator state: the same re-trained head
     assert torch.equal(head.weight, head2.weight)
+
+
+def test_a_singular_ridge_system_names_the_methods_own_parameter():
+    from lifelong.analytic.acil import RecursiveRidge
+    from lifelong.errors import LifelongError
+
+    for name in ("gamma", "ridge"):
+        with pytest.raises(LifelongError, match=rf"{name}=0 is below .* a larger {name}"):
+            RecursiveRidge(3, 0.0, name=name).factor()

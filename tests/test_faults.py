@@ -214,3 +214,14 @@ def test_sigterm_stops_a_cli_run_as_ctrl_c_does(tmp_path):
     assert f"interrupted; resume with: lifelong resume {run_dir}" in err and "Traceback" not in err
     meta = dict(sqlite3.connect(run_dir / "run.sqlite").execute("SELECT key, value FROM meta"))
     assert json.loads(meta["status"]) == "interrupted"
+
+
+def test_a_checkpoint_write_removes_temporary_files_left_by_a_killed_writer(tmp_path, digits_cfg):
+    from lifelong.training import runner
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    stale = run_dir / ".checkpoint.pt.tmp99999"  # what atomic_path leaves when kill -9 lands mid-write
+    stale.write_bytes(b"x" * 1000)
+    runner.run(digits_cfg(strategy="naive", epochs=1), run_dir)
+    assert not stale.exists()

@@ -84,17 +84,18 @@ class RecursiveRidge:
     float64 summation rounding, and removing samples subtracts what adding them added.
     """
 
-    def __init__(self, dim: int, gamma: float) -> None:
+    def __init__(self, dim: int, gamma: float, name: str = "gamma") -> None:
         self.gamma = float(gamma)
+        self.name = name  # the method's own name for the ridge strength, in messages
         self.G = torch.zeros(dim, dim, dtype=DTYPE)
         self.B = torch.zeros(dim, 0, dtype=DTYPE)
         self._L: torch.Tensor | None = None
         self._W: torch.Tensor | None = None
 
     @classmethod
-    def from_stats(cls, G: torch.Tensor, B: torch.Tensor, gamma: float) -> RecursiveRidge:
+    def from_stats(cls, G: torch.Tensor, B: torch.Tensor, gamma: float, name: str = "gamma") -> RecursiveRidge:
         r = cls.__new__(cls)
-        r.gamma, r._L, r._W = float(gamma), None, None
+        r.gamma, r.name, r._L, r._W = float(gamma), name, None, None
         r.G, r.B = G.to(DTYPE), B.to(DTYPE)
         return r
 
@@ -148,17 +149,17 @@ class RecursiveRidge:
         L, info = torch.linalg.cholesky_ex(G + self.gamma * torch.eye(G.shape[0], dtype=DTYPE))
         if int(info) != 0:
             raise LifelongError(
-                f"the ridge system is numerically singular: gamma={self.gamma:g} is below the float64 rounding "
+                f"the ridge system is numerically singular: {self.name}={self.gamma:g} is below the float64 rounding "
                 f"error of X^T X (trace {float(G.diagonal().sum()):.3g}); "
-                + ("rebuild the model with a larger gamma" if own else "nothing was changed")
-                + f" (gamma >= {floor * self.gamma / PRECISION_WARN:.0e} gives weights accurate to "
+                + (f"rebuild the model with a larger {self.name}" if own else "nothing was changed")
+                + f" ({self.name} >= {floor * self.gamma / PRECISION_WARN:.0e} gives weights accurate to "
                 f"{PRECISION_WARN:g})"
             )
         if floor > PRECISION_WARN:
             warnings.warn(
-                f"gamma={self.gamma:g} is small for features of this scale: the ridge weights (learned, "
+                f"{self.name}={self.gamma:g} is small for features of this scale: the ridge weights (learned, "
                 f"unlearned or retrained alike) are accurate only to about {floor:.0e} relative (float64 "
-                "rounding of X^T X amplified by 1/gamma); a larger gamma is more accurate",
+                f"rounding of X^T X amplified by 1/{self.name}); a larger {self.name} is more accurate",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -70,7 +70,7 @@ class DSAL(AnalyticModel):
         check_square_state_fits("buffer_size", d, 7)  # G_m, G_c, H, two factors, update temporaries
         self.buffer = RandomBuffer(self.in_features, d, self.params["seed"])
         self.main = RecursiveRidge(d, self.params["gamma"])
-        self.comp = RecursiveRidge(d, self.params["gamma_comp"])  # B: closed phases' cleansed residuals
+        self.comp = RecursiveRidge(d, self.params["gamma_comp"], name="gamma_comp")  # closed phases' residuals
         self.ledger = SampleLedger()
         self._reset_phase()
 
@@ -198,7 +198,7 @@ class DSAL(AnalyticModel):
         m._reset_phase()
         if "G_main" in state:
             m.main = RecursiveRidge.from_stats(state["G_main"], state["B_main"], gm)
-            m.comp = RecursiveRidge.from_stats(state["G_comp"], state["B_comp"], gc)
+            m.comp = RecursiveRidge.from_stats(state["G_comp"], state["B_comp"], gc, "gamma_comp")
             if state["phase_open"]:
                 m.phase_open = True
                 m.phase_known = [int(c) for c in state["phase_known"].tolist()]

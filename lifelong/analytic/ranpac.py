@@ -79,7 +79,7 @@ class RanPAC(ACIL):
         m = self.params["projection_size"]
         check_square_state_fits("projection_size", m, self._state_matrices)
         self.buffer = GaussianProjection(self.in_features, m, self.params["seed"])
-        self.ridge = RecursiveRidge(m, self.params["ridge"] or 1.0)
+        self.ridge = RecursiveRidge(m, self.params["ridge"] or 1.0, name="ridge")
         self.ledger = SampleLedger()
         self.phase: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.before = (self.ridge.G, self.ridge.B)
@@ -145,7 +145,7 @@ class RanPAC(ACIL):
         m.in_features = int(state["in_features"])
         m.buffer = GaussianProjection.__new__(GaussianProjection)
         m.buffer.weight = state["buffer_weight"].to(DTYPE)
-        m.ridge = RecursiveRidge.from_stats(state["G"], state["B"], float(state["lambda"]))
+        m.ridge = RecursiveRidge.from_stats(state["G"], state["B"], float(state["lambda"]), "ridge")
         m.ledger = SampleLedger.from_state_dict(state["ledger"])
         m.phase, m.phases = None, int(state["phases"])
         m.before = (m.ridge.G, m.ridge.B)

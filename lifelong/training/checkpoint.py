@@ -69,6 +69,8 @@ def save_checkpoint(obj: Any, path: str | os.PathLike, resume_command: str = "li
         _record(path, {"current": old, "pending": digest})
         write_bytes_atomic(data, path, fsync=True)
         _record(path, {"current": digest, "pending": digest})
+        for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer killed mid-write (a run directory
+            stale.unlink(missing_ok=True)                      # has one writer: none of them is live)
     except (OSError, sqlite3.Error) as err:
         raise LifelongError(f"cannot write checkpoint {path}: {describe_os_error(err)}; the run stays resumable "
                             f"from its previous checkpoint ({resume_command} {path.parent})") from None

@@ -268,6 +268,9 @@ class RunConfig(metaclass=_NamedSettings):
     def check_schedule(self) -> None:
         """Schedule name, parameters, mode and branch settings fit together (one-line errors)."""
         schedule = self.build_schedule()
+        if getattr(schedule, "peak", None) == 0:
+            raise LifelongError(f"schedule {self.schedule or 'constant'} with peak=0 would train at rate 0 "
+                                "throughout: give a positive peak (it defaults to --lr)")
         if self.schedule_mode == "infinite" and not isinstance(schedule, Infinite):
             raise LifelongError(f"schedule_mode='infinite' needs schedule='infinite', not {self.schedule!r}")
         if self.schedulefree and self.schedule not in ("", "constant"):
