@@ -120,3 +120,17 @@ def test_lm_run_refuses_an_out_dir_holding_an_lm_run_and_clears_a_failed_start(l
     assert code == 2 and f"resume it with 'lifelong lm --resume {unfinished}'" in capsys.readouterr().err
     (unfinished / "resume.pt").unlink()  # stopped before its first checkpoint: nothing to keep
     assert main(["lm", "--config", str(root / "lm.yaml"), "--out", str(unfinished), *FLAGS]) == 0
+
+
+@pytest.mark.parametrize("line,message", [
+    ("replay: 5%", "replay fraction '5%' is not a number"),
+    ("replay: [0.1]", "'replay' must be a single value"),
+    ("corpora: {a: 1}", "'corpora' must be text or a list"),
+    ("out: [a]", "'out' must be a single value"),
+])
+def test_lm_config_file_values_of_the_wrong_kind_are_one_line(tmp_path, capsys, line, message):
+    (tmp_path / "f.yaml").write_text(line + "\n")
+    code = main(["lm", "--config", str(tmp_path / "f.yaml"), "--steps-per-phase", "1", "--out", str(tmp_path / "o"),
+                 *FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]

@@ -21,7 +21,11 @@ from lifelong.errors import LifelongError
 
 
 def check_replay(replay: float) -> float:
-    replay = float(replay)
+    try:
+        replay = float(replay)
+    except (TypeError, ValueError):
+        raise LifelongError(f"replay fraction {replay!r} is not a number: use e.g. 0, 0.01, 0.05, 0.25 or 0.5"
+                            ) from None
     if not (0.0 <= replay < 1.0) or math.isnan(replay):
         raise LifelongError(
             f"replay fraction {replay:g} is outside [0, 1): use e.g. 0, 0.01, 0.05, 0.25 or 0.5"
