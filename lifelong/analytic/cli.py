@@ -58,6 +58,9 @@ def samples_to_forget(run: Path, payload: dict, features: str | None, classes: l
         samples = store.load_samples(path)
         return samples if ids is None else store.select_ids(samples, ids, path)
     x, y, found = store.run_training_samples(run, payload, classes, ids)
+    if classes and len(y) == 0:
+        raise LifelongError(f"class{'es' if len(classes) > 1 else ''} {','.join(map(str, classes))}: no training "
+                            f"samples of {run}; nothing was changed")
     if ids is not None:
         missing = sorted(set(ids) - set(found), key=str)
         if missing:
