@@ -100,3 +100,14 @@ def test_damaged_tune_json_is_one_line(tmp_path, capsys, content) -> None:
     assert main(["report", str(d)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "damaged" in err
+
+
+def test_tuning_plot_passes_over_trials_without_a_value(tmp_path):
+    """A hand-edited tune.json may hold a COMPLETE trial whose value is null or text: the plot leaves it out."""
+    from lifelong.tuning.results import plot_study
+
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.5, "params": {}},
+              {"number": 1, "state": "COMPLETE", "value": None, "params": {}},
+              {"number": 2, "state": "PRUNED", "value": "x", "params": {}}]
+    plot_study({"strategy": "er", "trials": trials, "importances": {}}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0

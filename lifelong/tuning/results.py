@@ -52,8 +52,9 @@ def plot_study(detail: dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(10, 3.6), layout="tight")
     FigureCanvasAgg(fig)
     ax, bx = fig.subplots(1, 2)
-    done = [t for t in detail["trials"] if t["state"] == "COMPLETE"]
-    pruned = [t for t in detail["trials"] if t["state"] == "PRUNED" and t["value"] is not None]
+    scored = [t for t in detail["trials"] if isinstance(t.get("value"), (int, float))]  # a hand-edited null: left out
+    done = [t for t in scored if t["state"] == "COMPLETE"]
+    pruned = [t for t in scored if t["state"] == "PRUNED"]
     ax.scatter([t["number"] for t in done], [100 * t["value"] for t in done], label="complete", s=18)
     ax.scatter([t["number"] for t in pruned], [100 * t["value"] for t in pruned], label="pruned (last report)",
                marker="x", s=18, color="C3")
