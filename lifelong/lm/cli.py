@@ -53,7 +53,8 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
         p.add_argument("--probes", type=int, default=DEFAULTS.probes, help="retention probes shown once (0: none)")
         p.add_argument("--probe-step", type=int, default=None, help="update at which the probes are shown")
         p.add_argument(
-            "--probe-len", type=int, default=DEFAULTS.probe_len, help="tokens per probe (default: %(default)s)"
+            "--probe-len", type=int, default=DEFAULTS.probe_len,
+            help="tokens per probe, at most --seq-len + 1 (default: %(default)s)"
         )
     p.add_argument(
         "--model",

@@ -108,7 +108,7 @@ PARAMS = {
     "eval_every": Param(50, "updates between evaluations", low=1),
     "eval_windows": Param(48, "held-out windows per corpus", low=1),
     "probes": Param(0, "retention probes (0: none)", low=0),
-    "probe_len": Param(64, "tokens per probe", low=4),
+    "probe_len": Param(64, "tokens per probe (at most seq-len + 1: a longer one is cut to it)", low=4),
     "weight_decay": Param(0.1, "AdamW weight decay", low=0),
     "grad_clip": Param(1.0, "gradient-norm clip (0: off)", low=0),
     "val_fraction": Param(0.05, "held-out fraction of documents", low=0, high=0.5, low_open=True),
