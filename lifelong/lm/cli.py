@@ -159,14 +159,12 @@ def apply_config_file(args: argparse.Namespace) -> None:
             continue
         if isinstance(value, list) and (key in LIST_FIELDS or key == "log"):
             value = ",".join(str(v) for v in value)
-        flag_default = getattr(args, key)
-        textual = key in LIST_FIELDS or key == "log" or isinstance(getattr(DEFAULTS, key, None), str)
-        if textual and not isinstance(value, (str, int, float)) or isinstance(value, bool) and textual:
-            raise LifelongError(f"{path}: '{raw}' must be text{' or a list' if key in LIST_FIELDS else ''}, "
-                                f"not {value!r}")
-        if textual and not isinstance(value, str):
+        if key in LIST_FIELDS or key == "log" or isinstance(getattr(DEFAULTS, key, None), str):  # text settings
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise LifelongError(f"{path}: '{raw}' must be text{' or a list' if key in LIST_FIELDS else ''}, "
+                                    f"not {value!r}")
             value = str(value)
-        if isinstance(value, (list, dict)) and not isinstance(flag_default, (list, dict)):
+        elif isinstance(value, (list, dict)):
             raise LifelongError(f"{path}: '{raw}' must be a single value, not {value!r}")
         default = getattr(DEFAULTS, key, None)
         if key in LIST_FIELDS:

@@ -54,6 +54,8 @@ def clear_old_lm_run(out_dir: Path) -> None:
     """Refuse an `out_dir` that holds a run: a classification run's, or an earlier LM run's (its checkpoint and
     results would be lost: an unfinished one is resumed with --resume). An earlier LM run that stopped before its
     first checkpoint (a failed start) is cleared."""
+    from lifelong.lm.resume import checkpoint_path
+
     if not (out_dir / DB_NAME).exists():
         return
     store = RunStore.open(out_dir)
@@ -65,7 +67,7 @@ def clear_old_lm_run(out_dir: Path) -> None:
         raise LifelongError(f"--out {out_dir} holds a classification run; give the language-model run another "
                             "directory")
     status = meta.get("status", "unknown")
-    if status != "finished" and not (out_dir / "resume.pt").exists():  # it never reached a checkpoint: nothing to
+    if status != "finished" and not checkpoint_path(out_dir).exists():  # it never reached a checkpoint: nothing to
         for suffix in ("", "-wal", "-shm"):                             # resume, nothing learned; start afresh
             (out_dir / (DB_NAME + suffix)).unlink(missing_ok=True)
         return

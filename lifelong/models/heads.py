@@ -38,10 +38,11 @@ def replace_last_linear(model: nn.Module, head: nn.Module) -> nn.Module:
     raise LifelongError(f"{type(model).__name__}: its last Linear layer is not a child module and cannot be replaced")
 
 
-def cosine_head_for(model: nn.Module) -> CosineLinear:
-    """A cosine head of the shape of the model's last Linear layer, starting from its weights (no RNG draw)."""
+def cosine_head_for(model: nn.Module, sigma: float = 1.0) -> CosineLinear:
+    """A cosine head of the shape of the model's last Linear layer, starting from its weights (no RNG draw), with
+    the scale `sigma`."""
     old = last_linear(model)
-    head = CosineLinear(old.in_features, old.out_features).to(old.weight.device)
+    head = CosineLinear(old.in_features, old.out_features, sigma).to(old.weight.device)
     with torch.no_grad():
         head.weight.copy_(old.weight)
     return head

@@ -65,10 +65,8 @@ class ERACE(ReplayBase):
 
     def adapt_model(self, model: nn.Module, exp: Experience) -> nn.Module:
         if self.hp["cosine_head"] and not isinstance(last_linear(model), CosineLinear):
-            head = cosine_head_for(model)
-            with torch.no_grad():
-                head.sigma.fill_(COSINE_SCALE)
-            head.sigma.requires_grad_(False)
+            head = cosine_head_for(model, sigma=COSINE_SCALE)
+            head.sigma.requires_grad_(False)  # the authors' scale is fixed
             replace_last_linear(model, head)
         return model
 

@@ -70,17 +70,15 @@ def execute(engine: Engine) -> dict[str, Any]:
             record_failure(recorder, message)
             raise LifelongError(f"{message}; resume with 'lifelong resume {recorder.dir}'" if recorder.dir
                                 else message) from None
-        except (MemoryError, RuntimeError) as err:
+        except Exception as err:  # out of memory: one line; anything else (a defect in the user's code or ours) is
+            first = (str(err).splitlines() or [""])[0]  # recorded and raised: the run is never left running
             if not is_out_of_memory(err):
-                record_failure(recorder, f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
+                record_failure(recorder, f"{type(err).__name__}: {first[:300]}")
                 raise
-            message = (f"out of memory ({str(err).splitlines()[0][:160]}): lower batch_size, hidden, the "
-                       "strategy's buffer or memory sizes, or use a smaller scenario")
+            message = (f"out of memory ({first[:160]}): lower batch_size, hidden, the strategy's buffer or memory "
+                       "sizes, or use a smaller scenario")
             record_failure(recorder, message)
             raise LifelongError(message) from None
-        except Exception as err:  # a defect in the user's code or ours: the run is marked failed, never left running
-            record_failure(recorder, f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
-            raise
         if "curve" in result:
             result.update(curve_metrics(result["curve"], engine.boundaries))
         result["scenario"] = engine.scenario_name
