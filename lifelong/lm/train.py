@@ -133,6 +133,7 @@ def validate(cfg: LMConfig) -> LMConfig:
     if not isinstance(cfg.corpora, (str, list, tuple)):
         raise LifelongError(f"corpora={cfg.corpora!r} must be a comma-separated string or a list of names")
     check_outputs(cfg)
+    check_schedule_fields(cfg)
     cfg.replay = check_replay(cfg.replay)
     if isinstance(cfg.corpora, str):
         cfg.corpora = [c for c in cfg.corpora.split(",") if c.strip()]
@@ -143,6 +144,20 @@ def validate(cfg: LMConfig) -> LMConfig:
             f"probe step {cfg.probe_step} is outside the run (1..{cfg.steps_per_phase * len(cfg.corpora)})"
         )
     return cfg
+
+
+SCHEDULE_FIELDS = {"const_lr_ratio": ("infinite",), "cooldown_frac": ("infinite",), "branch_frac": ("wsd", "infinite"),
+                   "decay_shape": ("wsd",)}  # each field and the schedules that read it
+
+
+def check_schedule_fields(cfg: LMConfig) -> None:
+    """Refuse a schedule field set away from its default for a schedule that ignores it (it was silently
+    unused: --decay-shape exp with the cosine schedule trained exactly as without it)."""
+    for name, schedules in SCHEDULE_FIELDS.items():
+        if cfg.schedule not in schedules and getattr(cfg, name) != PARAMS[name].default:
+            flag = "--" + name.replace("_", "-")
+            raise LifelongError(f"{flag} {getattr(cfg, name)} applies to --schedule {' or '.join(schedules)} only, "
+                                f"not {cfg.schedule}")
 
 
 def check_outputs(cfg: LMConfig) -> None:

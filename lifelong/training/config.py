@@ -94,11 +94,14 @@ def parse_key_values(setting: str, text: str) -> dict[str, str]:
             key, value = (part.strip() for part in piece.split("=", 1))
             if not key:
                 raise LifelongError(f"{setting}={text!r}: a piece has no name before '='")
-            values[key.replace("-", "_")] = value
+            key = key.replace("-", "_")
+            if key in values:
+                raise LifelongError(f"{setting}={text!r} gives {key} twice: keep one")
+            values[key] = value
         elif piece.strip():
             if key is None:
                 raise LifelongError(f"{setting}={text!r} must be key=value,key=value")
-            values[key.replace("-", "_")] += "," + piece.strip()
+            values[key] += "," + piece.strip()
     return values
 
 
@@ -167,6 +170,7 @@ class RunConfig(metaclass=_NamedSettings):
         self.hidden_sizes()
         check_device(self.device)
         self.check_schedule()
+        self.check_combinations()
         self.check_names()
 
     @classmethod
@@ -279,6 +283,26 @@ class RunConfig(metaclass=_NamedSettings):
         if self.branch_shape in NEEDS_POSITIVE_FLOOR and self.branch_min_lr <= 0:
             raise LifelongError(f"branch_min_lr={self.branch_min_lr:g} must be > 0 with "
                                 f"branch_shape={self.branch_shape} (it decays geometrically)")
+
+
+    def check_combinations(self) -> None:
+        """Refuse a setting that another makes meaningless, rather than ignore it silently. Only values other
+        than the default can be told apart from "not given", so a default is never refused."""
+        if self.class_order and self.shuffle_classes:
+            raise LifelongError("class_order fixes the class order and shuffle_classes would shuffle it: give one")
+        if self.momentum != SETTINGS["momentum"].default and self.optimizer not in ("sgd", "sgd-schedulefree"):
+            raise LifelongError(f"momentum={self.momentum:g} applies to sgd only; optimizer {self.optimizer} takes "
+                                "its own (e.g. betas=(0.8,0.999) or momentum=0.5) in optimizer_params")
+        if self.schedule == "" and self.schedule_mode != SETTINGS["schedule_mode"].default:
+            raise LifelongError(f"schedule_mode={self.schedule_mode} has no effect without a schedule (the rate is "
+                                "the constant lr): name one with schedule (--schedule)")
+        if self.schedule_mode != "infinite" and self.infinite_continue != SETTINGS["infinite_continue"].default:
+            raise LifelongError(f"infinite_continue={self.infinite_continue} applies to schedule_mode=infinite only")
+        if not self.branch_every_experience:
+            for name in ("branch_steps", "branch_shape", "branch_min_lr"):
+                if getattr(self, name) != SETTINGS[name].default:
+                    raise LifelongError(f"{name}={getattr(self, name)} applies to the decay branches only: add "
+                                        "branch_every_experience (--branch-every-experience)")
 
 
 def check_device(name: str) -> str:
