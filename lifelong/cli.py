@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -302,7 +303,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from lifelong.tracking.store import RunStore, find_runs
+    from lifelong.tracking.store import RunStore, find_runs, run_dir_held
     from lifelong.tuning.results import tuning_lines
 
     roots = args.roots or [args.store]
@@ -315,7 +316,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if found:
         print(f"{'kind':6} {'status':10} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
-    damaged = []
+    damaged, stopped = [], []
     for d in found:
         try:
             store = RunStore.open(d)
@@ -339,8 +340,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
             acc = res.get("final_accuracy")
             final = f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
             what, seed, scenario = cfg.get("strategy", "?"), cfg.get("seed", "?"), cfg.get("scenario", "?")
-        print(f"{kind:6} {str(meta.get('status', '?')):10} {str(what):12} {str(seed):>4} "
-              f"{final:>9}  {str(scenario):22} {d}")
+        status = str(meta.get("status", "?"))
+        if status == "running" and run_dir_held(d) is False:  # its process died without recording its end
+            status = "stopped"
+            stopped.append(f"{d} stopped while training (its process was killed): "
+                           + (f"lifelong lm --resume {d}" if kind == "lm" else f"lifelong resume {d}")
+                           + " continues it")
+        print(f"{kind:6} {status:10} {str(what):12} {str(seed):>4} {final:>9}  {str(scenario):22} {d}")
+    for line in stopped:
+        print(line)
     for line in tunings:
         print(line)
     for reason in damaged:
@@ -351,9 +359,41 @@ def cmd_runs(args: argparse.Namespace) -> int:
 CORE_COMMANDS = ("run", "compare", "resume", "list", "runs")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviated flags (`run --out DIR` was taken as `--output-mask DIR` and refused with a
+    message about output masks); an unknown flag is named with the closest flags of its subcommand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.commands: Any = None
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self
+            while owner.commands is not None and getattr(parsed, owner.commands.dest, None) in owner.commands.choices:
+                owner = owner.commands.choices[getattr(parsed, owner.commands.dest)]
+            flags = [f for action in owner._actions for f in action.option_strings if f.startswith("--")]
+            owner.error("unrecognized arguments: " + " ".join([with_hint(a, flags) for a in extra
+                                                              if a.startswith("-")] or extra))
+        return parsed
+
+
+def with_hint(given: str, flags: list[str]) -> str:
+    """`given` with the flags it may stand for: those it begins (flags are never abbreviated), else the closest."""
+    name = given.split("=")[0]
+    close = [f for f in flags if f.startswith(name)] or difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+    return f"{given} (did you mean {' or '.join(close[:3])}?)" if close and name.startswith("--") else given
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; for one of the CORE_COMMANDS only the core subcommands (no other layer is imported)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lifelong", description="Continual learning for PyTorch: train, compare, resume and inspect runs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  lifelong compare\n  lifelong run --scenario split-fashion-mnist --strategy er --seed 0\n"
@@ -374,7 +414,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train one strategy on one scenario", description="Train one strategy on one "
                        "scenario; the run is stored (config, metrics, checkpoints) and can be resumed.")
     add_setting_flags(p)
-    p.add_argument("--run-dir", metavar="DIR", help="directory of this run [a new one under --store]")
+    p.add_argument("--run-dir", "--out", metavar="DIR", dest="run_dir",
+                   help="directory of this run [a new one under --store]")
     common(p)
     p.set_defaults(func=cmd_run)
 

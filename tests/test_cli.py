@@ -204,3 +204,21 @@ def test_report_of_a_run_with_an_unlearning_event_lists_it(tmp_path, capsys):
     assert code == 0, err
     html = (tmp_path / "r" / "report.html").read_text()
     assert "unlearn" in html and "2026-12-02T14:00:00" in html
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["run", "--outt", "x"], "--outt (did you mean --out?)"),
+    (["run", "--output", "experience"], "--output (did you mean --output-mask?)"),  # no abbreviations
+    (["compare", "--stratgies", "er"], "--stratgies (did you mean --strategies?)"),
+    (["lm", "--steps", "3"], "--steps (did you mean --steps-per-phase?)"),
+])
+def test_an_unknown_or_abbreviated_flag_is_refused_with_the_flags_it_may_mean(capsys, argv, hint):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"unrecognized arguments: {hint}" in err
+
+
+def test_run_takes_out_as_its_run_directory_like_compare_and_lm(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "run", *TINY, "--epochs", "1", "--out", str(tmp_path / "r"))
+    assert code == 0 and (tmp_path / "r" / "result.json").exists()

@@ -225,3 +225,33 @@ def test_a_checkpoint_write_removes_temporary_files_left_by_a_killed_writer(tmp_
     stale.write_bytes(b"x" * 1000)
     runner.run(digits_cfg(strategy="naive", epochs=1), run_dir)
     assert not stale.exists()
+
+
+def test_a_killed_run_is_listed_as_stopped_and_a_live_one_is_not_resumed_twice(tmp_path, capsys):
+    """kill -9 leaves the status 'running': `runs` tells it from a live run by the run directory's lock, which
+    dies with its process; while the process lives, a resume in another process is refused."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lifelong.cli import main
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "lifelong", "run", "--scenario", "split-digits", "--epochs", "200",
+                             "--hidden", "16", "-q", "--run-dir", str(run_dir)], stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert main(["runs", str(tmp_path)]) == 0
+        assert " running " in capsys.readouterr().out
+        assert main(["resume", str(run_dir), "-q"]) == 2
+        assert "in use by another lifelong process" in capsys.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert " stopped " in out and f"lifelong resume {run_dir} continues it" in out

@@ -18,7 +18,7 @@ from lifelong.lm import resume as R
 from lifelong.lm import train as T
 from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.replay import MixtureSampler
-from lifelong.lm.store import lock_run_dir
+from lifelong.tracking.store import hold_run_dir
 from lifelong.tracking.store import RunStore
 
 pytestmark = pytest.mark.skipif(
@@ -203,7 +203,7 @@ def test_a_run_still_going_is_not_resumed_twice(tmp_path, cache, monkeypatch, ca
     with pytest.raises(Killed):
         T.run_lm(config(run, cache))
     monkeypatch.undo()
-    held = lock_run_dir(run)  # as the process still training would hold it
+    held = hold_run_dir(run)  # as the process still training would hold it
     try:
         assert "in use by another lifelong lm process" in one_line_error(capsys, ["lm", "--resume", str(run)])
     finally:

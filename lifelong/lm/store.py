@@ -21,33 +21,10 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.tracking.loggers import ProgressLogger, close_all, emit, log_all, make_loggers
 from lifelong.tracking.resources import environment
-from lifelong.tracking.store import DB_NAME, RunStore, describe_os_error
+from lifelong.tracking.store import DB_NAME, RunStore, hold_run_dir
 
 KIND = "lm"
 EVAL_PREFIX = "eval_loss/"
-LOCK_NAME = ".lm.lock"
-
-
-def lock_run_dir(out_dir: Path) -> Any:
-    """An exclusive lock on `out_dir` for this process's lifetime (released by `close()` or by its death, kill
-    -9 included), so that a run still going cannot be resumed or overwritten by a second process. None where
-    the platform has no flock."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        f = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the run ends
-    except OSError as err:
-        raise LifelongError(f"run directory {out_dir} is not writable: {describe_os_error(err)}") from None
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise LifelongError(f"{out_dir} is in use by another lifelong lm process (a run still going): wait for it "
-                            "to end or stop it first") from None
-    return f
 
 
 def clear_old_lm_run(out_dir: Path) -> None:
@@ -89,7 +66,7 @@ class LMRecorder:
         if out_dir is None:
             return
         config = dict(config or {})
-        self.lock = lock_run_dir(out_dir)
+        self.lock = hold_run_dir(out_dir, "lifelong lm")
         try:
             self._open(out_dir, config, resume)
         except BaseException:

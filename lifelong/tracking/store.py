@@ -20,6 +20,7 @@ from typing import Any
 from lifelong.errors import LifelongError
 
 DB_NAME = "run.sqlite"
+LOCK_NAME = ".lock"  # held (flock) by the process writing the run, for its lifetime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -224,6 +225,47 @@ class RunStore:
             payload = {f"payload_{key}" if key in ("time", "kind") else key: v for key, v in payload.items()}
             out.append({"time": t, "kind": k, **payload})
         return out
+
+
+def hold_run_dir(run_dir: str | os.PathLike, program: str = "lifelong") -> Any:
+    """An exclusive lock on `run_dir` held while the returned file stays open (released by `close()` or by the
+    process's death, kill -9 included), so a run still going is never resumed by a second process, and a run
+    whose process died can be told from one still going (`run_dir_held`). None where there is no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the run ends
+    except OSError as err:
+        raise LifelongError(f"run directory {run_dir} is not writable: {describe_os_error(err)}") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise LifelongError(f"{run_dir} is in use by another {program} process (a run still going): wait for it "
+                            "to end or stop it first") from None
+    return f
+
+
+def run_dir_held(run_dir: str | os.PathLike) -> bool | None:
+    """Whether a process holds `run_dir`'s lock now; None when that cannot be told (no lock file: a run written
+    before runs were locked, or a platform without flock)."""
+    try:
+        import fcntl
+
+        f = open(Path(run_dir) / LOCK_NAME, "rb")  # noqa: SIM115
+    except (ImportError, OSError):
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def describe_os_error(err: BaseException) -> str:

@@ -32,7 +32,7 @@ from lifelong.schedules.refined import NORM_SCALARS
 from lifelong.tracking.files import write_json_atomic
 from lifelong.tracking.loggers import Logger, ProgressLogger, close_all, emit, log_all, make_loggers
 from lifelong.tracking.resources import environment
-from lifelong.tracking.store import RunStore
+from lifelong.tracking.store import RunStore, hold_run_dir
 
 StepCallback = Callable[[int, int, float, "float | None"], None]  # (global step, total steps, loss, accuracy)
 RATE_EVERY = 50  # steps between samples/s measurements sent to the loggers
@@ -110,8 +110,9 @@ class Recorder:
 
     def __init__(self, store: RunStore | None = None, on_step: StepCallback | None = None,
                  loggers: Sequence[Logger] = (), config: dict[str, Any] | None = None,
-                 rate_every: int = RATE_EVERY) -> None:
+                 rate_every: int = RATE_EVERY, lock: Any = None) -> None:
         self.store = store
+        self.lock = lock  # the run directory's lock (hold_run_dir), released by close()
         self.loggers = list(loggers)
         self.on_step = on_step
         self.config = dict(config or {})
@@ -127,20 +128,31 @@ class Recorder:
                loggers: Sequence[str] = (), desc: str = "training", data: dict[str, Any] | None = None) -> Recorder:
         store = RunStore.create(run_dir, {"config": config, "env": environment(), "boundaries": [],
                                           **({"data": data} if data is not None else {})})
+        lock = None
         try:
+            lock = hold_run_dir(run_dir)
             made = make_loggers(list(loggers), store.dir, params=config, desc=desc)
         except BaseException:
             store.discard()  # a logger that cannot be made (a typo, a missing extra): the directory stays free
+            if lock is not None:
+                lock.close()
             raise
-        return cls(store, on_step, made, config)
+        return cls(store, on_step, made, config, lock=lock)
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike, on_step: StepCallback | None = None,
              loggers: Sequence[str] = ()) -> Recorder:
-        store = RunStore.open(run_dir)
-        config = store.meta().get("config", {})
-        return cls(store, on_step, make_loggers(list(loggers), store.dir, params=config,
-                                                desc=f"resume {store.dir.name}"), config)
+        store, lock = RunStore.open(run_dir), None
+        try:
+            lock = hold_run_dir(run_dir)  # a run still going in another process is not resumed under it
+            config = store.meta().get("config", {})
+            made = make_loggers(list(loggers), store.dir, params=config, desc=f"resume {store.dir.name}")
+        except BaseException:
+            store.close()
+            if lock is not None:
+                lock.close()
+            raise
+        return cls(store, on_step, made, config, lock=lock)
 
     @property
     def dir(self) -> Path | None:
@@ -253,5 +265,10 @@ class Recorder:
         try:
             close_all(self.loggers)
         finally:
-            if self.store is not None:
-                self.store.close()
+            try:
+                if self.store is not None:
+                    self.store.close()
+            finally:
+                if self.lock is not None:
+                    self.lock.close()
+                    self.lock = None
