@@ -76,10 +76,29 @@ def test_packnet_prunes_exactly_the_requested_fraction_of_free_weights_per_layer
             owner, w = snap["owner"][name], snap["weights"][name]
             n_free = int(free_before.sum())
             pruned = free_before & (owner == 0)
-            assert int(pruned.sum()) == round(prune * n_free), (name, k)
-            assert int((owner == k + 1).sum()) == n_free - round(prune * n_free)
+            fraction = prune if k < len(snaps) - 1 else 0.0  # the last experience is not pruned (the authors')
+            assert int(pruned.sum()) == round(fraction * n_free), (name, k)
+            assert int((owner == k + 1).sum()) == n_free - round(fraction * n_free)
             assert torch.all(w[pruned] == 0)
             free_before = owner == 0
+        assert not free_before.any()
+
+
+def test_packnet_keeps_batchnorm_statistics_so_task_incremental_forgetting_is_zero(digits_cfg):
+    """The authors' train_nobn: after the first experience BatchNorm layers train in eval mode. Without it the
+    running statistics follow the newest task and old tasks' accuracies drop (forgetting > 0)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    engine = Engine(digits_cfg(strategy="packnet", scenario="task-split-digits", experiences=5, epochs=2),
+                    model=model)
+    norm, stats = model[2], []
+    watch_experiences(engine, lambda exp: stats.append((norm.running_mean.clone(), norm.running_var.clone())))
+    result = engine.run()
+    assert all(torch.equal(m, stats[0][0]) and torch.equal(v, stats[0][1]) for m, v in stats[1:])
+    rows = result["accuracy_matrix"]
+    assert all(rows[-1][j] == rows[j][j] for j in range(len(rows))), rows
 
 
 def test_packnet_prunes_the_smallest_free_weights_by_hand():
@@ -247,3 +266,26 @@ def test_packnet_leaves_a_layer_the_user_froze_unpruned(digits_cfg):
     assert set(engine.strategy.owner) == {"2.weight"}
     assert torch.equal(engine.model[0].weight, frozen)
     assert (engine.strategy.owner["2.weight"] != 0).any()  # the trainable layer is still pruned and owned
+
+
+def test_a_one_row_batch_trains_a_batchnorm_model_with_its_running_statistics(digits_cfg):
+    """An experience whose size leaves one sample for its last batch: torch refuses BatchNorm in train mode on
+    one row; the engine normalises that row with the running statistics (and leaves them as they are)."""
+    from torch import nn
+
+    from lifelong.training.learner import norms_in_eval_mode
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10))
+    x = torch.randn(1, 64)
+    before = model[2].running_mean.clone()
+    with norms_in_eval_mode(model):
+        assert not model[2].training
+        out = model(x)
+    assert model[2].training and torch.equal(model[2].running_mean, before)
+    model.eval()
+    assert torch.allclose(out, model(x))
+    model.train()
+    cfg = digits_cfg(strategy="naive", experiences=5, epochs=1, batch_size=16)  # 273 samples: 17 x 16 + 1
+    assert cfg.make_stream()[0].num_train % 16 == 1
+    assert len(Engine(cfg, model=model).run()["accuracy_matrix"]) == 5  # torch refused the 1-row batch before

@@ -42,7 +42,11 @@ class PackNet(Strategy):
         end_experience: in each layer, the `prune` fraction of the free weights of least magnitude is set to 0
             and stays free for later tasks; the other free weights become owned by k and are frozen from now on.
     Other parameters (biases, normalisation) are trained on the first experience only and frozen after it, as
-    the authors' default (train_bias / train_bn off). Classifier: the authors keep one head per task; here the
+    the authors' default (train_bias / train_bn off); so are BatchNorm's running statistics: after the first
+    experience every BatchNorm layer stays in eval mode while training (the authors' `train_nobn`), else old
+    tasks would be evaluated with the newest task's statistics and task-incremental forgetting would not be 0.
+    The last experience is not pruned (nothing comes after it to use the freed weights; the authors' scripts
+    prune every task but the last): its free weights are all owned by it. Classifier: the authors keep one head per task; here the
     head is the model's one Linear over all classes: on task-incremental streams its rows (and biases) of the
     classes of finished experiences are frozen like owned weights (a separate head per task); on
     class-incremental streams it stays trainable.
@@ -54,7 +58,9 @@ class PackNet(Strategy):
     Deviation: the paper retrains the kept weights for a few epochs after pruning; the engine's plan has no
     extra steps and the strategy does not know how many steps an experience has, so pruning happens once at
     the end of the experience without retraining (the pruned weights are the smallest, so the loss of
-    accuracy is small; see docs/zoo/packnet.md).
+    accuracy is small; see docs/zoo/packnet.md). The authors build a new optimizer for every task; here the
+    engine's optimizer is kept, so a pruned weight starts the next task with its momentum buffer.
+    Reference: arunmallya/packnet, src/main.py (train_nobn, the prune/finetune loop) and src/prune.py.
     """
 
     name = "packnet"
@@ -121,6 +127,13 @@ class PackNet(Strategy):
     def begin_experience(self, exp: Experience) -> None:
         self.current = exp.index
 
+    def training_batch(self, batch: Batch) -> Batch:
+        if self.finished:  # the engine puts the model in train mode: keep the statistics of the first experience
+            for m in self.ctx.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return batch
+
     @torch.no_grad()
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
         stash = []
@@ -146,8 +159,9 @@ class PackNet(Strategy):
     def end_experience(self, exp: Experience) -> None:
         if exp.index in self.finished:
             return
+        last = exp.index == len(self.ctx.stream) - 1
         for name, w in self.layers().items():
-            prune_free(w, self.owner[name], self.hp["prune"], exp.index + 1)
+            prune_free(w, self.owner[name], 0.0 if last else self.hp["prune"], exp.index + 1)
         self.finished.append(exp.index)
 
     # --- evaluation -----------------------------------------------------------------------------------

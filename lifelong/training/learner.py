@@ -12,7 +12,7 @@ import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,21 @@ def build_optimizer(cfg: RunConfig, params, factory: Any = None) -> torch.optim.
                                          **extra})
     cls = Adam if cfg.optimizer == "adam" else AdamW
     return cls(params, lr=cfg.lr, **{"weight_decay": cfg.weight_decay, **kernel, **extra})
+
+
+@contextlib.contextmanager
+def norms_in_eval_mode(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers in eval mode for one forward: a batch of one row (an experience whose size leaves one
+    sample for its last batch) has no batch statistics, so torch refuses it in train mode; that row is
+    normalised with the running statistics instead, which it does not update."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
 
 
 class Learner:
@@ -442,6 +457,9 @@ class Learner:
         members' forwards."""
         if self.stack is not None:
             return self.stack.forward(self.member, self, x)
+        if len(x) == 1 and self.model.training:
+            with norms_in_eval_mode(self.model):
+                return self.model(x)
         if not self.world.active:
             return self.model(x)
         lo, hi = distributed.shard(len(x), self.world)
