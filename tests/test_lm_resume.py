@@ -18,8 +18,7 @@ from lifelong.lm import resume as R
 from lifelong.lm import train as T
 from lifelong.lm.corpora import FORTUNES_DIR
 from lifelong.lm.replay import MixtureSampler
-from lifelong.tracking.store import hold_run_dir
-from lifelong.tracking.store import RunStore
+from lifelong.tracking.store import RunStore, hold_run_dir
 
 pytestmark = pytest.mark.skipif(
     not (FORTUNES_DIR / "de").is_dir(),

@@ -46,10 +46,10 @@ class PackNet(Strategy):
     experience every BatchNorm layer stays in eval mode while training (the authors' `train_nobn`), else old
     tasks would be evaluated with the newest task's statistics and task-incremental forgetting would not be 0.
     The last experience is not pruned (nothing comes after it to use the freed weights; the authors' scripts
-    prune every task but the last): its free weights are all owned by it. Classifier: the authors keep one head per task; here the
-    head is the model's one Linear over all classes: on task-incremental streams its rows (and biases) of the
-    classes of finished experiences are frozen like owned weights (a separate head per task); on
-    class-incremental streams it stays trainable.
+    prune every task but the last): its free weights are all owned by it.
+    Classifier: the authors keep one head per task; here the head is the model's one Linear over all classes:
+    on task-incremental streams its rows (and biases) of the classes of finished experiences are frozen like
+    owned weights (a separate head per task); on class-incremental streams it stays trainable.
     Prediction: task-incremental streams use, for the classes of task t, the network of t: the weights owned by
     t's experiences and earlier ones (later and free weights read as 0), one forward per finished task;
     the task being trained uses every weight. Class-incremental streams have no task id at test time: they use
