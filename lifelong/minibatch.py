@@ -18,11 +18,12 @@ Epoch = tuple[Tensor, Callable[[Tensor], Tensor]]
 
 
 def descend(optimizer: torch.optim.Optimizer, epochs: Iterable[Epoch], batch_size: int,
-            rate: Callable[[int], float] | None = None) -> None:
+            rate: Callable[[int], float] | None = None, clip: float = 0.0) -> None:
     """For every epoch `(order, loss_of)`: one optimizer step on `loss_of(rows)` for each consecutive run of
     `batch_size` entries of `order`. `rate(step)`, when given, sets the learning rate before each step (step
-    counted over all epochs). `epochs` may be a generator: it is advanced after an epoch's last step, so it can
-    resample data or step a per-epoch scheduler there. Gradients are on whatever the caller's context says."""
+    counted over all epochs). `clip` > 0: the gradient's global l2 norm is clipped to it before each step.
+    `epochs` may be a generator: it is advanced after an epoch's last step, so it can resample data or step a
+    per-epoch scheduler there. Gradients are on whatever the caller's context says."""
     step = 0
     with torch.enable_grad():
         for order, loss_of in epochs:
@@ -32,5 +33,7 @@ def descend(optimizer: torch.optim.Optimizer, epochs: Iterable[Epoch], batch_siz
                         group["lr"] = rate(step)
                 optimizer.zero_grad(set_to_none=True)
                 loss_of(order[start:start + batch_size]).backward()
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
                 optimizer.step()
                 step += 1

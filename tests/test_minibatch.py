@@ -46,3 +46,13 @@ def test_descend_trains_under_no_grad():
     with torch.no_grad():
         descend(opt, [(torch.arange(2), lambda rows: (w * 2).sum())], 2)
     assert torch.equal(w.detach(), torch.zeros(1))  # one step of 0.5 * d(2w)/dw = 1
+
+
+def test_descend_clips_the_gradient_norm_before_each_step():
+    """clip > 0: the step uses the gradient scaled to l2 norm `clip` (GDumb's --clip 10), below it unchanged."""
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    descend(opt, [(torch.arange(1), lambda rows: 10 * (w * torch.tensor([3.0, 4.0])).sum())], 1, clip=5.0)
+    assert torch.allclose(w.detach(), torch.tensor([0.0, 0.0]), atol=1e-5)  # gradient (30, 40): norm 50 -> 5
+    descend(opt, [(torch.arange(1), lambda rows: (w * torch.tensor([0.3, 0.4])).sum())], 1, clip=5.0)
+    assert torch.allclose(w.detach(), torch.tensor([-0.3, -0.4]), atol=1e-5)  # norm 0.5 < 5: as it is
