@@ -314,12 +314,18 @@ def task_drops(curve: Curve, boundaries: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def curve_metrics(curve: Curve, boundaries: Sequence[int], windows: Sequence[int] = DEFAULT_WINDOWS,
-                  lca_beta: int = DEFAULT_LCA_BETA) -> dict[str, Any]:
+                  lca_beta: int = DEFAULT_LCA_BETA, learned_at: Sequence[int | None] | None = None) -> dict[str, Any]:
     """Every continual-evaluation metric of one run, by its JSON name.
 
     Returns {"min_acc", "wc_acc", "wf10", "wf100", "wp10", "wp100", "lca", "stability_gaps": [...]}
-    (wf/wp keys follow `windows`); a metric that the curve cannot support is None."""
+    (wf/wp keys follow `windows`); a metric that the curve cannot support is None. `learned_at` (streams with
+    eval sets: for each curve column, the first experience that trains its classes): these metrics take column
+    j as experience j's test set, so unless column j is first learned in experience j, for every j (power-law
+    streams), they are undefined and None: on SCoLe's class sets and the hierarchy levels of HLE streams a
+    column is not a task that ends at a boundary (its classes recur, or span experiences)."""
     steps, _ = _checked(curve)
+    if learned_at is not None and list(learned_at) != list(range(len(boundaries))):
+        return {**curve_metrics({"steps": [], "accuracy": []}, [], windows, lca_beta), "evaluations": len(steps)}
     out: dict[str, Any] = {"evaluations": len(steps), "min_acc": min_acc(curve, boundaries),
                            "wc_acc": wc_acc(curve, boundaries)}
     for w in windows:

@@ -22,8 +22,9 @@ Matrix = Sequence[Sequence[float]]
 
 
 def _mean(values: Sequence[float]) -> float:
-    """Mean of the defined values (NaN marks an experience with no test samples); NaN when none is defined."""
-    kept = [v for v in values if v == v]
+    """Mean of the defined values (NaN, or None once stored, marks an experience with no test samples); NaN
+    when none is defined."""
+    kept = [v for v in values if v is not None and v == v]
     return sum(kept) / len(kept) if kept else float("nan")
 
 

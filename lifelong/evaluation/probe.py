@@ -48,6 +48,12 @@ def no_autograd(model: nn.Module | None) -> AbstractContextManager:
     return torch.inference_mode()
 
 
+def smallest_test_set(stream: Stream) -> int:
+    """Test samples of the smallest evaluated experience that has any (a Si-Blurry task may hold no class: its
+    set is empty and its accuracy None)."""
+    return min((len(e.test_idx) for e in stream.evaluated if len(e.test_idx)), default=0)
+
+
 @dataclass
 class ProbeSet:
     x: Tensor
@@ -61,7 +67,7 @@ class ContinualProbe:
     def __init__(self, stream: Stream, prepare, task_mask: Tensor | None, n: int, seed: int, model: nn.Module,
                  background: bool = True,
                  predict: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
-        smallest = min(len(e.test_idx) for e in stream.evaluated)
+        smallest = smallest_test_set(stream)
         if n > smallest:
             raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
                                 f"{smallest} test samples")
@@ -100,7 +106,8 @@ class ContinualProbe:
                     counts.append(masked_correct(part, s.y, labels if allowed is None else allowed & labels))
                 start += len(s.x)
             hits = torch.stack(counts).tolist()
-        return [h / len(s.y) for h, s in zip(hits, self.sets, strict=False)] + [None] * (len(self.sets) - seen)
+        return ([h / len(s.y) if len(s.y) else None for h, s in zip(hits, self.sets, strict=False)]
+                + [None] * (len(self.sets) - seen))
 
     @torch.no_grad()
     def submit(self, step: int, seen: int, model: nn.Module, labels: Tensor | None = None) -> None:

@@ -254,12 +254,13 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     curve = curve_from_rows(curve_rows, width or None) if curve_rows else None
     boundaries = list(meta.get("boundaries") or [])
     metrics: dict[str, Any] = {}
+    learned_at = result.get("learned_at")  # streams with eval sets: columns are sets, not experiences
+    learned_at = learned_at if isinstance(learned_at, list) and trained and len(learned_at) == len(trained[-1]) \
+        else None
     if trained:
-        learned_at = result.get("learned_at")  # streams with eval sets: columns are sets, not experiences
-        metrics.update(summarize(trained, rows.get(-1), learned_at=learned_at if isinstance(learned_at, list)
-                                 and len(learned_at) == len(trained[-1]) else None))
+        metrics.update(summarize(trained, rows.get(-1), learned_at=learned_at))
     if curve:
-        metrics.update(curve_metrics(curve, boundaries))
+        metrics.update(curve_metrics(curve, boundaries, learned_at=learned_at))
     for key in ONLINE_METRICS:
         if key in result:
             metrics[key] = result.get(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +35,21 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float as None: JSON has no NaN (Python writes a bare NaN that other
+    readers, JavaScript's JSON.parse among them, refuse); an experience without test samples has NaN accuracy."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
-    return write_text_atomic(json.dumps(obj, indent=indent), path)
+    """`obj` as strict JSON (non-finite floats as null) to `path`, atomically."""
+    return write_text_atomic(json.dumps(finite_json(obj), indent=indent, allow_nan=False), path)
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike, fsync: bool = False) -> Path:

@@ -180,9 +180,11 @@ class RunStore:
                                   [(row, j, float(a)) for j, a in enumerate(accuracies)])
 
     def accuracy_rows(self) -> dict[int, list[float]]:
+        """Rows of the accuracy matrix; an experience without test samples reads NaN, as it was recorded
+        (SQLite stores a NaN as NULL)."""
         rows: dict[int, list[float]] = {}
         for r, _, v in self.conn.execute("SELECT row, experience, value FROM accuracy ORDER BY row, experience"):
-            rows.setdefault(r, []).append(v)
+            rows.setdefault(r, []).append(float("nan") if v is None else v)
         return rows
 
     def log_scalars(self, rows: Iterable[tuple[int, str, float]]) -> None:

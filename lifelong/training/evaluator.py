@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from lifelong.data.stream import Experience, Stream
-from lifelong.evaluation.probe import ContinualProbe, correct, masked_correct, no_autograd
+from lifelong.evaluation.probe import ContinualProbe, correct, masked_correct, no_autograd, smallest_test_set
 from lifelong.schedules.schedulefree_support import eval_mode
 from lifelong.training import distributed
 from lifelong.training.config import RunConfig
@@ -35,7 +35,7 @@ class Evaluator:
         strategy = learner.strategy
         custom = strategy.overrides("predict")
         self.model_forward = not custom
-        n = cfg.eval_subsample or min(DEFAULT_PROBE, min(len(e.test_idx) for e in stream.evaluated))
+        n = cfg.eval_subsample or min(DEFAULT_PROBE, smallest_test_set(stream))
         self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, n, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
                                     strategy.predict if custom else None) if cfg.eval_every else None

@@ -80,7 +80,7 @@ def execute(engine: Engine) -> dict[str, Any]:
             record_failure(recorder, message)
             raise LifelongError(message) from None
         if "curve" in result:
-            result.update(curve_metrics(result["curve"], engine.boundaries))
+            result.update(curve_metrics(result["curve"], engine.boundaries, learned_at=result.get("learned_at")))
         result["scenario"] = engine.scenario_name
         if engine.run_dir is not None:
             result["run_dir"] = str(engine.run_dir)
