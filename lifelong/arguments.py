@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,4 +57,7 @@ def typed_arguments(fn: Callable[..., Any], values: dict[str, Any], what: str,
                 out[key] = type(default)(value)
         except ValueError:
             raise LifelongError(f"{key}={value!r} must be {type(default).__name__}") from None
+    for key, value in out.items():  # nan and inf parse as floats, and mean nothing as a setting
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LifelongError(f"{key}={value!r} must be a finite number ({what})")
     return out

@@ -150,3 +150,20 @@ def test_power_law_bad_parameters():
                           ({"rehearsal": "-3"}, ">= 0"), ({"alpha": "-1"}, ">= 0")):
         with pytest.raises(LifelongError, match=match):
             make_stream("power-law-fashion-mnist", 5, dataset=toy(), params=params)
+
+
+def test_recurrence_shares_equal_the_formula_and_survive_weights_that_underflow():
+    ages = torch.tensor([1, 2, 4])
+    w = (ages.double() + 1) ** -1.5
+    assert torch.allclose(recurrence_shares(ages, 100.0, alpha=1.5), 100 * w / w.sum())
+    w = torch.exp(-0.7 * ages.double())
+    assert torch.allclose(recurrence_shares(ages, 10.0, decay="exponential", lam=0.7), 10 * w / w.sum())
+    for shares in (recurrence_shares(ages, 100.0, alpha=2000.0),  # (age+1)^-2000 and exp(-1000 age) are 0.0
+                   recurrence_shares(ages, 100.0, decay="exponential", lam=1000.0)):
+        assert torch.equal(shares, torch.tensor([100.0, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_a_non_finite_scenario_parameter_is_refused():
+    for params in ({"max_degrees": "nan"}, {"max_degrees": "inf"}):
+        with pytest.raises(LifelongError, match="must be a finite number"):
+            make_stream("rotated-digits", params=params)

@@ -106,8 +106,8 @@ def recurrence_shares(ages: Tensor, budget: float, alpha: float = 1.0, decay: st
     if decay not in DECAYS:
         raise LifelongError(f"scenario parameter decay={decay!r} must be one of {', '.join(DECAYS)}")
     ages = ages.to(torch.float64)
-    w = (ages + 1) ** (-float(alpha)) if decay == "power" else torch.exp(-float(lam) * ages)
-    return budget * w / w.sum()
+    log_w = -float(alpha) * torch.log(ages + 1) if decay == "power" else -float(lam) * ages
+    return budget * torch.softmax(log_w, 0)  # normalised in log space: a large alpha or lam cannot underflow to 0/0
 
 
 def largest_remainder(shares: Tensor) -> Tensor:
