@@ -145,3 +145,11 @@ def test_blurry_refuses_a_class_order_and_too_many_tasks():
         make_stream("blurry-fashion-mnist", 5, class_order=list(range(10)), dataset=toy())
     with pytest.raises(LifelongError, match="out of range"):
         stream("blurry", n=11)
+
+
+@pytest.mark.parametrize("kind", ["blurry", "si-blurry"])
+def test_blurry_streams_refuse_a_class_order_or_shuffle_they_would_ignore(kind):
+    with pytest.raises(LifelongError, match="leave class_order unset"):
+        make_stream(f"{kind}-digits", class_order=list(range(10)))
+    with pytest.raises(LifelongError, match="leave shuffle_classes unset"):  # it trained as without it before
+        make_stream(f"{kind}-digits", shuffle_classes=True)

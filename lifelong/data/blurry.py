@@ -116,12 +116,13 @@ def blurry_tasks(targets: Tensor, classes: list[int], num_tasks: int, disjoint: 
 
 
 def blurry_stream(data: ArrayDataset, n_experiences: int, class_order: Sequence[int] | None, seed: int,
-                  disjoint: int, blurred: int, stochastic: bool, name: str) -> Stream:
+                  disjoint: int, blurred: int, stochastic: bool, name: str, shuffle: bool = False) -> Stream:
     check_percent("disjoint", disjoint)
     check_percent("blurred", blurred)
-    if class_order is not None:
+    if class_order is not None or shuffle:
+        what = "class_order" if class_order is not None else "shuffle_classes"
         raise LifelongError(f"{name.split('-' + data.name)[0]} scenarios draw their class order from the seed "
-                            "(as the authors' sampler); leave class_order unset")
+                            f"(as the authors' sampler); leave {what} unset")
     if not 1 <= n_experiences <= len(data.classes):
         raise LifelongError(f"experiences={n_experiences} is out of range: allowed [1, {len(data.classes)}] "
                             f"for {len(data.classes)} classes")
@@ -149,7 +150,8 @@ def blurry(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int
     samples (so the test sets partition the test set). Classes beyond a multiple of the task count are left
     out, as in the authors' sampler (`info["dropped_classes"]`).
     """
-    return blurry_stream(data, n_experiences, class_order, seed, disjoint, blurred, False, f"blurry-{data.name}")
+    return blurry_stream(data, n_experiences, class_order, seed, disjoint, blurred, False, f"blurry-{data.name}",
+                         shuffle)
 
 
 def si_blurry(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
@@ -159,4 +161,5 @@ def si_blurry(data: ArrayDataset, n_experiences: int = 5, class_order: Sequence[
 
     Defaults T=5, N=50, M=10 as the authors' scripts. Tasks may hold no class when two cut points coincide.
     """
-    return blurry_stream(data, n_experiences, class_order, seed, disjoint, blurred, True, f"si-blurry-{data.name}")
+    return blurry_stream(data, n_experiences, class_order, seed, disjoint, blurred, True, f"si-blurry-{data.name}",
+                         shuffle)
