@@ -196,3 +196,33 @@ def test_analytic_strategies_in_list_and_compare(tmp_path, capsys):
     assert [r["strategy"] for r in summary] == ["acil", "nmc", "er"]
     assert all(name in printed for name in ("acil", "nmc", "er")) and "report:" in printed
     assert store.model_versions(out / "acil-s0") == [1]
+
+
+def test_slca_recalls_the_head_before_alignment_and_freezes_old_class_rows(analytic_cfg):
+    """The authors' fc.backup() / fc.recall() and freeze_old: the aligned head serves the evaluation after its
+    experience; the next experience trains on from the pre-alignment head, old classes' rows held fixed."""
+    engine = Engine(analytic_cfg("slca", experiences=5, weight_decay=1e-3, hparams={"ca_epochs": 2,
+                                                                                    "ca_samples": 16}))
+    s, head = engine.strategy, engine.model[-1]
+    seen = {}
+    begin, end = s.begin_experience, s.end_experience
+
+    def on_begin(exp):
+        begin(exp)
+        seen[("begin", exp.index)] = (head.weight.detach().clone(), head.bias.detach().clone())
+
+    def on_end(exp):
+        seen[("trained", exp.index)] = (head.weight.detach().clone(), head.bias.detach().clone())
+        end(exp)
+        seen[("aligned", exp.index)] = (head.weight.detach().clone(), head.bias.detach().clone())
+
+    s.begin_experience, s.end_experience = on_begin, on_end
+    engine.run()
+    for k in (1,):  # experience 1 is the first aligned one; experience 2 starts from its slow-learner head
+        assert not torch.equal(seen[("aligned", k)][0], seen[("trained", k)][0])
+        assert all(torch.equal(a, b) for a, b in zip(seen[("begin", k + 1)], seen[("trained", k)], strict=True))
+    old = sorted(set(engine.stream[0].classes) | set(engine.stream[1].classes))
+    for a, b in zip(seen[("begin", 2)], seen[("trained", 2)], strict=True):
+        assert torch.equal(a[old], b[old])  # momentum and weight decay did not move them
+    new = engine.stream[2].classes
+    assert not torch.equal(seen[("begin", 2)][0][new], seen[("trained", 2)][0][new])

@@ -187,9 +187,15 @@ class SLCA(Strategy):
     from the second experience on, the head is re-trained on sampled features (`ClassAlignment.align`). This
     runs its own backward passes on the head inside `end_experience`: the samples are synthetic features, not
     data the engine's steps could feed through the model.
+    As the authors' code (GengDavid/SLCA, models/slca.py: `fc.backup()` before the alignment, `fc.recall()` in
+    `after_task`; convs/linears.py: `update(..., freeze_old=True)`): the aligned head serves the evaluations
+    after its experience, and the next experience's slow learner starts from the head as it was before the
+    alignment; the rows (and biases) of the classes of earlier experiences are frozen while the slow learner
+    trains (their values are written back after each step, so momentum and weight decay cannot move them).
     Deviations: the engine's head spans every class from the start (random init, not grown and zero-initialised
     per experience); prediction is restricted to the classes seen so far, as the authors' grown head is; the
-    slow learner's epochs, batch size, rate and momentum are the run's settings, not SLCA's own.
+    slow learner's epochs, batch size, rate and momentum are the run's settings, not SLCA's own, and its
+    optimizer is the run's (the authors build one per task).
     """
 
     family = "analytic"
@@ -203,6 +209,8 @@ class SLCA(Strategy):
         self.alignment = ClassAlignment(**self.hp)
         self.current: list[int] = []
         self.stash: list[Tensor] | None = None
+        self.old_rows: list[tuple[Tensor, Tensor, Tensor]] = []  # (head parameter, rows of old classes, values)
+        self.before_alignment: list[Tensor] = []  # the head's weight (and bias) before the last alignment
 
     def backbone_params(self) -> list[nn.Parameter]:
         head = {id(p) for p in last_linear(self.ctx.model).parameters()}
@@ -210,6 +218,23 @@ class SLCA(Strategy):
 
     def begin_experience(self, exp: Experience) -> None:
         self.current = sorted(exp.classes)
+        head = last_linear(self.ctx.model)
+        with torch.no_grad():
+            for p, saved in zip(head.parameters(), self.before_alignment, strict=False):
+                p.copy_(saved)  # the authors' fc.recall(): train on from the slow learner's head
+        self.before_alignment = []
+
+    def frozen_rows(self) -> list[tuple[Tensor, Tensor]]:
+        """(head parameter, mask of the rows of classes of earlier experiences) for the head's weight and bias."""
+        old = [c for c in self.alignment.classes_ if c not in self.current]
+        if not old:
+            return []
+        out = []
+        for p in last_linear(self.ctx.model).parameters():
+            mask = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+            mask[old] = True
+            out.append((p, mask))
+        return out
 
     def loss(self, batch: Batch, out: Outputs) -> Tensor | None:
         logits = out["new"]
@@ -221,9 +246,13 @@ class SLCA(Strategy):
     def before_step(self, batch: Batch, out: Outputs, grads: Gradients) -> None:
         if self.hp["bcb_lrscale"] != 1.0:
             self.stash = [p.detach().clone() for p in self.backbone_params()]
+        self.old_rows = [(p, mask, p.detach()[mask].clone()) for p, mask in self.frozen_rows()]
 
     @torch.no_grad()
     def after_step(self, batch: Batch, out: Outputs) -> None:
+        for p, mask, values in self.old_rows:
+            p[mask] = values
+        self.old_rows = []
         if self.stash is None:
             return
         scale = self.hp["bcb_lrscale"]
@@ -238,7 +267,10 @@ class SLCA(Strategy):
         ctx = self.ctx
         feats, labels, _ = experience_features(ctx.model, ctx.stream, exp, ctx.prepare, "backbone")
         self.alignment.add_experience(feats, labels)
-        self.alignment.align(last_linear(ctx.model))
+        head = last_linear(ctx.model)
+        if self.alignment.num_experiences >= 2:  # the authors' fc.backup(): recalled when the next one begins
+            self.before_alignment = [p.detach().clone() for p in head.parameters()]
+        self.alignment.align(head)
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         scores = model(x)
@@ -250,8 +282,10 @@ class SLCA(Strategy):
         return scores.masked_fill(unseen, float("-inf"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"alignment": self.alignment.state_dict(), "current": list(self.current)}
+        return {"alignment": self.alignment.state_dict(), "current": list(self.current),
+                "before_alignment": list(self.before_alignment)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alignment.load_state_dict(state["alignment"])
         self.current = list(state["current"])
+        self.before_alignment = list(state.get("before_alignment", []))
