@@ -77,23 +77,22 @@ def first_batch(eng, n=8):
     return eng.learner.batch(exp, exp.train_idx[:n])
 
 
-def test_tame_a_suspected_shift_does_not_train_the_active_expert_until_confirmed(engine):
-    eng = engine("tame", {"window": 3, "patience": 2, "z": 3.0})
+def test_tame_a_shift_trains_a_fresh_expert_on_the_batch_that_revealed_it(engine):
+    eng = engine("tame", {"z": 3.0})
     s = eng.strategy
     batch = first_batch(eng)
     model = eng.learner.model
-    s.detector.values = [0.01, 0.01, 0.01]  # threshold 0.01: an untrained model's CE (~2.3) is far above it
+    s.tracks[0].window.clear()
+    s.tracks[0].window.extend([0.01, 0.01, 0.01])  # threshold 0.025: an untrained model's CE (~2.3) is far above
     out = batch.split(model(batch.x))
     loss = s.loss(batch, out)
-    assert s.detector.streak == 1 and int(model.active) == 0
-    assert float(loss.detach()) == 0.0
-    out = batch.split(model(batch.x))
-    loss = s.loss(batch, out)  # the second batch in a row confirms the shift: a fresh expert learns it
-    assert int(model.active) == 1 and len(s.shifts) == 1
-    assert float(loss.detach()) > 1.0
+    assert int(model.active) == 1 and int(model.used) == 2 and len(s.shifts) == 1
+    assert float(loss.detach()) > 1.0 and loss.requires_grad
+    assert list(s.tracks[1].window)[1] == float(loss.detach())  # its window: log(C), then this batch's loss
 
 
-def test_tame_defaults_need_five_batches_over_a_window_of_fifty():
+def test_tame_defaults_are_the_authors():
     from lifelong.strategies.tame import TAME
-    assert (TAME.params["window"].default, TAME.params["patience"].default) == (50, 5)
+    hp = {k: p.default for k, p in TAME.params.items()}
+    assert (hp["window"], hp["smoothing"], hp["z"], hp["min_std"]) == (35, 0.2, 3.0, 0.005)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lifelong.strategies.prototypes import ope_loss
 from lifelong.strategies.refresh import refresh_update
-from lifelong.strategies.tame import ShiftDetector, select_expert
+from lifelong.strategies.tame import Track, detect, record_active
 
 
 def test_refresh_unlearn_moves_along_plus_gradient_rescaled_and_fisher_damped():
@@ -58,25 +58,37 @@ def test_onpro_prototype_equilibrium_by_hand():
     assert torch.allclose(means, torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
 
 
-def test_tame_detector_fires_on_a_loss_jump_and_not_on_stationary_noise():
-    g = torch.Generator().manual_seed(0)
-    det = ShiftDetector(window=20, z=3.0)
-    noise = (2.0 + 0.1 * torch.randn(2000, generator=g)).tolist()
-    fired = sum(det.check(v) for v in noise)
-    # one-sided tail of z = 3 is 0.13 %: a handful at most in 2000 stationary batches
-    assert fired <= 0.01 * len(noise)
-    det.reset()
-    for v in noise[:20]:
-        assert not det.check(v)
-    assert det.check(4.0)
+def test_tame_detector_follows_the_authors_rules_by_hand():
+    """utils_.py of HaoranZhuExplorer/TAME: window seeded with log(classes), threshold mean + z max(std, 0.005)
+    of the raw losses while active, tested against the moving average (0.2) of the loss on every batch."""
+    z, floor, w = 3.0, 0.005, 0.2
+    tracks = [Track(35, math.log(2))]
+    assert detect(tracks, [0.69], 0, z, floor, w) == 0  # 0.69 <= log 2 + 3 * 0.005
+    assert math.isclose(tracks[0].threshold, math.log(2) + 0.015)
+    record_active(tracks[0], 0.69, w)
+    for loss in [0.5, 0.3, 0.2, 0.1, 0.1, 0.1]:
+        assert detect(tracks, [loss], 0, z, floor, w) == 0
+        record_active(tracks[0], loss, w)
+    window = [math.log(2), 0.69, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1]
+    smoothed = 0.69
+    for loss in [0.5, 0.3, 0.2, 0.1, 0.1, 0.1]:
+        smoothed = w * loss + (1 - w) * smoothed
+    assert math.isclose(tracks[0].smoothed, smoothed) and list(tracks[0].window) == window
+    jump = 6.0  # a new task: the moving average 0.2 * 4 + 0.8 * s crosses mean + 3 std of the window
+    t = torch.tensor(window, dtype=torch.float64)
+    assert w * jump + (1 - w) * smoothed > float(t.mean() + 3 * t.std(unbiased=False))
+    assert detect(tracks, [jump], 0, z, floor, w) is None  # no expert is in distribution: spawn
 
 
-def test_tame_patience_needs_consecutive_batches_and_selection_takes_lowest_in_distribution_loss():
-    det = ShiftDetector(window=5, z=2.0, patience=2)
-    for v in [1.0, 1.1, 0.9, 1.0, 1.05]:
-        det.check(v)
-    assert not det.check(5.0)
-    assert det.check(5.0)
-    losses = torch.tensor([0.9, 0.5, 0.7])
-    assert select_expert(losses, torch.tensor([1.0, 0.4, 0.8])) == 2  # expert 1 is out of its distribution
-    assert select_expert(losses, torch.tensor([0.1, 0.1, 0.1])) == -1  # none fits: spawn
+def test_tame_switches_to_the_first_expert_in_distribution_in_creation_order():
+    w = 0.2
+    tracks = [Track(35, 1.0) for _ in range(3)]
+    for track, (threshold, active_avg) in zip(tracks, [(0.3, 0.2), (1.0, 0.5), (1.0, 0.1)], strict=True):
+        track.threshold, track.smoothed_active, track.smoothed = threshold, active_avg, active_avg
+    tracks[2].window.clear()
+    tracks[2].window.extend([0.1] * 5)  # the active expert (2) sees a jump: 0.2 * 3 + 0.8 * 0.1 > 0.1 + 0.015
+    got = detect(tracks, [0.4, 0.9, 3.0], 2, 3.0, 0.005, w)
+    # expert 0: 0.2 * 0.4 + 0.8 * 0.2 = 0.24 < 0.3 is first in order (expert 1: 0.58 < 1.0 also fits)
+    assert got == 0
+    assert math.isclose(tracks[2].threshold, 0.115)  # refreshed from its window while active; others frozen
+    assert tracks[1].threshold == 1.0
