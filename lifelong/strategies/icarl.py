@@ -12,7 +12,11 @@
 Loss: the paper's (and Mammoth's) sigmoid BCE with the old model's sigmoid outputs as old-class targets; PyCIL
 instead uses softmax CE plus softmax KD at T=2, which is not what the paper describes. Exemplar rows get the
 old model's targets on old classes and 0 on new classes, as in the paper. The BCE is summed over classes as in
-the paper's box (Mammoth averages over classes too: a 1/classes smaller step at the same learning rate).
+the paper's box (Mammoth averages over classes too: a 1/classes smaller step at the same learning rate; so do
+the authors' own Theano and TensorFlow scripts, srebuffi/iCaRL main_cifar_100_theano.py, averaging over all 100
+outputs, unseen classes with target 0 included, at lr 2.0 and weight decay 1e-5: their step is about lr/100 of
+this sum's per class). The authors' class means also average each exemplar's features with those of its
+horizontally flipped copy; here they do not (flips are not an augmentation of every dataset).
 
 Deviations: the paper trains on the union of the new data and the exemplars shuffled together; here each step
 takes the engine's new batch plus `replay_batch_size` exemplars drawn uniformly. Class means are computed

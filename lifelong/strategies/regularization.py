@@ -191,7 +191,12 @@ class EWC(QuadraticAnchor):
 
 @register
 class OnlineEWC(QuadraticAnchor):
-    """Online EWC: one running Fisher F <- gamma*F + F_t and one anchor (the latest parameters)."""
+    """Online EWC: one running Fisher F <- gamma*F + F_t and one anchor (the latest parameters).
+
+    The penalty weighs the anchor distance by F itself, as Mammoth's ewc_on and Avalanche do; Schwarz et al.
+    (Progress & Compress, eq. 4) write gamma * F for the next task's penalty: the same with lambda scaled by
+    gamma (no difference at the default gamma = 1). Mammoth also leaves out the 1/2 (lambda 1000 here is
+    about 500 there) and weighs its Fisher by the probability of the true label."""
 
     name = "online-ewc"
     description = "online EWC: a single decayed Fisher and the latest anchor (constant memory)"
