@@ -252,6 +252,8 @@ def test_any_torch_optimizer_by_name_with_its_arguments():
         RunConfig(optimizer="rmsprop", optimizer_params="alpah=0.9")
     with pytest.raises(LifelongError, match="needs a closure"):
         RunConfig(optimizer="lbfgs")
+    with pytest.raises(LifelongError, match="takes only sparse gradients"):  # it failed at the first step
+        RunConfig(optimizer="sparseadam")
 
 
 def test_compare_takes_a_model_factory_and_an_optimizer_class(tmp_path):

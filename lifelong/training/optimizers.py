@@ -13,6 +13,7 @@ from lifelong.errors import LifelongError, unknown_name
 
 BUILTIN = ("sgd", "adam", "adamw", "sgd-schedulefree", "adamw-schedulefree")
 NEEDS_CLOSURE = ("lbfgs",)  # their step re-evaluates the loss: not a fit for a training loop of single steps
+SPARSE_ONLY = ("sparseadam",)  # refuses every dense gradient, and every model here has dense parameters
 
 
 def torch_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
@@ -30,9 +31,13 @@ def resolve_optimizer(name: str) -> type[torch.optim.Optimizer] | None:
     if key in NEEDS_CLOSURE:
         raise LifelongError(f"optimizer={name!r} needs a closure that re-evaluates the loss in every step; "
                             "choose another optimizer")
+    if key in SPARSE_ONLY:
+        raise LifelongError(f"optimizer={name!r} takes only sparse gradients (nn.Embedding(sparse=True)) and fails "
+                            "at the first step on any dense parameter: choose adam or another optimizer")
     found = torch_optimizers()
     if key not in found:
-        raise unknown_name("optimizer", str(name), sorted(set(BUILTIN) | set(found) - set(NEEDS_CLOSURE)))
+        raise unknown_name("optimizer", str(name), sorted(set(BUILTIN) | set(found) - set(NEEDS_CLOSURE)
+                                                          - set(SPARSE_ONLY)))
     return found[key]
 
 
