@@ -218,3 +218,20 @@ def test_versions_and_requests_recorded_in_run_store(tmp_path, model):
         rs.close()
     assert {k: v[1] for k, v in arts.items()} == {"model_v1": "analytic-model", "model_v2": "analytic-model"}
     assert [e["status"] for e in events] == ["done", "refused"] and events[0]["to_version"] == 2
+
+
+def test_unlearning_from_an_older_version_says_which_later_requests_the_latest_model_drops(tmp_path, model, capsys):
+    m, x, y = model
+    run = tmp_path / "run"
+    store.save_model_version(run, m, {"dataset": "toy"})
+    store.save_samples(run / store.TRAIN_FEATURES, x, y, torch.arange(len(y)))
+    assert _unlearn([str(run), "--classes", "1"]) == 0  # version 2
+    assert _unlearn([str(run), "--classes", "2"]) == 0  # version 3 (from 2)
+    assert "note:" not in capsys.readouterr().err
+    assert _unlearn([str(run), "--classes", "3", "--version", "2"]) == 0  # version 4 from 2: drops version 3
+    err = capsys.readouterr().err
+    assert "model_v4.pt is built from version 2" in err and "version 3 (classes 2)" in err
+    latest, v, _ = store.load_model_version(run)
+    assert v == 4 and 2 in latest.classes_ and 1 not in latest.classes_
+    assert _unlearn([str(run), "--classes", "0"]) == 0  # from the latest (4): nothing new is dropped
+    assert "note:" not in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -117,7 +118,31 @@ def run_unlearn_command(args) -> int:
     what = f"classes {','.join(map(str, args.classes))}" if args.classes else f"{request['n_samples']} samples"
     print(f"unlearned {what} from {run}/model_v{v}.pt -> {path.name} in {seconds:.3f}s "
           f"(learned samples left: {len(model.ledger)})")  # fmt: skip
+    skipped = requests_not_in(store.read_requests(run), v, new_v)
+    if skipped:
+        print(f"note: {path.name} is built from version {v}, so the latest model no longer includes "
+              f"{'this later request' if len(skipped) == 1 else 'these later requests'}: "
+              + "; ".join(f"version {r['to_version']} ({describe_request(r)})" for r in skipped)
+              + ". Unlearn them again, or leave out --version to start from the latest.", file=sys.stderr)
     return 0
+
+
+def requests_not_in(requests: list[dict], parent: int, new: int) -> list[dict]:
+    """The done requests made after version `parent` whose versions are not ancestors of `new` (built from
+    `parent`): what a new version started from an older one silently drops."""
+    made_from = {r["to_version"]: r.get("from_version") for r in requests if r.get("status") == "done"}
+    ancestors, v = set(), new
+    while v is not None and v not in ancestors:
+        ancestors.add(v)
+        v = made_from.get(v)
+    return [r for r in requests if r.get("status") == "done" and isinstance(r.get("to_version"), int)
+            and r["to_version"] > parent and r["to_version"] not in ancestors]
+
+
+def describe_request(request: dict) -> str:
+    if request.get("classes"):
+        return "classes " + ",".join(map(str, request["classes"]))
+    return f"{request.get('n_samples', '?')} samples"
 
 
 def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
