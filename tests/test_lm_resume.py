@@ -1,6 +1,7 @@
 """`lifelong lm --resume`: a run killed at any moment (mid-phase, during a decayed branch, by SIGKILL) continues from
 its last resume checkpoint to the same numbers as an uninterrupted run, bit for bit on CPU with one thread."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -246,3 +247,21 @@ def test_ctrl_c_says_how_to_resume(tmp_path, cache, monkeypatch, capsys):
     line = one_line_error(capsys, ["lm", *FLAGS, "--no-progress", "--cache-dir", str(cache), "--out", str(run)])
     assert line == f"error: interrupted; resume with: lifelong lm --resume {run}"
     assert RunStore.open(run).status == "interrupted" and R.load_state(run)["position"]["done"] == 4
+
+
+def test_resume_refuses_a_local_corpus_that_changed(tmp_path, cache, monkeypatch, capsys):
+    import random
+
+    rng = random.Random(0)
+    words = ["tide", "lamp", "river", "stone", "wind", "glass", "north", "ember", "salt", "reed"]
+    text = tmp_path / "mine.txt"
+    text.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(800)))
+    run = tmp_path / "run"
+    cfg = dataclasses.replace(config(run, cache), corpora=[str(text)], probes=0, probe_step=None)
+    crash(monkeypatch, 0, 7)
+    with pytest.raises(Killed):
+        T.run_lm(cfg)
+    monkeypatch.undo()
+    with text.open("a") as f:
+        f.write("\n\nan added paragraph of the user's corpus")
+    assert "changed since run" in one_line_error(capsys, ["lm", "--resume", str(run)])

@@ -77,6 +77,17 @@ def check_state(state: dict[str, Any], config: dict[str, Any], world: int, out_d
                             f"{saved.get(k)!r}, now {config.get(k)!r}); delete it to restart the run")
 
 
+def check_corpora(state: dict[str, Any], fingerprints: dict[str, str], out_dir: Path) -> None:
+    """Refuse to continue on corpora whose files changed (size or modification time) since the checkpoint: the
+    token streams, held-out windows and replay would silently differ. Checkpoints from before this check have
+    no fingerprints and are not checked."""
+    saved = state.get("corpora") or {}
+    changed = sorted(n for n, fp in fingerprints.items() if n in saved and saved[n] != fp)
+    if changed:
+        raise LifelongError(f"corpus {changed[0]} changed since run {out_dir} started (its files' sizes or times "
+                            "differ): put the original text back to resume, or start a new run")
+
+
 def capture_rng(device: torch.device) -> dict[str, Any]:
     """This process's torch generator states (CPU, and the CUDA device in use)."""
     out: dict[str, Any] = {"cpu": torch.get_rng_state()}

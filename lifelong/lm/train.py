@@ -335,7 +335,12 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
                 f"phase {k + 1} ({'+'.join(p)}) has {have} training tokens, fewer than one batch "
                 f"({cfg.batch_size} x {cfg.seq_len + 1} = {need})"
             )
-    windows = {n: eval_windows(corp[n].val, cfg.seq_len, cfg.eval_windows) for n in names}
+    windows = {}
+    for n in names:
+        try:
+            windows[n] = eval_windows(corp[n].val, cfg.seq_len, cfg.eval_windows)
+        except LifelongError as err:
+            raise LifelongError(f"corpus {n}: {err}; give it more text or a shorter --seq-len") from None
 
     # model, optimizer, schedule
     model = build_model(cfg.model, tok.vocab_size, cfg.seq_len, seed=cfg.seed).to(device)
@@ -476,6 +481,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
             "wall_seconds": time.perf_counter() - wall0,
             "threads": torch.get_num_threads(),
             "world_size": world,
+            "corpora": {n: sources[n].fingerprint for n in names},
         }, out_dir)
 
     try:
@@ -488,6 +494,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
             resume_state.remove_state(out_dir)  # a fresh start (or a resume with no checkpoint yet)
         if state is not None:
             resume_state.check_state(state, json_safe(dataclasses.asdict(cfg)), world, out_dir)
+            resume_state.check_corpora(state, {n: sources[n].fingerprint for n in names}, out_dir)
             module.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             if state["main_branch"] is not None:
