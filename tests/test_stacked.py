@@ -71,6 +71,21 @@ def test_a_stack_equals_the_runs_one_by_one(strategy: str) -> None:
     assert stats["stacks_built"] == 1  # built once: the members' parameters stay views of it all run long
 
 
+@pytest.mark.parametrize("strategy", ["hat", "packnet"])
+def test_a_stack_of_strategies_with_forward_hooks_or_pruning_equals_the_runs_one_by_one(strategy: str) -> None:
+    """HAT's gates are forward hooks: a batched forward through member 0's model ran member 0's gates on every
+    member (accuracies off by up to 0.83); such members are forwarded one by one. PackNet prunes Linear weights
+    in place, which the stack stores transposed (a RuntimeError from view(-1) before)."""
+    cfgs = [config(strategy, s, experiences=5, hidden="32") for s in (0, 1)]
+    expected = [runner.execute(Engine(c)) for c in cfgs]
+    outcomes, stacked = together(cfgs)
+    for want, got in zip(expected, outcomes, strict=True):
+        assert isinstance(got, dict), got
+        assert got["accuracy_matrix"] == want["accuracy_matrix"]
+    if strategy == "hat":
+        assert stacked[0].learner.stack.stats["separate_forwards"] > 0
+
+
 class Small(nn.Module):
     def __init__(self, norm: bool = False) -> None:
         super().__init__()

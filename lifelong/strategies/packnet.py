@@ -24,8 +24,10 @@ def prune_free(weight: Tensor, owner: Tensor, fraction: float, task: int) -> int
     k = round(fraction * free.numel())
     order = weight.detach().flatten()[free].abs().argsort(stable=True)
     pruned, kept = free[order[:k]], free[order[k:]]
+    mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+    mask[pruned] = True
     with torch.no_grad():
-        weight.view(-1)[pruned] = 0.0
+        weight.masked_fill_(mask.view(weight.shape), 0.0)  # in place for any layout (a stack stores it transposed)
     owner.view(-1)[kept] = task
     return k
 

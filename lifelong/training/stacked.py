@@ -82,6 +82,17 @@ def stackable(cfg: RunConfig) -> bool:
     return refusal(make_strategy(cfg.strategy, cfg.hparams), cfg.precision) is None
 
 
+def hooked(model: nn.Module) -> bool:
+    """Whether a forward of `model` runs hooks (a strategy's, such as HAT's gates or LUCIR's feature capture, or
+    the user's): the batched forward runs one member's model for all, so its hooks would act on every member's
+    rows; such members are forwarded one by one (same results, no speed-up)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def structure(model: nn.Module) -> tuple[Any, ...]:
     """What must agree, besides the input, for members' models to be forwarded as one: module types, parameter
     and buffer names and shapes."""
@@ -226,7 +237,8 @@ class Stack:
                 parts.append(same)
         answers: dict[int, Any] = {}
         for members in parts:
-            if len(members) > 1 and not self.stats["not_batched"]:
+            if len(members) > 1 and not self.stats["not_batched"] and not any(hooked(calls[m][0].model)
+                                                                              for m in members):
                 try:
                     answers.update(self.batched(self.groups[tuple(members)], members, calls))
                     self.stats["batched_forwards"] += 1
