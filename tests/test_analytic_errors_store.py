@@ -235,3 +235,16 @@ def test_unlearning_from_an_older_version_says_which_later_requests_the_latest_m
     assert v == 4 and 2 in latest.classes_ and 1 not in latest.classes_
     assert _unlearn([str(run), "--classes", "0"]) == 0  # from the latest (4): nothing new is dropped
     assert "note:" not in capsys.readouterr().err
+
+
+def test_an_id_given_twice_in_one_call_with_other_features_is_refused_and_nothing_learned():
+    x, y = data()
+    ids = list(range(len(y)))
+    ids[1] = 0  # row 1 reuses row 0's id: the ledger would keep row 0's digest, and row 1 could never be unlearned
+    m = ACIL(D, buffer_size=32, gamma=1.0)
+    with pytest.raises(LifelongError, match="sample id 0 is given twice in this call with other features"):
+        m.fit_increment(x, y, ids)
+    assert len(m.ledger) == 0
+    twice = torch.cat([x[:1], x[:1]]), torch.cat([y[:1], y[:1]])  # the same sample twice: learned twice
+    m.fit_increment(*twice, [7, 7])
+    assert m.ledger.entries[7][2] == 2

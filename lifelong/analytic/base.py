@@ -122,12 +122,16 @@ class SampleLedger:
         return ids, digests
 
     def check_add(self, ids: list, labels: list[int], digests: list[str]) -> None:
+        """Refuse an id already learned, or given earlier in the same call, with other features or label (the
+        ledger keeps one digest per id: the other sample could never be unlearned exactly)."""
+        batch: dict[Hashable, tuple[int, str]] = {}
         for k, lab, dig in zip(ids, labels, digests, strict=True):
             e = self.entries.get(k)
-            if e is not None and (e[0] != lab or e[1] != dig):
-                raise LifelongError(
-                    f"sample id {k!r} was already learned with other features or label; ids must be unique"
-                )
+            first = batch.setdefault(k, (lab, dig))
+            if (e is not None and (e[0] != lab or e[1] != dig)) or first != (lab, dig):
+                where = "was already learned" if e is not None and (e[0], e[1]) != (lab, dig) else \
+                    "is given twice in this call"
+                raise LifelongError(f"sample id {k!r} {where} with other features or label; ids must be unique")
 
     def add(self, ids: list, labels: list[int], digests: list[str]) -> None:
         for k, lab, dig in zip(ids, labels, digests, strict=True):
