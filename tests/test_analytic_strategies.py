@@ -226,3 +226,21 @@ def test_slca_recalls_the_head_before_alignment_and_freezes_old_class_rows(analy
         assert torch.equal(a[old], b[old])  # momentum and weight decay did not move them
     new = engine.stream[2].classes
     assert not torch.equal(seen[("begin", 2)][0][new], seen[("trained", 2)][0][new])
+
+
+def test_unlearn_from_the_cli_on_a_run_of_the_users_own_data_is_one_line(tmp_path, analytic_cfg, capsys):
+    """The CLI rebuilds the training samples from the stored config, which for the user's own data would be the
+    default scenario (it said 'experiences=... does not divide the 10 classes', or a load_state_dict traceback
+    for the user's own model)."""
+    from lifelong.data.datasets import from_tensors
+
+    g = torch.Generator().manual_seed(0)
+    toy = from_tensors("toy", (torch.randn(120, 6, generator=g), torch.arange(120) % 4),
+                       (torch.randn(40, 6, generator=g), torch.arange(40) % 4))
+    run = tmp_path / "run"
+    runner.run(analytic_cfg(scenario="split-digits", experiences=2), run, dataset=toy)
+    capsys.readouterr()
+    assert main(["unlearn", str(run), "--classes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on your own data 'split-toy'" in err and "--features FILE" in err and "Traceback" not in err
+    assert store.read_requests(run)[-1]["status"] == "refused"

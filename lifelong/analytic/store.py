@@ -233,9 +233,17 @@ def run_training_samples(run_dir: str | Path, payload: dict, classes: list[int] 
                             "run; pass the samples' features with --features FILE")
     rs = RunStore.open(d)
     try:
-        cfg = RunConfig.from_dict(rs.checked_meta()["config"])
+        meta = rs.checked_meta()
     finally:
         rs.close()
+    data, code = meta.get("data") or {}, meta.get("code") or {}
+    own = [f"your own data '{data.get('name', '?')}'"] if data.get("source", "scenario") != "scenario" else []
+    own += [f"your own {part} {used}" for part, used in code.items() if used]
+    if own:  # the stored config alone cannot rebuild them: it would rebuild its default scenario and model
+        raise LifelongError(f"run {d} was trained on {' and '.join(own)}, which the CLI cannot rebuild: pass the "
+                            "samples' features with --features FILE (or unlearn from Python with the model's "
+                            "unlearn methods)")
+    cfg = RunConfig.from_dict(meta["config"])
     torch.set_num_threads(cfg.threads)
     try:
         device = pick_device(cfg.device)
