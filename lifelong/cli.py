@@ -303,7 +303,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from lifelong.tracking.store import RunStore, find_runs, run_dir_held
+    from lifelong.tracking.store import RunStore, find_runs, run_dir_held, scenario_of
     from lifelong.tuning.results import tuning_lines
 
     roots = args.roots or [args.store]
@@ -339,7 +339,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         else:
             acc = res.get("final_accuracy")
             final = f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
-            what, seed, scenario = cfg.get("strategy", "?"), cfg.get("seed", "?"), cfg.get("scenario", "?")
+            what, seed, scenario = cfg.get("strategy", "?"), cfg.get("seed", "?"), scenario_of(meta)
         status = str(meta.get("status", "?"))
         if status == "running" and run_dir_held(d) is False:  # its process died without recording its end
             status = "stopped"

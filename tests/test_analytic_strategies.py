@@ -244,3 +244,19 @@ def test_unlearn_from_the_cli_on_a_run_of_the_users_own_data_is_one_line(tmp_pat
     err = capsys.readouterr().err
     assert "trained on your own data 'split-toy'" in err and "--features FILE" in err and "Traceback" not in err
     assert store.read_requests(run)[-1]["status"] == "refused"
+
+
+def test_runs_and_report_name_the_users_own_data_not_the_configs_default_scenario(tmp_path, analytic_cfg, capsys):
+    from lifelong.data.datasets import from_tensors
+    from lifelong.report.html import read_run
+
+    g = torch.Generator().manual_seed(0)
+    toy = from_tensors("toy", (torch.randn(80, 6, generator=g), torch.arange(80) % 4),
+                       (torch.randn(40, 6, generator=g), torch.arange(40) % 4))
+    runner.run(analytic_cfg(strategy="nmc", scenario="split-fashion-mnist", experiences=2), tmp_path / "r",
+               dataset=toy)
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "split-toy (own data)" in out and "fashion" not in out
+    assert read_run(tmp_path / "r")["scenario"] == "split-toy (own data)"

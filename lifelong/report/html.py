@@ -23,7 +23,7 @@ from lifelong.evaluation.continual import curve_from_rows, curve_metrics, mean_s
 from lifelong.evaluation.metrics import summarize
 from lifelong.report import plots, tables
 from lifelong.tracking.files import write_text_atomic
-from lifelong.tracking.store import DB_NAME, RunStore, find_runs
+from lifelong.tracking.store import DB_NAME, RunStore, find_runs, scenario_of
 from lifelong.training.runner import mean_std
 from lifelong.tuning.results import TUNE_NAME
 
@@ -270,13 +270,13 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             "result": result, "initial": rows.get(-1), "matrix": trained, "curve": curve,
             "boundaries": boundaries, "loss": loss if loss[0] else None, "events": events, "metrics": metrics,
             "strategy": config.get("strategy", result.get("strategy", "?")),
-            "seed": config.get("seed", result.get("seed")), "scenario": config.get("scenario", "?")}
+            "seed": config.get("seed", result.get("seed")), "scenario": scenario_of(meta)}
 
 
 def run_stream_name(run: Mapping[str, Any]) -> str | None:
     """The scenario name that tells the stream's kind, or None for a run on the user's own data."""
     data = run["meta"].get("data") or {}
-    return run["scenario"] if data.get("source", "scenario") == "scenario" else None
+    return run["config"].get("scenario") if data.get("source", "scenario") == "scenario" else None
 
 
 def matrix_table(matrix: Sequence[Sequence[float]], initial: Sequence[float] | None) -> str:

@@ -229,6 +229,16 @@ class RunStore:
         return out
 
 
+def scenario_of(meta: dict[str, Any]) -> str:
+    """What a stored run trained on, for listings and titles: its scenario, or the name of the user's own data
+    (the config's scenario is then only its default, not what was trained)."""
+    data = meta.get("data") or {}
+    if data.get("source", "scenario") != "scenario":
+        return f"{data.get('name', '?')} (own data)"
+    config = meta.get("config") or {}
+    return str(config.get("scenario", "?")) if isinstance(config, dict) else "?"
+
+
 def hold_run_dir(run_dir: str | os.PathLike, program: str = "lifelong") -> Any:
     """An exclusive lock on `run_dir` held while the returned file stays open (released by `close()` or by the
     process's death, kill -9 included), so a run still going is never resumed by a second process, and a run
