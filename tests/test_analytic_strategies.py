@@ -260,3 +260,13 @@ def test_runs_and_report_name_the_users_own_data_not_the_configs_default_scenari
     out = capsys.readouterr().out
     assert "split-toy (own data)" in out and "fashion" not in out
     assert read_run(tmp_path / "r")["scenario"] == "split-toy (own data)"
+
+
+def test_a_closed_form_strategy_without_a_base_phase_refuses_a_partner_that_would_do_nothing():
+    from lifelong.errors import LifelongError
+    from lifelong.strategies import make_strategy
+
+    for name in ("acil+er", "er+nmc", "nmc+ewc"):  # every experience closed-form: er / ewc never took a step
+        with pytest.raises(LifelongError, match="no SGD step runs and (er|ewc) would do nothing"):
+            make_strategy(name, {})
+    make_strategy("acil+lwf", {"acil.base_experiences": 1})  # an SGD base phase: lwf acts in it

@@ -371,6 +371,12 @@ class Compose(Strategy):
         if loss_owner and replays:
             raise LifelongError(f"'{'+'.join(names)}': {loss_owner[0].name} replaces the loss, so the rows "
                                 f"{', '.join(replays)} replays would not be scored: use them separately")
+        closed = next((p for p in parts if p.overrides("learns_by_sgd")), None)
+        if closed is not None and closed.hp.get("base_experiences") == 0:
+            others = [p.name for p in parts if p is not closed]
+            raise LifelongError(f"'{'+'.join(names)}': with base_experiences=0 {closed.name} learns every experience "
+                                f"in closed form, so no SGD step runs and {', '.join(others)} would do nothing: give "
+                                f"-p {closed.name}.base_experiences=N (an SGD base phase) or run {closed.name} alone")
         self.separate_gradients = any(p.separate_gradients for p in parts)  # type: ignore[misc]
         self.task_free = all(p.task_free for p in parts)  # type: ignore[misc]
 
