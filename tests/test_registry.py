@@ -63,3 +63,13 @@ def test_a_strategy_defined_again_replaces_itself_and_a_taken_or_inherited_name_
         @register
         class NoName(Strategy):
             pass
+
+
+def test_a_strategy_that_cannot_be_combined_says_why_in_its_own_terms():
+    from lifelong.errors import LifelongError
+    from lifelong.strategies import make_strategy
+
+    with pytest.raises(LifelongError, match="hat: its per-task unit masks gate the whole network"):
+        make_strategy("hat+packnet", {})  # it said 'its loss and memory cover every row of the step'
+    with pytest.raises(LifelongError, match="scr: its loss and memory cover every row of the step"):
+        make_strategy("scr+er", {})

@@ -258,6 +258,7 @@ class Strategy:
     separate_gradients: ClassVar[bool] = False  # before_step needs the task-loss gradient on its own
     replaces_stream: ClassVar[bool] = False  # references (joint, cumulative) that rebuild the stream
     composable: ClassVar[bool] = True  # False: refuses to be combined with '+' (e.g. its loss covers every row)
+    alone_because: ClassVar[str] = "its loss and memory cover every row of the step"  # why, when not composable
     family: ClassVar[str] = "baseline"  # replay, regularisation, reference, analytic, isolation, ... (for listing
     # and for the contract tests, which compose every pair of replay and regularisation strategies)
     task_free: ClassVar[bool] = False  # learns without experience boundaries (runs on online streams): its
@@ -531,8 +532,8 @@ def make_strategy(spec: str, hparams: dict[str, Any] | None = None) -> Strategy:
         raise LifelongError(f"'{spec}': joint and cumulative are references and cannot be combined")
     alone = [p.name for p in parts if not p.composable]
     if alone:
-        raise LifelongError(f"'{spec}': {', '.join(alone)} cannot be combined with other strategies (its loss and "
-                            "memory cover every row of the step)")
+        reasons = "; ".join(f"{p.name}: {p.alone_because}" for p in parts if not p.composable)
+        raise LifelongError(f"'{spec}': {', '.join(alone)} cannot be combined with other strategies ({reasons})")
     return Compose(parts)
 
 

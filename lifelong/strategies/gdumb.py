@@ -133,6 +133,7 @@ class GDumb(Strategy):
     description = "greedy class-balanced memory; a fresh model trained on the memory alone at every evaluation"
     family = "memory-retrain"
     composable = False  # replaces learning and prediction: composing it with others means nothing
+    alone_because = "it replaces learning and prediction with a model retrained on its memory"
     params = {
         "buffer_size": Param(500, "samples kept in the memory", low=1),
         "epochs": Param(30, "passes over the memory when the model is retrained", low=1),

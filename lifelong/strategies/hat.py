@@ -62,6 +62,7 @@ class HAT(Strategy):
     name = "hat"
     family = "isolation"
     composable = False
+    alone_because = "its per-task unit masks gate the whole network and its gradients"
     description = "hard attention to the task: per-task binary unit masks, gradients of used units blocked"
     params = {
         "smax": Param(400.0, "s_max: final gate slope (gates are binary at s_max)", low=1.0),

@@ -98,6 +98,7 @@ class PNN(Strategy):
     name = "pnn"
     family = "isolation"
     composable = False
+    alone_because = "it grows a network column per experience, the model is its own"
     description = "progressive networks: a new frozen-after-use MLP column per experience, lateral connections"
     params = {}
 

@@ -142,6 +142,7 @@ class TAME(ReplayBase):
     task_free = True
     family = "isolation"
     composable = False
+    alone_because = "it trains one of its experts per batch and routes predictions between them"
     description = "task-agnostic experts: loss-jump shift detection spawns/switches experts, a selector routes"
     params = {
         **BUFFER_PARAMS,
