@@ -271,3 +271,13 @@ def test_wandb_missing_is_one_install_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(LifelongError, match=r"pip install 'lifelong\[wandb\]' \(or pip install wandb\)"):
         make_loggers(["wandb"], tmp_path)
+
+
+def test_a_logger_whose_package_is_missing_is_refused_before_any_file_is_written(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(LifelongError, match="the wandb logger needs the wandb package"):
+        make_loggers(["csv", "wandb"], tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # metrics.csv was left

@@ -22,6 +22,7 @@ continual evaluation; `accuracy/exp_<j>`, `accuracy/average`, `forgetting` and `
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -414,6 +415,12 @@ class WandbLogger(BaseLogger):
 LOGGERS = ("progress", "csv", "jsonl", "tensorboard", "mlflow", "wandb")
 
 
+EXTRAS = {"tensorboard": ("tensorboard", "pip install 'lifelong[tensorboard]'"),
+          "mlflow": ("mlflow", "pip install 'lifelong[mlflow]'"),
+          "wandb": ("wandb", "pip install 'lifelong[wandb]' (or pip install wandb); set WANDB_MODE=offline to log "
+                    "without an account")}
+
+
 def make_loggers(names: Sequence[str] | str, run_dir: str | os.PathLike, *, total: int | None = None,
                  params: Mapping[str, Any] | None = None, run_name: str | None = None,
                  desc: str = "training") -> list[Logger]:
@@ -429,6 +436,10 @@ def make_loggers(names: Sequence[str] | str, run_dir: str | os.PathLike, *, tota
     for n in wanted:
         if n not in LOGGERS:
             raise unknown_name("logger", n, LOGGERS)
+    for n in wanted:  # before any logger writes a file: a missing extra leaves nothing behind
+        package, install = EXTRAS.get(n, (None, ""))
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise LifelongError(f"the {n} logger needs the {package} package: {install}")
     run_dir = Path(run_dir)
     made: list[Logger] = []
     try:
