@@ -45,3 +45,10 @@ def test_bad_continual_evaluation_settings(digits_cfg):
         Engine(digits_cfg(eval_every=5, eval_subsample=10_000))
     with pytest.raises(LifelongError, match="eval_every=-1 is out of range"):
         digits_cfg(eval_every=-1)
+
+
+def test_continual_evaluation_that_would_record_nothing_is_refused(digits_cfg):
+    with pytest.raises(LifelongError, match=r"eval_every=1000 is longer than the whole run \(\d+ steps\)"):
+        Engine(digits_cfg(eval_every=1000))
+    with pytest.raises(LifelongError, match="takes no SGD step"):
+        Engine(digits_cfg(strategy="nmc", eval_every=5))

@@ -142,6 +142,7 @@ class Engine:
                                self.generator, self.save_artifact, optimizer, self.world)
         self.evaluator = Evaluator(cfg, self.stream, self.learner)
         self.check_branch_rates()
+        self.check_eval_every()
         self.position = {"experience": 0, "step": 0, "global_step": 0}
         self.rows: list[list[float]] = []
         self.initial: list[float] = []
@@ -288,6 +289,16 @@ class Engine:
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.learner.optimizer
+
+    def check_eval_every(self) -> None:
+        """Continual evaluation that would record nothing is refused (it was silently an empty curve)."""
+        every, total = self.cfg.eval_every, self.total_steps()
+        if every and total == 0:
+            raise LifelongError(f"eval_every={every}: this run takes no SGD step ({self.cfg.strategy} learns every "
+                                "experience in closed form), so there is nothing to evaluate between steps")
+        if every > total > 0:
+            raise LifelongError(f"eval_every={every} is longer than the whole run ({total} steps): no continual "
+                                "evaluation would be made; give a smaller value")
 
     def experience_steps(self) -> list[int]:
         return self.learner.experience_steps()
