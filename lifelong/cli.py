@@ -235,13 +235,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         bar.write(f"[{len(finished)}/{n_runs}] {r['strategy']} seed {r['seed']}: {what}")
 
     stacked = f", up to {args.stack} seeds at once in each" if args.stack > 1 else ""
-    print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
-          f"({args.workers} worker process{'es' if args.workers > 1 else ''}{stacked}) -> {out}", file=sys.stderr)
+
+    def announce() -> None:  # once every setting is checked: a refused comparison prints only its error
+        print(f"comparing {', '.join(strategies)} x seeds {seeds} on {cfg.scenario} "
+              f"({args.workers} worker process{'es' if args.workers > 1 else ''}{stacked}) -> {out}", file=sys.stderr)
+
     try:
         tracking_setup(args, split_names(getattr(args, "log", None)))
         output = runner.compare(cfg, strategies, seeds, out, workers=args.workers, progress=progress,
                                 loggers=split_names(getattr(args, "log", None)), on_result=on_result,
-                                strategy_hparams=shares, stack=args.stack)
+                                strategy_hparams=shares, stack=args.stack, on_start=announce)
     except KeyboardInterrupt:
         raise LifelongError(f"interrupted; finished runs are kept in {out}: the same command with --out {out} "
                             "resumes the others") from None

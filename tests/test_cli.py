@@ -222,3 +222,10 @@ def test_an_unknown_or_abbreviated_flag_is_refused_with_the_flags_it_may_mean(ca
 def test_run_takes_out_as_its_run_directory_like_compare_and_lm(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "run", *TINY, "--epochs", "1", "--out", str(tmp_path / "r"))
     assert code == 0 and (tmp_path / "r" / "result.json").exists()
+
+
+def test_a_refused_comparison_prints_only_its_error(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "compare", *TINY, "--strategies", "naive", "--seeds", "0,0", "--store",
+                             str(tmp_path))
+    assert code == 2 and err.strip() == "error: seeds repeat 0: give each once"  # no 'comparing ... -> DIR'
+    assert not list(tmp_path.iterdir())

@@ -517,8 +517,9 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             strategy_hparams: dict[str, dict[str, Any]] | None = None, loggers: Sequence[str] = (),
             on_result: Callable[[dict[str, Any]], None] | None = None, dataset: ArrayDataset | None = None,
             stream: Stream | None = None, model: Any = None, optimizer: Any = None,
-            stack: int = 1) -> dict[str, Any]:
+            stack: int = 1, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train every strategy with every seed on `base`'s scenario; return {"scenario", "results", "summary"}.
+    `on_start` is called once every setting is checked, before anything trains (the CLI's announcement).
     `stack`: a strategy's seeds train up to that many at once in one worker, their forward and backward passes
     batched (lifelong.training.stacked: the same results as separate runs, within float rounding).
     `dataset` (cut by the scenario's kind) or `stream` replace the scenario's data, sent to each worker once;
@@ -562,6 +563,8 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
                             "instance")
     for what, obj in (("model", model), ("optimizer", optimizer)):
         check_sendable(what, obj)
+    if on_start is not None:
+        on_start()
     fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
                      resume_jobs=[index[i] for i in again], data=data, stack=stack) if todo else []
     results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
