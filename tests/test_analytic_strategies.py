@@ -270,3 +270,11 @@ def test_a_closed_form_strategy_without_a_base_phase_refuses_a_partner_that_woul
         with pytest.raises(LifelongError, match="no SGD step runs and (er|ewc) would do nothing"):
             make_strategy(name, {})
     make_strategy("acil+lwf", {"acil.base_experiences": 1})  # an SGD base phase: lwf acts in it
+
+
+def test_unlearn_on_a_run_without_an_analytic_model_names_the_strategy(tmp_path, analytic_cfg, capsys):
+    run = tmp_path / "run"
+    runner.run(analytic_cfg(strategy="naive", epochs=1), run)
+    capsys.readouterr()
+    assert main(["unlearn", str(run), "--classes", "1"]) == 2
+    assert "a run of naive, which stores none; exact unlearning needs a run of acil" in capsys.readouterr().err

@@ -81,7 +81,18 @@ def load_model_version(run_dir: str | Path, version: int | None = None) -> tuple
     d = Path(run_dir)
     versions = model_versions(d)
     if not versions:
-        raise LifelongError(f"no stored model (model_v*.pt) in {d}")
+        trained_by = ""
+        if (d / "run.sqlite").is_file():
+            from lifelong.tracking.store import RunStore
+
+            rs = RunStore.open(d)
+            try:
+                strategy = (rs.meta().get("config") or {}).get("strategy")
+            finally:
+                rs.close()
+            exact = ", ".join(k for k, c in ANALYTIC.items() if c.supports_unlearning)
+            trained_by = f" (a run of {strategy}, which stores none; exact unlearning needs a run of {exact})"
+        raise LifelongError(f"no stored model (model_v*.pt) in {d}{trained_by}")
     v = versions[-1] if version is None else int(version)
     if v not in versions:
         raise LifelongError(f"run {d} has no model version {v} (has {', '.join(map(str, versions))})")
