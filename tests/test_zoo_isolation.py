@@ -223,6 +223,24 @@ def test_ranpac_lambda_is_the_candidate_with_least_held_out_error():
     assert choose_ridge(H[fit].T @ H[fit], H[fit].T @ Y[fit], H[val], Y[val]) == want
 
 
+def test_ranpac_leaves_out_ridges_float64_cannot_solve_accurately():
+    """A projection wider than the samples: the least held-out error would be at 1e-8, where the weights are
+    accurate only to about 0.5 relative; the choice is among the candidates within PRECISION_WARN."""
+    import warnings
+
+    from lifelong.analytic.acil import PRECISION_WARN, rounding_floor
+
+    g = torch.Generator().manual_seed(0)
+    m = RanPAC(8, projection_size=512)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the precision warning of a too small lambda
+        x, y = torch.randn(12, 8, generator=g) * 10, torch.randint(0, 3, (12,), generator=g)
+        m.fit_increment(x.repeat(5, 1), y.repeat(5))  # held-out rows repeat fitted ones: interpolation wins
+        assert torch.isfinite(m.W).all()  # solving is where a too small lambda warns
+    assert rounding_floor(m.ridge.G, m.lam) <= PRECISION_WARN
+    assert rounding_floor(m.ridge.G, 1e-8) > PRECISION_WARN  # the case: 1e-8 was a candidate before
+
+
 def test_ranpac_learner_state_round_trips():
     g = torch.Generator().manual_seed(1)
     m = RanPAC(6, projection_size=16)

@@ -19,6 +19,10 @@ paper's first-session parameter-efficient fine-tuning (Phase 1) is the strategy'
 the first experiences) here; RanPAC's M=10000 is `projection_size` (state M x M float64: 1024 by default,
 chosen by a sweep in docs/zoo/ranpac.md).
 The statistics are kept exactly as ACIL's (`RecursiveRidge`), so samples can also be unlearned exactly.
+Candidates whose solution float64 rounding would limit to worse than PRECISION_WARN relative (`rounding_floor`
+of the accumulated G) are left out of the choice (the authors try every one); if none is left, the largest is
+taken. A projection wider than the samples (projection_size=4096 on digits) otherwise chose 1e-8 and warned
+that its weights were accurate only to about 5e-1.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 import torch
 
-from lifelong.analytic.acil import ACIL, STATE_FORMAT, RecursiveRidge, pad_columns
+from lifelong.analytic.acil import ACIL, PRECISION_WARN, STATE_FORMAT, RecursiveRidge, pad_columns, rounding_floor
 from lifelong.analytic.base import DTYPE, SampleLedger, as_features, as_labels, check_square_state_fits
 from lifelong.params import Param, resolve
 
@@ -118,7 +122,8 @@ class RanPAC(ACIL):
         Y_val = self.ridge.one_hot(y[val], C)
         G_fit = self.ridge.G - G0 - H_val.T @ H_val
         Q_fit = self.ridge.B - pad_columns(B0, C) - H_val.T @ Y_val
-        self.ridge.gamma = choose_ridge(G_fit, Q_fit, H_val, Y_val)
+        accurate = [lam for lam in RIDGES if rounding_floor(self.ridge.G, lam) <= PRECISION_WARN] or [RIDGES[-1]]
+        self.ridge.gamma = choose_ridge(G_fit, Q_fit, H_val, Y_val, accurate)
         self.ridge.assign(self.ridge.G, self.ridge.B)  # drop the cached factor and weights
 
     def fit_increment(self, features: Any, labels: Any, sample_ids: Sequence | None = None) -> RanPAC:
