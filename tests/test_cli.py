@@ -229,3 +229,18 @@ def test_a_refused_comparison_prints_only_its_error(tmp_path, capsys):
                              str(tmp_path))
     assert code == 2 and err.strip() == "error: seeds repeat 0: give each once"  # no 'comparing ... -> DIR'
     assert not list(tmp_path.iterdir())
+
+
+def test_warnings_print_as_one_line_like_the_other_messages(capsys, monkeypatch):
+    import warnings
+
+    from lifelong.cli import one_line_warning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    assert main(["list"]) == 0
+    capsys.readouterr()
+    assert warnings.formatwarning is one_line_warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit("gamma=1e-12 is small", RuntimeWarning, "/x/acil.py", 161)
+    assert capsys.readouterr().err == "warning: gamma=1e-12 is small\n"
