@@ -198,3 +198,13 @@ def test_fixed_protocol_scenarios_parse_without_a_dataset_suffix():
     assert "core50-ni" in scenario_names() and not any(n.startswith("core50-ni-") for n in scenario_names())
     with pytest.raises(LifelongError):
         parse_scenario("core50-ni-digits")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_last_images_with_up_to_four_channels_are_read_as_such(channels):
+    x = torch.arange(5 * 6 * 7 * channels).reshape(5, 6, 7, channels)
+    first = D.as_channels_first(x)
+    assert first.shape == (5, channels, 6, 7) and torch.equal(first[2, -1], x[2, :, :, -1])
+    assert D.as_channels_first(first).shape == (5, channels, 6, 7)  # already channels-first: unchanged
+    data = D.from_tensors("mine", (x.to(torch.uint8), torch.arange(5) % 2), (x[:2].to(torch.uint8), torch.arange(2)))
+    assert data.shape == (channels, 6, 7)  # two channels were read as 6 channels of 7 x 2

@@ -32,13 +32,15 @@ from lifelong.tracking.files import atomic_path
 
 
 def as_channels_first(x: Tensor, channels_last: bool | None = None) -> Tensor:
-    """Image batches as (N, C, H, W): (N, H, W) gains a channel; (N, H, W, C) with C in 1/3/4 is detected as
-    channels-last (or say so with `channels_last`) and transposed once; other shapes are returned unchanged."""
+    """Image batches as (N, C, H, W): (N, H, W) gains a channel; (N, H, W, C) with at most 4 channels, when
+    its height has more than 4 rows, is detected as channels-last (or say so with `channels_last`) and
+    transposed once; other shapes are returned unchanged. (Two-channel images were once left as they came and
+    read as 28 channels of 28 x 2.)"""
     if x.dim() == 3:
         return x.unsqueeze(1)
     if x.dim() == 4:
         if channels_last is None:
-            channels_last = x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+            channels_last = x.shape[3] <= 4 < x.shape[1]
         return x.permute(0, 3, 1, 2).contiguous() if channels_last else x
     return x
 
