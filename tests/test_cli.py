@@ -243,3 +243,9 @@ def test_warnings_print_as_one_line_like_the_other_messages(capsys, monkeypatch)
     shown = warnings.formatwarning(RuntimeWarning("gamma=1e-12 is small"), RuntimeWarning, "/x/acil.py", 161,
                                    "self._W = self.solve(self.B)")
     assert shown == "warning: gamma=1e-12 is small\n"
+
+
+def test_compare_refuses_a_single_runs_directory_as_its_out(tmp_path, capsys):
+    assert run_cli(capsys, "run", *TINY, "--run-dir", str(tmp_path / "r"))[0] == 0
+    code, _, err = run_cli(capsys, "compare", *TINY, "--strategies", "naive", "--out", str(tmp_path / "r"))
+    assert code == 2 and "is the directory of a single run, not of a comparison" in err

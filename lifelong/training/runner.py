@@ -464,6 +464,9 @@ def prepare_output(out_dir: Path, run_dirs: Sequence[Path], what: str) -> None:
 
 
 def make_output_dir(out_dir: Path) -> None:
+    """Create a comparison's directory; a file there, or a run's own directory, is refused."""
+    if (out_dir / DB_NAME).exists():
+        raise LifelongError(f"{out_dir} is the directory of a single run, not of a comparison; choose another --out")
     try:
         if out_dir.exists() and not out_dir.is_dir():
             raise LifelongError(f"output directory {out_dir} is a file; choose another --out")
