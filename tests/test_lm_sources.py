@@ -41,3 +41,15 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     with pytest.raises(LifelongError, match="no 'content' column"):
         C.hf_corpus(f"hf:{tmp_path / 'ds'}", text_field="content").read()
     assert isinstance(np.asarray(c.val), np.ndarray)
+
+
+def test_a_hub_dataset_without_a_network_fails_at_once_in_one_line(monkeypatch):
+    import socket
+
+    def refused(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org:8443")
+    with pytest.raises(LifelongError, match="cannot reach hub.example.org to stream dataset 'someone/corpus'"):
+        C.hf_corpus("hf:someone/corpus").read()  # the datasets library retried for about 40 s

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,6 +164,20 @@ def local_corpus(path: str | os.PathLike) -> CorpusSource:
     return CorpusSource(p.name or str(p), read, _files_fingerprint(files))
 
 
+def check_hub_reachable(name: str, timeout: float = 3.0) -> None:
+    """A Hub dataset is streamed from the Hub (HF_ENDPOINT, else huggingface.co): without a network, say so at
+    once instead of after the datasets library's retries (about 40 s)."""
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        raise LifelongError(f"cannot reach {host} to stream dataset '{name}' (no network?): save it with "
+                            "datasets' save_to_disk where there is one and give hf:<that directory>") from None
+
+
 def hf_corpus(spec: str, text_field: str = "text", max_docs: int = 100_000) -> CorpusSource:
     """``hf:NAME[:CONFIG][@SPLIT]``: a dataset saved with ``save_to_disk`` (a local directory), or a
     Hugging Face
@@ -186,6 +201,7 @@ def hf_corpus(spec: str, text_field: str = "text", max_docs: int = 100_000) -> C
                 if isinstance(ds, datasets.DatasetDict):
                     ds = ds[split]
             else:
+                check_hub_reachable(name)
                 ds = datasets.load_dataset(name, config or None, split=split, streaming=True)
             docs = []
             for i, row in enumerate(ds):
