@@ -117,6 +117,13 @@ def print_result(r: dict[str, Any]) -> None:
     if "a_auc" in r:
         print(f"online: A_auc {pct(r['a_auc'])}, A_last {pct(r['a_last'])}, online accuracy "
               f"{pct(r['online_accuracy'])}")
+    from lifelong.report.tables import fwt_meaningful, mean_gap
+
+    if r.get("fwt") is not None and fwt_meaningful(r.get("scenario"), [r.get("accuracy_matrix") or []]):
+        print(f"forward transfer {pct(r['fwt'])}")
+    if r.get("evaluations"):
+        print(f"continual evaluation ({r['evaluations']} evaluations): min-ACC {pct(r.get('min_acc'))}, WC-ACC "
+              f"{pct(r.get('wc_acc'))}, mean stability gap {pct(mean_gap(r))}")
     print(f"run stored in {r['run_dir']}")
 
 

@@ -18,7 +18,8 @@ class Param:
 
     For tuning (`lifelong tune`): `search` is the range searched by default when the allowed range is unbounded
     or wider than worth searching; `log` says whether it is searched on a log scale (None: automatic, see
-    `log_scale`)."""
+    `log_scale`); `tuned=False` keeps it out of the default search space (a setting only one mode of the method
+    reads, such as a temperature of a non-default form)."""
 
     default: Any
     help: str
@@ -28,6 +29,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     log: bool | None = None
     search: tuple[float, float] | None = None
+    tuned: bool = True
 
     def log_scale(self, low: float, high: float) -> bool:
         """Whether [low, high] is searched on a log scale: the declared `log` flag, else automatically when

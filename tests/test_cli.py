@@ -249,3 +249,12 @@ def test_compare_refuses_a_single_runs_directory_as_its_out(tmp_path, capsys):
     assert run_cli(capsys, "run", *TINY, "--run-dir", str(tmp_path / "r"))[0] == 0
     code, _, err = run_cli(capsys, "compare", *TINY, "--strategies", "naive", "--out", str(tmp_path / "r"))
     assert code == 2 and "is the directory of a single run, not of a comparison" in err
+
+
+def test_run_prints_forward_transfer_where_it_means_something_and_the_continual_metrics(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "run", *TINY, "--scenario", "permuted-digits", "--eval-every", "5",
+                           "--run-dir", str(tmp_path / "p"))
+    assert code == 0 and "forward transfer " in out
+    assert "continual evaluation (" in out and "min-ACC " in out and "mean stability gap " in out
+    code, out, _ = run_cli(capsys, "run", *TINY, "--run-dir", str(tmp_path / "s"))  # class-incremental
+    assert code == 0 and "forward transfer" not in out and "continual evaluation" not in out

@@ -63,10 +63,15 @@ def weights_equal(a, b):
 @pytest.mark.parametrize("name", NAMES)
 def test_resume_after_crash_is_exact_and_runs_are_deterministic(tmp_path, cfg, name):
     config = cfg(name, eval_every=5, eval_subsample=20)
+    try:
+        Engine(config)
+    except LifelongError as err:  # closed-form strategies take no step to evaluate between: refused
+        assert "takes no SGD step" in str(err)
+        config = cfg(name)
     clean = runner.run(config, tmp_path / "clean")
     again = runner.run(config, tmp_path / "again")
     for key in ("accuracy_matrix", "initial_accuracy", "curve"):
-        assert again[key] == clean[key], key
+        assert again.get(key) == clean.get(key), key
     engine = Engine(config, tmp_path / "crashed")
     steps = engine.experience_steps()
     if steps[min(2, len(steps) - 1)] > 0:  # crash mid-experience (after a step checkpoint)
@@ -89,7 +94,7 @@ def test_resume_after_crash_is_exact_and_runs_are_deterministic(tmp_path, cfg, n
         runner.execute(engine)
     resumed = runner.resume(tmp_path / "crashed")
     for key in ("accuracy_matrix", "initial_accuracy", "curve", "final_accuracy"):
-        assert resumed[key] == clean[key], key
+        assert resumed.get(key) == clean.get(key), key
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -262,8 +262,45 @@ def test_rehearsal_free_terms_vanish_when_the_model_equals_the_previous_one(digi
     assert strategy.fisher and strategy.merged  # EWC and L2 were active
 
 
+def test_rehearsal_free_lwf_mc_is_the_authors_sigmoid_bce_over_the_seen_classes(digits_cfg):
+    """shaunak27/data-free-continual-learning learners/kd.py LWF_MC: BCELoss(sigmoid(logits[:, seen]), target),
+    target one-hot on the seen classes with sigmoid(teacher logits) on the old ones; it replaces the CE."""
+    engine = Engine(digits_cfg(strategy="rehearsal-free", epochs=1, experiences=5))
+    s, loss, seen = engine.strategy, engine.strategy.loss, []
+
+    def record(batch, out):
+        value = loss(batch, out)
+        if s.teacher is not None and not seen:
+            with torch.no_grad():
+                seen.append((batch.new.x.clone(), batch.new.y.clone(), out["new"].detach().clone(),
+                             s.teacher(batch.new.x), float(value)))
+        return value
+    s.loss = record
+    engine.run()
+    x, y, z, z_old, got = seen[0]
+    old, new = engine.stream[0].classes, engine.stream[1].classes
+    cols = sorted(old + new)
+    p = torch.sigmoid(z[:, cols]).double()
+    t = torch.stack([(y == c).double() if c in new else torch.sigmoid(z_old[:, c]).double() for c in cols], 1)
+    want = float(-(t * p.log() + (1 - t) * (1 - p).log()).mean())
+    assert abs(got - want) < 1e-5
+    scores = s.predict(engine.model, x)  # prediction among the seen classes (the authors' outputs)
+    unseen = sorted(set(range(10)) - {c for e in engine.stream for c in e.classes})
+    assert not unseen or torch.isinf(scores[:, unseen]).all()
+
+
+def test_rehearsal_free_l2_and_ewc_leave_the_head_out_as_the_authors():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    ctx = SimpleNamespace(model=model, stream=SimpleNamespace(task_aware=False))
+    s = make_strategy("rehearsal-free", {"pred_kd": 0.0, "l2": 0.7})
+    s.ctx = ctx
+    s.end_experience(SimpleNamespace(task_id=0, classes=[0]))
+    assert torch.equal(s.merged["0.weight"][0], torch.full((4, 3), 0.7))
+    assert not s.merged["2.weight"][0].any() and not s.merged["2.bias"][0].any()  # model.feat only
+
+
 def test_rehearsal_free_ewc_with_unit_fisher_is_l2():
-    model = torch.nn.Linear(3, 2)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     ctx = SimpleNamespace(model=model, stream=SimpleNamespace(task_aware=False))
     exp = SimpleNamespace(task_id=0, classes=[0])
     merged = []

@@ -3,12 +3,12 @@
 Default space of a strategy (what `lifelong tune` searches when --space says nothing):
   - lr in [1e-3, 0.1] (always log unless --space says log: false), epochs in [1, 3], batch_size in
     {16, 32, 64} (the run settings);
-  - each float hyperparameter the strategy declares: its `search` range if it declares one; else its allowed range
-    when both ends are bounded; else, when only a lower bound of 0 (or none) is declared and the default is
-    positive, [default / 10, default * 10] clipped to the allowed range (the authors' default at the centre of two
-    decades). Log scale: the parameter's `log` flag, else automatic when the range is positive and spans two
-    decades (`Param.log_scale`). A float whose default is 0 and whose range is unbounded has no scale to search:
-    it is refused, naming it, until --space gives it a range or a fixed value.
+  - each float hyperparameter the strategy declares (unless it says `tuned=False`): its `search` range if it
+    declares one; else its allowed range when both ends are bounded; else, when only a lower bound of 0 (or none)
+    is declared and the default is positive, [default / 10, default * 10] clipped to the allowed range (the
+    authors' default at the centre of two decades). Log scale: the parameter's `log` flag, else automatic when the
+    range is positive and spans two decades (`Param.log_scale`). A float whose default is 0 and whose range is
+    unbounded has no scale to search: it is refused, naming it, until --space gives it a range or a fixed value.
   - integers (memory and batch sizes, sample counts, widths), switches and named choices stay at their defaults:
     sizes and budgets are part of the scenario being compared (a bigger memory always helps), so they are tuned
     only when --space names them.
@@ -115,7 +115,7 @@ def default_space(strategy: str, skip: Any = ()) -> dict[str, Dim]:
     space = {name: default_dim(name, SETTINGS[name], common) for name, common in COMMON_DEFAULTS.items()
              if name not in skip}
     for name, param in declared(strategy).items():
-        if param.type is float and name not in skip:
+        if param.type is float and param.tuned and name not in skip:
             space[name] = default_dim(name, param)
     return space
 
