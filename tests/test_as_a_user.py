@@ -393,3 +393,44 @@ def test_an_optimizer_class_gets_the_configs_settings_as_the_same_optimizer_by_n
     assert (by_class["lr"], by_class["momentum"], by_class["weight_decay"]) == (0.02, 0.8, 1e-3)
     rms = Engine(cfg, optimizer=torch.optim.RMSprop).optimizer.param_groups[0]
     assert (rms["lr"], rms["momentum"], rms["weight_decay"]) == (0.02, 0, 1e-3)  # SGD's momentum is not RMSprop's
+
+
+BAD_MODELS = '''
+import torch
+from torch import nn
+
+
+class DictNet(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(input_shape[0], num_classes)
+
+    def forward(self, x):
+        return {"logits": self.head(x)}
+
+
+class SmallHead(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(input_shape[0], 2)
+
+    def forward(self, x):
+        return self.head(x)
+
+
+def no_arguments():
+    return nn.Linear(3, 3)
+'''
+
+
+@pytest.mark.parametrize("name,message", [("DictNet", "returned a dict, not a tensor of logits"),
+                                          ("SmallHead", "gives 2 outputs per input"),
+                                          ("no_arguments", "is called as no_arguments(input_shape, num_classes")])
+def test_a_model_given_by_import_path_is_checked_like_one_given_from_python(plugin, capsys, name, message):
+    from lifelong import cli
+
+    (plugin / "site" / "badnets.py").write_text(BAD_MODELS)
+    code = cli.main(["run", "--scenario", "split-myplug:load", "--experiences", "2", "--model", f"badnets:{name}",
+                     "--run-dir", str(plugin / "run"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

@@ -120,7 +120,14 @@ register_model("resnet18", "reduced ResNet-18 (20 base filters), for square imag
 def make_model(name: str, input_shape: Sequence[int] | int, num_classes: int, **kwargs) -> nn.Module:
     """The registered model `name` for inputs of `input_shape` (an int means vectors of that length)."""
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    model = MODELS.get(name)(shape, num_classes, **kwargs)
+    factory = MODELS.get(name)
+    try:
+        model = factory(shape, num_classes, **kwargs)
+    except TypeError as err:
+        if ":" not in name:  # a built-in's own error is ours to see
+            raise
+        raise LifelongError(f"model '{name}' cannot be built: it is called as {name.split(':')[-1]}(input_shape, "
+                            f"num_classes, **model_params) ({str(err).splitlines()[0][:160]})") from None
     if not isinstance(model, nn.Module):
         raise LifelongError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -131,10 +131,8 @@ class Engine:
         torch.manual_seed(cfg.seed)
         self.model_source = describe(model) if model is not None else None
         self.optimizer_source = describe(optimizer) if optimizer is not None else None
-        given = model is not None
         model = self.build_model(model).to(self.device)
-        if given:
-            self.check_user_model(model)
+        self.check_user_model(model)  # every model: the user's come from Python, import paths and plugins alike
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.recorder = Recorder(None, on_step if self.world.main else None)  # replaced by the run
         # directory's once everything is built (on rank 0 only: the other ranks of a data-parallel run write nothing)
