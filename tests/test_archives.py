@@ -258,3 +258,33 @@ def test_per_channel_prepare_and_scalar_prepare_unchanged():
         D.ArrayDataset("bad", x, torch.tensor([0, 1]), x, torch.tensor([0, 1]), mean=(0.0, 1.0), shape=(3, 2, 2))
     moved = per.to("cpu")
     assert moved.mean == per.mean and moved.coarse_of is None and moved.augment is None
+
+
+def test_concurrent_decodes_of_one_cache_take_turns(tmp_path):
+    """Two workers decoding the same archive at once both wrote and renamed train_x.tmp.npy
+    (FileNotFoundError for one of them)."""
+    import threading
+    import time
+
+    from lifelong.data.archives import write_decoded
+
+    made = []
+
+    def rows():
+        made.append(1)
+        for part in ("train", "test"):
+            for i in range(4):
+                time.sleep(0.02)
+                yield part, i, np.full(3, i, dtype=np.uint8)
+
+    out = [None, None]
+    args = (tmp_path / "decoded", {"train": 4, "test": 4}, None, {"train": np.arange(4), "test": np.arange(4)},
+            {"name": "t"}, 3)
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, write_decoded(*args[:2], rows(), *args[3:])))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(made) == 1  # the second found the first's decode
+    assert out[0]["train_x"].tolist() == out[1]["train_x"].tolist() == [[i] * 3 for i in range(4)]

@@ -86,7 +86,7 @@ def test_bad_checksum_deletes_and_says_so(tmp_path):
     bad = Remote("a.bin", "https://example.invalid/a.bin", md5="0" * 32)
     with serve({"a.bin": BODY}) as server, pytest.raises(LifelongError, match="md5 checksum mismatch.*deleted"):
         download(bad, tmp_path, server.url)
-    assert not any(tmp_path.iterdir())
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # the lock file stays
 
 
 def test_partial_download_resumes_with_a_range_request(tmp_path):
@@ -137,3 +137,51 @@ def test_data_dir_never_uses_the_network(tmp_path, monkeypatch):
 def test_http_error_is_one_line(tmp_path):
     with serve({}) as server, pytest.raises(LifelongError, match="HTTP 404"):
         download(remote("a.bin", BODY), tmp_path, server.url)
+
+
+class SlowHandler(Handler):
+    """Sends the body in small pieces, so that concurrent downloads overlap."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        import time
+
+        body = self.server.files[self.path.rsplit("/", 1)[-1]]
+        self.server.ranges.append(self.headers.get("Range"))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), 1024):
+            self.wfile.write(body[i:i + 1024])
+            self.wfile.flush()
+            time.sleep(0.01)
+
+
+def test_concurrent_downloads_of_one_file_take_turns_and_leave_it_whole(tmp_path):
+    """compare and tune workers load the same dataset at once: without turns the second appended its Range
+    request to the first's .part (a larger, corrupt file cached for good)."""
+    server = FileServer({"k.npz": BODY})
+    server.RequestHandlerClass = SlowHandler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = [None, None]
+        r = Remote("k.npz", "https://example.invalid/k.npz", sha256=hashlib.sha256(BODY).hexdigest())
+        workers = [threading.Thread(target=lambda i=i: out.__setitem__(i, download(r, tmp_path, server.url)))
+                   for i in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+        assert out[0] == out[1] == tmp_path / "k.npz" and out[0].read_bytes() == BODY
+        assert server.ranges == [None]  # one download; the other found it made
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_download_without_checksum_that_is_not_an_archive_is_not_cached(tmp_path):
+    page = b"<html>Service Unavailable</html>"
+    with serve({"kmnist-train-imgs.npz": page}) as server:
+        with pytest.raises(LifelongError, match="is not a zip archive .* the download was deleted"):
+            download(Remote("kmnist-train-imgs.npz", "https://example.invalid/x.npz"), tmp_path, server.url)
+    assert not list(tmp_path.glob("kmnist-train-imgs.npz*"))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong.data.download import cache_dir
+from lifelong.data.download import cache_dir, exclusive
 from lifelong.errors import LifelongError
 
 SAFE_GLOBALS = {
@@ -47,7 +47,8 @@ def load_pickle(raw: bytes, what: str) -> Any:
     try:
         return SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as err:  # noqa: BLE001 - any decoding failure is a corrupt or foreign file
-        raise LifelongError(f"cannot read {what}: {err} (not the original file, or corrupt)") from None
+        raise LifelongError(f"cannot read {what}: {err}"
+                            f" (not the original file, or corrupt: delete or replace it)") from None
 
 
 def key(d: dict, name: str, what: str) -> Any:
@@ -72,7 +73,7 @@ def tar_members(path: Path, wanted: Sequence[str]) -> dict[str, bytes]:
                     f = tar.extractfile(member)
                     out[base] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated archive)") from None
+        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated archive: delete or replace it)") from None
     missing = [w for w in wanted if w not in out]
     if missing:
         raise LifelongError(f"{path} lacks {', '.join(missing)} (not the original archive)")
@@ -133,7 +134,8 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = loadmat(path)
     except Exception as err:  # noqa: BLE001 - scipy raises several types for a bad file
-        raise LifelongError(f"cannot read {path}: {err} (not a MATLAB file, or corrupt)") from None
+        raise LifelongError(f"cannot read {path}: {err}"
+                            f" (not a MATLAB file, or corrupt: delete or replace it)") from None
     if "X" not in mat or "y" not in mat:
         raise LifelongError(f"{path} has no X and y arrays (not SVHN's cropped-digits file)")
     x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
@@ -149,7 +151,8 @@ def read_npz_array(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as f:
             return f["arr_0"] if "arr_0" in f.files else f[f.files[0]]
     except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:
-        raise LifelongError(f"cannot read {path}: {err} (not an .npz array file, or corrupt)") from None
+        raise LifelongError(f"cannot read {path}: {err}"
+                            f" (not an .npz array file, or corrupt: delete or replace it)") from None
 
 
 # --- decoded caches (memory-mapped) ------------------------------------------------------------------------
@@ -186,7 +189,15 @@ def open_decoded(directory: Path) -> dict[str, Any] | None:
 def write_decoded(directory: Path, counts: dict[str, int], rows: Iterator[tuple[str, int, np.ndarray]],
                   labels: dict[str, np.ndarray], meta: dict[str, Any], width: int) -> dict[str, Any]:
     """Decode in one pass into `directory`: `rows` yields (part, row, flat uint8 values) for the parts in
-    `counts`; meta.json is written last, so an interrupted decode is redone."""
+    `counts`; meta.json is written last, so an interrupted decode is redone. Processes decoding the same cache
+    take turns (`exclusive`): a later one finds it decoded."""
+    with exclusive(directory):
+        done = open_decoded(directory)
+        return done if done is not None else _write_decoded(directory, counts, rows, labels, meta, width)
+
+
+def _write_decoded(directory: Path, counts: dict[str, int], rows: Iterator[tuple[str, int, np.ndarray]],
+                   labels: dict[str, np.ndarray], meta: dict[str, Any], width: int) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     out = {part: np.lib.format.open_memmap(directory / f"{part}_x.tmp.npy", mode="w+", dtype=np.uint8,
                                            shape=(n, width)) for part, n in counts.items()}
@@ -231,7 +242,7 @@ def read_tiny_imagenet(path: Path) -> dict[str, Any]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated zip)") from None
+        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated zip: delete or replace it)") from None
     with zf:
         names = zf.namelist()
         train = sorted(n for n in names if re.search(r"/train/[^/]+/images/[^/]+\.jpe?g$", n, re.I))
@@ -307,7 +318,7 @@ def core50_npz_rows(path: Path) -> tuple[int, Callable[[], Iterator[np.ndarray]]
         with zipfile.ZipFile(path) as zf:
             count = open_x(zf)[1][0]
     except (zipfile.BadZipFile, OSError) as err:
-        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated)") from None
+        raise LifelongError(f"cannot read {path}: {err} (corrupt or truncated: delete or replace it)") from None
 
     def chunks() -> Iterator[np.ndarray]:
         with zipfile.ZipFile(path) as zf:

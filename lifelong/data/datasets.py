@@ -258,7 +258,8 @@ def decode_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise LifelongError(f"cannot read {path}: {err} (the file is corrupt or truncated)") from None
+        raise LifelongError(f"cannot read {path}: {err}"
+                            f" (the file is corrupt or truncated: delete or replace it)") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise LifelongError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]

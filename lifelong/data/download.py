@@ -10,13 +10,15 @@ Progress goes to stderr. Any network failure is one `LifelongError` line naming 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +93,35 @@ def progress(name: str, done: int, total: int | None, start: float) -> None:
     print(f"\rdownloading {name}: {size} ({rate:.1f} MB/s)", end="", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside `path` (waiting for it): one process downloads or decodes a cache
+    entry while the others (compare and tune workers) wait, then find it made. No-op without flock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a+") as f:  # kept: removing it would race with waiters
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def download(remote: Remote, dest_dir: Path, base_url: str | None = None, dataset: str = "") -> Path:
-    """Download one file into `dest_dir` (resuming `<file>.part`), verify its checksum, and return its path."""
+    """Download one file into `dest_dir` (resuming `<file>.part`), verify its checksum, and return its path.
+    Processes downloading the same file take turns (`exclusive`): the later ones find it downloaded."""
+    final = dest_dir / remote.filename
+    with exclusive(final):
+        if final.is_file():
+            return final
+        return fetch(remote, dest_dir, base_url, dataset)
+
+
+def fetch(remote: Remote, dest_dir: Path, base_url: str | None = None, dataset: str = "") -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     final, part = dest_dir / remote.filename, dest_dir / (remote.filename + ".part")
     url = source_url(remote, base_url)
@@ -135,6 +164,10 @@ def download(remote: Remote, dest_dir: Path, base_url: str | None = None, datase
         raise LifelongError(f"cannot download {url} ({reason}): no network? "
                             + offline_hint(dataset, [remote], dest_dir)) from None
     verify(part, remote)
+    if not (remote.sha256 or remote.md5) and final.suffix in (".npz", ".zip") and not zipfile.is_zipfile(part):
+        part.unlink(missing_ok=True)  # no checksum to catch it: an error page or a truncated file would stay cached
+        raise LifelongError(f"{remote.filename} from {url} is not a zip archive (an error page, or truncated); the "
+                            "download was deleted: run again, or check the mirror")
     part.replace(final)
     return final
 
