@@ -255,3 +255,30 @@ def test_a_killed_run_is_listed_as_stopped_and_a_live_one_is_not_resumed_twice(t
     assert main(["runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert " stopped " in out and f"lifelong resume {run_dir} continues it" in out
+
+
+def test_a_strategy_state_a_resume_could_not_load_is_refused_at_the_first_checkpoint(tmp_path, digits_cfg):
+    """A numpy array in a strategy's state_dict trained and checkpointed fine, and only the resume said the
+    checkpoint 'cannot be read (UnpicklingError); delete it' (which did not help)."""
+    import numpy as np
+
+    from lifelong.errors import LifelongError
+    from lifelong.strategies import Strategy
+    from lifelong.training import runner
+
+    class NumpyState(Strategy):
+        name = "numpy-state-test"
+
+        def state_dict(self):
+            return {"counts": np.zeros(3)}
+
+        def load_state_dict(self, state):
+            pass
+
+    from lifelong.strategies import STRATEGIES
+    STRATEGIES._items["numpy-state-test"] = NumpyState
+    try:
+        with pytest.raises(LifelongError, match=r"strategy\.counts: numpy\.ndarray is not a tensor"):
+            runner.run(digits_cfg(strategy="numpy-state-test", epochs=1), tmp_path / "r")
+    finally:
+        del STRATEGIES._items["numpy-state-test"]

@@ -56,13 +56,48 @@ def _record(path: Path, digests: dict[str, str]) -> None:
         conn.close()
 
 
+VERIFIED: set[str] = set()  # checkpoint paths whose first write was read back with weights_only
+PLAIN = (torch.Tensor, int, float, bool, str, bytes, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def unloadable_part(obj: Any, where: str = "") -> str | None:
+    """The first entry of `obj` that torch.load(weights_only=True) refuses, as 'key.key: type' (None if none is
+    found among plain containers; a type torch accepts beyond these is not named)."""
+    if isinstance(obj, PLAIN):
+        return None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = unloadable_part(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = unloadable_part(v, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{where}: {type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def save_checkpoint(obj: Any, path: str | os.PathLike, resume_command: str = "lifelong resume") -> None:
     """Write `obj` to `path` atomically and record its SHA-256; a full disk is one clear LifelongError (which
-    names `resume_command` followed by the run directory)."""
+    names `resume_command` followed by the run directory). The first write to a path is read back as a resume
+    reads it (weights_only): a state holding other objects (a numpy array in a strategy's state) is refused
+    now, naming it, rather than found unreadable when the run is resumed."""
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
+    if str(path) not in VERIFIED:
+        try:
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - whatever the unpickler refuses
+            part = unloadable_part(obj) or str(err).splitlines()[0][:200]
+            raise LifelongError(f"the checkpoint would not load when resumed: {part} is not a tensor, number, "
+                                "string, list or dict (a strategy's state_dict must hold only these: convert "
+                                "numpy arrays with torch.as_tensor, generators with get_state())") from None
+        VERIFIED.add(str(path))
     digest = hashlib.sha256(data).hexdigest()
     try:
         old = (_digests(path) or {}).get("current", "")
@@ -96,7 +131,10 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = REQUIRE
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise LifelongError(f"checkpoint {path} cannot be read ({type(err).__name__}); {restart}") from None
+        detail = next((line.strip()[:200] for line in str(err).splitlines()
+                       if "GLOBAL" in line or "Unsupported" in line), "")
+        what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        raise LifelongError(f"checkpoint {path} cannot be read ({what}); {restart}") from None
     missing = [k for k in required if k not in state] if isinstance(state, dict) else ["everything"]
     if missing:
         what = f"is not a {kind} checkpoint" if kind else "is incomplete"
