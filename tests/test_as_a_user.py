@@ -434,3 +434,20 @@ def test_a_model_given_by_import_path_is_checked_like_one_given_from_python(plug
                      "--run-dir", str(plugin / "run"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_strategy_defined_in_an_interactive_session_is_refused_before_compare_spawns_workers(tmp_path,
+                                                                                                monkeypatch):
+    """python -c, a notebook or the REPL: the workers cannot import __main__, and every run of the strategy
+    failed with 'unknown strategy' while the others ran."""
+    import __main__
+
+    from lifelong.strategies import STRATEGIES, Strategy
+    from lifelong.training import runner
+
+    monkeypatch.delattr(__main__, "__file__", raising=False)
+    Interactive = type("Interactive", (Strategy,), {"name": "interactive-test", "__module__": "__main__"})
+    monkeypatch.setitem(STRATEGIES._items, "interactive-test", Interactive)
+    base = RunConfig(scenario="split-digits", experiences=2, threads=1)
+    with pytest.raises(LifelongError, match="interactive-test is defined in this interactive session"):
+        runner.compare(base, ["naive", "interactive-test"], [0], tmp_path / "cmp", workers=1)

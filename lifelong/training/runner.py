@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
@@ -358,6 +358,7 @@ def run_many(jobs: Sequence[tuple[RunConfig, Path]], workers: int = 2,
     workers = check_workers(workers)
     stack = check_stack(stack)
     refuse_under_torchrun()
+    check_reachable_in_workers(cfg.strategy for cfg, _ in jobs)
     results: list[dict[str, Any]] = [{} for _ in jobs]
     state: dict[str, tuple[int, int]] = {d.name: (0, 0) for _, d in jobs}
     todo = stack_groups(jobs, stack)
@@ -500,6 +501,24 @@ def plan_comparison(jobs: Sequence[tuple[RunConfig, Path]]) -> tuple[dict[int, d
         else:
             again.append(i)
     return done, again
+
+
+def check_reachable_in_workers(strategies: Iterable[str]) -> None:
+    """Refuse, in one line, a strategy registered in an interactive session (a notebook, python -c, the REPL):
+    worker processes are spawned and import the strategies by name, and they cannot import that session."""
+    import __main__
+
+    if getattr(__main__, "__file__", None):
+        return
+    from lifelong.strategies import STRATEGIES
+
+    for spec in dict.fromkeys(strategies):
+        for part in str(spec).split("+"):
+            cls = STRATEGIES.get(part.strip())
+            if getattr(cls, "__module__", "") == "__main__":
+                raise LifelongError(f"strategy {part.strip()} is defined in this interactive session, which the "
+                                    "worker processes cannot import: define and register it in a module file, or "
+                                    "train it in this process with lifelong.run")
 
 
 def check_sendable(what: str, obj: Any) -> None:

@@ -350,6 +350,9 @@ def optimize(spec: dict[str, Any], trials: int, workers: int, timeout: float | N
         return []
     from multiprocessing import get_context
 
+    from lifelong.training.runner import check_reachable_in_workers
+
+    check_reachable_in_workers([spec["strategy"]])
     ctx = get_context("spawn")
     tickets = ctx.Value("i", trials)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
