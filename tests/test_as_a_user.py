@@ -214,6 +214,15 @@ class TinyNet(torch.nn.Module):
         return self.head(torch.tanh(self.body(x)))
 
 
+class OtherNet(torch.nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.net = torch.nn.Linear(input_shape[0], num_classes)
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def test_own_model_and_optimizer_through_the_api_store_and_resume(tmp_path):
     from lifelong.tracking.store import RunStore
     from lifelong.training import runner
@@ -235,6 +244,10 @@ def test_own_model_and_optimizer_through_the_api_store_and_resume(tmp_path):
     assert code == {"model": "test_as_a_user.TinyNet", "optimizer": "torch.optim.rmsprop.RMSprop"}
     with pytest.raises(LifelongError, match="your own model test_as_a_user.TinyNet"):
         runner.resume(tmp_path / "crashed", dataset=toy())
+    with pytest.raises(LifelongError, match="holds another optimizer's state"):  # KeyError 'momentum' before
+        runner.resume(tmp_path / "crashed", dataset=toy(), model=TinyNet, optimizer=torch.optim.SGD)
+    with pytest.raises(LifelongError, match="holds another model's weights"):  # load_state_dict's traceback before
+        runner.resume(tmp_path / "crashed", dataset=toy(), model=OtherNet, optimizer=torch.optim.RMSprop)
     resumed = runner.resume(tmp_path / "crashed", dataset=toy(), model=TinyNet, optimizer=torch.optim.RMSprop)
     assert resumed["accuracy_matrix"] == clean["accuracy_matrix"]
     factory = Engine(cfg, dataset=toy(), model=TinyNet(toy().shape, 4),
@@ -441,7 +454,6 @@ def test_a_strategy_defined_in_an_interactive_session_is_refused_before_compare_
     """python -c, a notebook or the REPL: the workers cannot import __main__, and every run of the strategy
     failed with 'unknown strategy' while the others ran."""
     import __main__
-
     from lifelong.strategies import STRATEGIES, Strategy
     from lifelong.training import runner
 

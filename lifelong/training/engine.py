@@ -408,6 +408,25 @@ class Engine:
         if "cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"], self.device)
 
+    def load_model_and_optimizer(self, model_state: dict[str, Any], optimizer_state: dict[str, Any],
+                                 where: Path | None) -> None:
+        """The checkpoint's weights and optimizer state, or one line when the model or optimizer given to the
+        resume is not the one the run was trained with (torch's error, or a KeyError at the first step)."""
+        try:
+            self.model.load_state_dict(model_state)
+        except RuntimeError as err:
+            raise LifelongError(f"the checkpoint of {where} holds another model's weights "
+                                f"({str(err).splitlines()[0][:160]}): resume with the model the run was trained "
+                                "with") from None
+        saved = [sorted(set(g) - {"params"}) for g in optimizer_state.get("param_groups", [])]
+        now = [sorted(set(g) - {"params"}) for g in self.optimizer.param_groups]
+        if saved != now:
+            raise LifelongError(f"the checkpoint of {where} holds another optimizer's state (its settings: "
+                                f"{', '.join(saved[0]) if saved else 'none'}; this one's: "
+                                f"{', '.join(now[0]) if now else 'none'}): resume with the optimizer the run was "
+                                "trained with")
+        self.optimizer.load_state_dict(optimizer_state)
+
     def restore(self) -> bool:
         """Load the run's checkpoint if there is one; True if training continues from it."""
         where = self.recorder.dir or self.resume_dir
@@ -427,8 +446,7 @@ class Engine:
         else:
             for k in range(min(begun, len(self.train_stream))):
                 self.learner.adapt(self.train_stream[k])  # replay model growth before loading the weights
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_model_and_optimizer(state["model"], state["optimizer"], where)
         self.strategy.load_state_dict(state["strategy"])
         self.generator.set_state(state["generator"])
         self.position, self.rows, self.initial = position, state["rows"], state["initial"]
