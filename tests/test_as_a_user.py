@@ -463,3 +463,17 @@ def test_a_strategy_defined_in_an_interactive_session_is_refused_before_compare_
     base = RunConfig(scenario="split-digits", experiences=2, threads=1)
     with pytest.raises(LifelongError, match="interactive-test is defined in this interactive session"):
         runner.compare(base, ["naive", "interactive-test"], [0], tmp_path / "cmp", workers=1)
+
+
+def test_a_dataset_loader_without_a_root_parameter_loads_and_refuses_a_data_dir(plugin, capsys):
+    from lifelong import cli
+
+    (plugin / "site" / "rootless.py").write_text(
+        "import torch\nfrom lifelong.data.datasets import from_tensors\n\n\n"
+        "def load():\n    g = torch.Generator().manual_seed(0)\n"
+        "    return from_tensors('r', (torch.randn(40, 3, generator=g), torch.arange(40) % 4),\n"
+        "                        (torch.randn(8, 3, generator=g), torch.arange(8) % 4))\n")
+    argv = ["run", "--scenario", "split-rootless:load", "--experiences", "2", "-q"]
+    assert cli.main([*argv, "--run-dir", str(plugin / "a")]) == 0  # TypeError: unexpected keyword 'root' before
+    assert cli.main([*argv, "--run-dir", str(plugin / "b"), "--data-dir", str(plugin)]) == 2
+    assert "takes no root argument" in capsys.readouterr().err

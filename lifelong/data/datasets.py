@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -194,7 +195,18 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options: An
     """Load a dataset by name (built-in, `package.module:loader`, or an entry point of `lifelong.datasets`).
     `root` is a directory to look in first (for file-based datasets); `options` go to the loader (e.g.
     augment=False for the standard image benchmarks)."""
-    data = DATASETS.get(name)(root=root, **options)
+    loader = DATASETS.get(name)
+    try:
+        takes = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # a callable without a signature: call it as documented
+        takes = {"root": None}
+    if "root" in takes or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+        data = loader(root=root, **options)
+    elif root is None:
+        data = loader(**options)  # a loader of the user's own data, which needs no directory
+    else:
+        raise LifelongError(f"dataset loader '{name}' takes no root argument, so --data-dir {root} cannot reach it: "
+                            "add a root=None parameter to it, or leave --data-dir out")
     if not isinstance(data, ArrayDataset):
         raise LifelongError(f"dataset '{name}' returned {type(data).__name__}, not an ArrayDataset (build one "
                             "with lifelong.data.from_tensors or from_torch_dataset)")
