@@ -208,3 +208,24 @@ def test_channels_last_images_with_up_to_four_channels_are_read_as_such(channels
     assert D.as_channels_first(first).shape == (5, channels, 6, 7)  # already channels-first: unchanged
     data = D.from_tensors("mine", (x.to(torch.uint8), torch.arange(5) % 2), (x[:2].to(torch.uint8), torch.arange(2)))
     assert data.shape == (channels, 6, 7)  # two channels were read as 6 channels of 7 x 2
+
+
+def test_uint8_inputs_are_scaled_to_0_1_by_default_and_other_inputs_kept():
+    """torchvision's .data is uint8: read unscaled (0..255) it trained the default MLP at chance."""
+    x = torch.randint(0, 256, (6, 4, 4), dtype=torch.uint8)
+    data = D.from_tensors("u8", (x, torch.arange(6) % 2), (x[:2], torch.arange(2)))
+    assert data.scale == 1 / 255 and float(data.prepare(data.train_x[:1]).max()) <= (1.0 - data.mean) / data.std
+    assert D.from_tensors("f", (x.float(), torch.arange(6) % 2), (x[:2].float(), torch.arange(2))).scale == 1.0
+    assert D.from_tensors("u8", (x, torch.arange(6) % 2), (x[:2], torch.arange(2)), scale=1.0).scale == 1.0
+
+
+def test_samples_of_several_sizes_are_one_line():
+    class Mixed(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.zeros((1, 8, 8) if i < 2 else (3, 8, 8)), i % 2
+
+    with pytest.raises(LifelongError, match=r"samples have different shapes \(\(1, 8, 8\) for sample 0, \(3, 8, 8\)"):
+        D.from_torch_dataset("mixed", Mixed(), Mixed())

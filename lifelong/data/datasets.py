@@ -512,15 +512,25 @@ def kmnist(root: str | os.PathLike | None = None) -> ArrayDataset:
 # --- adapters ---------------------------------------------------------------------------------------------
 
 
-def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale: float = 1.0,
+def from_tensors(name: str, train: tuple[Any, Any], test: tuple[Any, Any], scale: float | None = None,
                  channels_last: bool | None = None) -> ArrayDataset:
     """A dataset from (inputs, labels) pairs of tensors or numpy arrays. Images may come as (N, H, W),
-    (N, C, H, W) or channels-last (N, H, W, C) (detected for 1/3/4 channels, or say `channels_last`)."""
+    (N, C, H, W) or channels-last (N, H, W, C) (detected up to 4 channels, or say `channels_last`).
+    `scale` multiplies the stored values when a batch is prepared; by default 1/255 for uint8 inputs (image
+    bytes, as the built-in datasets: unscaled 0-255 inputs trained at chance with the default MLP) and 1
+    otherwise."""
     def t(a: Any) -> Tensor:
         return a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
     tx, sx = (as_channels_first(t(x), channels_last) for x in (train[0], test[0]))
     return ArrayDataset(name, tx, as_labels(train[1], name, "train"), sx, as_labels(test[1], name, "test"),
-                        scale=scale)
+                        scale=default_scale(tx, scale))
+
+
+def default_scale(x: Tensor, scale: float | None) -> float:
+    """`scale` if given, else 1/255 for uint8 inputs (image bytes) and 1 for others."""
+    if scale is not None:
+        return scale
+    return 1 / 255 if x.dtype == torch.uint8 else 1.0
 
 
 def as_labels(labels: Any, name: str, part: str) -> Tensor:
@@ -548,27 +558,47 @@ def stack_torch_dataset(ds: Any) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for i in range(len(ds)):
         x, y = ds[i][:2]
-        xs.append(x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x)))
+        xs.append(x if isinstance(x, Tensor) else torch.as_tensor(np.array(x)))  # a copy: PIL arrays are read-only
         ys.append(int(y))
     if not xs:
         raise LifelongError("the dataset is empty")
+    check_same_shapes([tuple(x.shape) for x in xs], type(ds).__name__)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
-def from_torch_dataset(name: str, train: Any, test: Any, scale: float = 1.0,
+def check_same_shapes(shapes: list[tuple[int, ...]], name: str) -> None:
+    """Refuse, in one line, samples of different shapes (images of several sizes, or grey mixed with colour)."""
+    other = next((i for i, s in enumerate(shapes) if s != shapes[0]), None)
+    if other is not None:
+        raise LifelongError(f"{name}: samples have different shapes ({shapes[0]} for sample 0, {shapes[other]} for "
+                            f"sample {other}): give them one size and mode first (e.g. a transform with Resize and "
+                            "convert('RGB'))")
+
+
+def from_torch_dataset(name: str, train: Any, test: Any, scale: float | None = None,
                        channels_last: bool | None = None) -> ArrayDataset:
     """A dataset from two map-style torch datasets (e.g. torchvision.datasets.FashionMNIST or CIFAR10 objects:
-    their `.data` is read directly, (N, 28, 28) grey or (N, 32, 32, 3) channels-last colour)."""
+    their `.data` is read directly, (N, 28, 28) grey or (N, 32, 32, 3) channels-last colour). `scale`: as
+    `from_tensors` (uint8 images become 0..1)."""
     return from_tensors(name, stack_torch_dataset(train), stack_torch_dataset(test), scale, channels_last)
 
 
 def from_hf_dataset(name: str, train: Any, test: Any, x_column: str, y_column: str = "label",
-                    scale: float = 1.0) -> ArrayDataset:
-    """A dataset from two Hugging Face `datasets.Dataset` splits with an input and a label column."""
+                    scale: float | None = None) -> ArrayDataset:
+    """A dataset from two Hugging Face `datasets.Dataset` splits with an input and a label column. `scale`: as
+    `from_tensors` (uint8 images become 0..1)."""
     def split(ds: Any) -> tuple[Tensor, Tensor]:
         for col in (x_column, y_column):
             if col not in ds.column_names:
                 raise LifelongError(f"Hugging Face dataset has no column '{col}' (columns: {ds.column_names})")
         ds = ds.with_format("numpy")
-        return torch.as_tensor(np.asarray(ds[x_column])), as_labels(ds[y_column], name, f"column '{y_column}'")
-    return ArrayDataset(name, *split(train), *split(test), scale=scale)
+        try:
+            x = np.asarray(ds[x_column])
+        except ValueError:  # numpy's "inhomogeneous shape": images of several sizes or modes
+            check_same_shapes([tuple(np.shape(v)) for v in ds[x_column]], f"column '{x_column}'")
+            raise
+        if x.dtype == object:
+            check_same_shapes([tuple(np.shape(v)) for v in x], f"column '{x_column}'")
+        return torch.as_tensor(x), as_labels(ds[y_column], name, f"column '{y_column}'")
+    train_x, train_y = split(train)
+    return ArrayDataset(name, train_x, train_y, *split(test), scale=default_scale(train_x, scale))
