@@ -22,7 +22,10 @@ Deviations: the engine trains on every sample of the experience, so the new clas
 drawn at random from the experience's training data (the paper holds them out of stage 1); only the old
 classes' validation exemplars are unseen by stage 1. The validation exemplars of an old class are the last
 tenth (at least one) of its herding order, re-split each time the memory shrinks. Replay draws
-`replay_batch_size` training exemplars per step instead of mixing them into the epoch.
+`replay_batch_size` training exemplars per step instead of mixing them into the epoch. The authors' own code
+(wuyuebupt/LargeScaleIncrementalLearning resnet.py) also puts 0.1 * l2_loss on the bias parameters and trains
+them with momentum SGD on a step schedule (adding the L2 term changed 81.1 -> 81.3 and 81.3 -> 81.2 on two
+seeds: not taken).
 """
 
 from __future__ import annotations

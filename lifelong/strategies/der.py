@@ -7,7 +7,9 @@
 
 DER++ without its replayed-label term (beta = 0), as Mammoth's models/der.py: one memory draw per step (DER++
 draws twice). Deviation: no data augmentation (the library has none), so the stored logits are those of the
-un-augmented input, as in DER++ here.
+un-augmented input, as in DER++ here. The new and replayed rows go through the model in one concatenated
+forward (Mammoth forwards them separately): the same for models without BatchNorm; with BatchNorm (resnet18)
+the batch statistics, and the logits stored, mix new and replayed rows (effect unmeasured).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """DER++ (Buzzega et al. 2020): replay with the logits recorded when a sample was stored.
 
 loss = CE(new) + alpha * MSE(f(x'), z') + beta * CE(f(x''), y''), with (x', z') and (x'', y'') two
-independent draws from a reservoir memory of (input, label, logits). beta = 0 is DER.
+independent draws from a reservoir memory of (input, label, logits). beta = 0 is DER. As Mammoth's
+models/derpp.py (the authors' code) but for one point: the new rows and both draws go through the model in
+one concatenated forward (Mammoth forwards the three separately), the same for models without BatchNorm; with
+BatchNorm the batch statistics, and the logits stored, mix them (effect unmeasured).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ before the experience; task-aware streams distil each old task's head on its own
 (one loss per old task) and Avalanche's plugin do. The KL differs from the paper's soft cross-entropy by the
 teacher's entropy, a constant: same gradients. `t_squared` multiplies by T^2 (Hinton et al.'s gradient scaling;
 off by default as in the paper and Avalanche: with it, alpha=1 at T=2 is four times stronger).
-Deviation: distillation covers the new data only, also when LwF is composed with replay.
+Deviations: distillation covers the new data only, also when LwF is composed with replay; there is no warm-up
+(the paper, and Mammoth's begin_task, first train the new head alone on frozen features for some epochs); the
+cross-entropy covers the whole head (Mammoth's the classes seen so far).
 """
 
 from __future__ import annotations
