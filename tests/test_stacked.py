@@ -86,6 +86,39 @@ def test_a_stack_of_strategies_with_forward_hooks_or_pruning_equals_the_runs_one
         assert stacked[0].learner.stack.stats["separate_forwards"] > 0
 
 
+class Tied(nn.Module):
+    """One hidden layer registered under two names (shared parameters)."""
+
+    def __init__(self, input_shape: Any, num_classes: int) -> None:
+        super().__init__()
+        self.inp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
+        self.h = nn.Linear(16, 16)
+        self.h2 = self.h
+        self.out = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.h2(F.relu(self.h(F.relu(self.inp(x)))))))
+
+
+def test_a_stack_of_models_with_shared_parameters_equals_the_runs_one_by_one() -> None:
+    """The batched forward failed on a module used twice and left member 0's parameters swapped for batched
+    tensors (its run failed with functorch's 'tensor may have escaped')."""
+    cfgs = [config("naive", s, experiences=5) for s in (0, 1)]
+    expected = [runner.execute(Engine(c, model=Tied)) for c in cfgs]
+    engines: list[Engine] = []
+
+    def build(cfg: RunConfig):
+        def make() -> Engine:
+            engines.append(Engine(cfg, model=Tied))
+            return engines[-1]
+        return make
+
+    outcomes = train_together([build(c) for c in cfgs], runner.execute)
+    for want, got in zip(expected, outcomes, strict=True):
+        assert isinstance(got, dict), got
+        assert got["accuracy_matrix"] == want["accuracy_matrix"]
+
+
 class Small(nn.Module):
     def __init__(self, norm: bool = False) -> None:
         super().__init__()

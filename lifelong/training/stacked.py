@@ -82,15 +82,18 @@ def stackable(cfg: RunConfig) -> bool:
     return refusal(make_strategy(cfg.strategy, cfg.hparams), cfg.precision) is None
 
 
-def hooked(model: nn.Module) -> bool:
-    """Whether a forward of `model` runs hooks (a strategy's, such as HAT's gates or LUCIR's feature capture, or
-    the user's): the batched forward runs one member's model for all, so its hooks would act on every member's
-    rows; such members are forwarded one by one (same results, no speed-up)."""
+def unbatchable(model: nn.Module) -> bool:
+    """Whether members with this model are forwarded one by one (same results, no speed-up): a forward that runs
+    hooks (a strategy's, such as HAT's gates or LUCIR's feature capture, or the user's: the batched forward runs
+    one member's model for all, so its hooks would act on every member's rows), or a model with tied or shared
+    parameters (a module used twice: a failed batched forward left its parameters swapped for batched tensors)."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return True
+    return sum(1 for _ in model.named_parameters(remove_duplicate=False)) != sum(1 for _ in model.parameters())
 
 
 def structure(model: nn.Module) -> tuple[Any, ...]:
@@ -237,7 +240,7 @@ class Stack:
                 parts.append(same)
         answers: dict[int, Any] = {}
         for members in parts:
-            if len(members) > 1 and not self.stats["not_batched"] and not any(hooked(calls[m][0].model)
+            if len(members) > 1 and not self.stats["not_batched"] and not any(unbatchable(calls[m][0].model)
                                                                               for m in members):
                 try:
                     answers.update(self.batched(self.groups[tuple(members)], members, calls))
