@@ -256,3 +256,25 @@ def test_tuning_lines_for_lifelong_runs(tmp_path) -> None:
     assert lines[0] == f"tune   split-digits: er 16 trials, best 79.6%; ewc 3 trials, best -  {good}"
     assert lines[1].startswith("tune   damaged") and str(bad) in lines[1] and "\n" not in lines[1]
     assert tuning_lines([tmp_path / "missing"]) == []
+
+
+def test_a_trial_refused_before_any_run_records_why(monkeypatch, capsys) -> None:
+    """A trial whose settings are refused before it trains (e.g. a strategy its worker cannot resolve) failed
+    with no recorded reason and nothing printed (Optuna's log is silenced)."""
+    from lifelong.tuning import study
+
+    class Trial:
+        number, attrs = 3, {}
+
+        def set_user_attr(self, key, value):
+            self.attrs[key] = value
+
+    def refuse(*args, **kwargs):
+        raise LifelongError("unknown strategy 'mine'")
+
+    monkeypatch.setattr(study, "split_values", refuse)
+    monkeypatch.setattr(study, "sample", lambda trial, space: {})
+    trial = Trial()
+    value = study.run_trial(trial, {"space_dims": {}, "strategy": "mine"})
+    assert value != value and trial.attrs["error"] == "unknown strategy 'mine'"
+    assert "trial 3 failed: unknown strategy 'mine'" in capsys.readouterr().err

@@ -176,7 +176,10 @@ def recover(study: Any) -> int:
 def run_trial(trial: Any, spec: Mapping[str, Any]) -> float:
     """Train the trial's setting on the validation data, once per tuning seed; the mean final accuracy (NaN for
     a setting that diverged or was refused). Raises optuna.TrialPruned when the pruner stops it."""
-    outcome = run_trials([trial], spec)[0]
+    try:
+        outcome = run_trials([trial], spec)[0]
+    except LifelongError as err:  # refused before any run started (its settings): FAIL with the reason recorded
+        return refused(trial, err)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -299,7 +302,10 @@ def run_stacked_trials(study: Any, spec: Mapping[str, Any], count: int) -> None:
     with contextlib.ExitStack() as beating:
         for trial in trials:
             beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
-        outcomes = run_trials(trials, spec)
+        try:
+            outcomes = run_trials(trials, spec)
+        except LifelongError as err:  # refused before any run started: every trial FAIL with the reason
+            outcomes = [refused(trial, err) for trial in trials]
     bug = None
     for trial, outcome in zip(trials, outcomes, strict=True):
         if isinstance(outcome, optuna.TrialPruned):
