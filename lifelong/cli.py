@@ -402,6 +402,31 @@ def with_hint(given: str, flags: list[str]) -> str:
     return f"{given} (did you mean {' or '.join(close[:3])}?)" if close and name.startswith("--") else given
 
 
+def add_output_flags(p: argparse.ArgumentParser, training: bool | None = None) -> None:
+    """--json, --store and -q of every command that stores runs; --log and --mlflow-experiment where runs are
+    trained (`training`; by default run, compare and resume)."""
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    if training if training is not None else p.prog.split()[-1] in ("run", "compare", "resume"):
+        p.add_argument("--log", metavar="NAMES", help="extra metric logs, comma-separated: csv, jsonl, "
+                       "tensorboard (in the run directory), mlflow (MLFLOW_TRACKING_URI, else STORE/mlflow.db), "
+                       "wandb (pip install wandb; WANDB_MODE=offline without an account)")
+        p.add_argument("--mlflow-experiment", metavar="NAME", default=None,
+                       help="MLflow experiment the runs go to [MLFLOW_EXPERIMENT_NAME, else lifelong]")
+    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def add_compare_flags(p: argparse.ArgumentParser, strategies: str) -> None:
+    """The flags of `compare` besides the run settings (also those of its presets, such as analytic-demo)."""
+    p.add_argument("--strategies", default=strategies, help=f"comma-separated strategies [{strategies}]")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
+    add_stack_flag(p, "seeds of a strategy", "in one worker")
+    p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
+    add_output_flags(p, training=True)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; for one of the CORE_COMMANDS only the core subcommands (no other layer is imported)."""
     parser = Parser(
@@ -411,42 +436,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                "  lifelong list\n  lifelong runs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
-        if p.prog.split()[-1] in ("run", "compare", "resume"):
-            p.add_argument("--log", metavar="NAMES", help="extra metric logs, comma-separated: csv, jsonl, "
-                           "tensorboard (in the run directory), mlflow (MLFLOW_TRACKING_URI, else STORE/mlflow.db), "
-                           "wandb (pip install wandb; WANDB_MODE=offline without an account)")
-            p.add_argument("--mlflow-experiment", metavar="NAME", default=None,
-                           help="MLflow experiment the runs go to [MLFLOW_EXPERIMENT_NAME, else lifelong]")
-        p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-
     p = sub.add_parser("run", help="train one strategy on one scenario", description="Train one strategy on one "
                        "scenario; the run is stored (config, metrics, checkpoints) and can be resumed.")
     add_setting_flags(p)
     p.add_argument("--run-dir", "--out", metavar="DIR", dest="run_dir",
                    help="directory of this run [a new one under --store]")
-    common(p)
+    add_output_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compare", help="several strategies x seeds on one scenario -> a table of mean ± std",
                        description="Train several strategies with several seeds on one scenario, in parallel "
                        "worker processes, and print mean ± std of each metric.")
     add_setting_flags(p, skip=("strategy", "seed"))
-    p.add_argument("--strategies", default=DEFAULT_DEMO, help=f"comma-separated strategies [{DEFAULT_DEMO}]")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    add_stack_flag(p, "seeds of a strategy", "in one worker")
-    p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
-    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
-    common(p)
+    add_compare_flags(p, DEFAULT_DEMO)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("resume", help="finish an interrupted run from its last checkpoint",
                        description="Finish an interrupted run; the final metrics equal an uninterrupted run's.")
     p.add_argument("run", metavar="RUN_DIR", help="the run's directory")
-    common(p)
+    add_output_flags(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("list", help="datasets, scenarios, strategies (with hyperparameters) and models",

@@ -54,3 +54,15 @@ def test_fortunes_preset_learns_topics_from_embeddings(tmp_path, capsys):
     assert output["config"]["scenario"] == "split-fortunes-minilm" and output["config"]["hidden"] == ""
     acc = {r["strategy"]: r["final_accuracy"] for r in output["results"]}
     assert acc["acil"] > acc["naive"] and acc["nmc"] > acc["naive"]
+
+
+def test_analytic_demo_takes_the_flags_of_compare_it_is_a_preset_of():
+    """One definition of compare's flags: the preset had its own copy, without -q, --log or --mlflow-experiment."""
+    from lifelong.cli import build_parser
+
+    parser = build_parser("analytic-demo")
+    demo = parser.parse_args(["analytic-demo", "--dataset", "fashion-mnist", "-q", "--log", "csv"])
+    compare = parser.parse_args(["compare", "-q", "--log", "csv"])
+    own = {"dataset", "strategies", "func", "command"}
+    assert {k for k in vars(compare) if k not in own} <= set(vars(demo))
+    assert demo.quiet and demo.log == "csv"

@@ -147,7 +147,7 @@ def describe_request(request: dict) -> str:
 
 def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
     from lifelong.analytic.demo import METHODS, PRESETS
-    from lifelong.cli import add_setting_flags, add_stack_flag
+    from lifelong.cli import add_compare_flags, add_setting_flags
 
     p = subparsers.add_parser(
         "analytic-demo",
@@ -158,14 +158,7 @@ def add_analytic_demo_parser(subparsers) -> argparse.ArgumentParser:
         "flag overrides the preset.",
     )
     p.add_argument("--dataset", required=True, choices=sorted(PRESETS), help="which preset")
-    p.add_argument("--strategies", default=",".join(METHODS), help=f"comma-separated [{','.join(METHODS)}]")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds [0]")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each [2]")
-    add_stack_flag(p, "seeds of a strategy", "in one worker")
-    p.add_argument("--out", metavar="DIR", help="comparison directory [a new one under --store]")
-    p.add_argument("--store", default="runs", help="directory that holds runs [runs]")
-    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report of the comparison")
-    p.add_argument("--json", metavar="PATH", help="also write the comparison as JSON to PATH")
+    add_compare_flags(p, ",".join(METHODS))
     add_setting_flags(p, skip=("strategy", "seed"))
     return p
 
