@@ -27,7 +27,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES, make_phase_schedule
 from lifelong.lm.store import KIND, LMRecorder
 from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
-from lifelong.tracking.files import write_json_atomic
+from lifelong.tracking.files import finite_json, write_json_atomic
 from lifelong.tracking.resources import environment
 from lifelong.training.config import check_device
 
@@ -179,17 +178,6 @@ def check_outputs(cfg: LMConfig) -> None:
                 if not os.access(q, os.W_OK | os.X_OK):
                     raise LifelongError(f"{label} {p}: {q} is not writable")
                 break
-
-
-def json_safe(obj: Any) -> Any:
-    """`obj` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 # ----------------------------------------------------------------------------------------------- distributed
@@ -439,7 +427,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
 
     total_updates = sum(sched.phase_steps) + sum(len(b) for b in sched.branches)
     # the run store, the loggers and the progress (a bar on a terminal, plain lines elsewhere): main process only
-    rec = LMRecorder(out_dir if main_proc else None, json_safe(dataclasses.asdict(cfg)), cfg.loggers, total_updates,
+    rec = LMRecorder(out_dir if main_proc else None, finite_json(dataclasses.asdict(cfg)), cfg.loggers, total_updates,
                      cfg.progress, resume=resume)
     rec.note(threads=torch.get_num_threads(), world_size=world)
     every = cfg.checkpoint_every
@@ -451,9 +439,9 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         rec.close()
         if main_proc:
             failed = {**result, "status": "failed", "error": message}
-            write_json_atomic(json_safe(failed), out_dir / "result.json", indent=1)
+            write_json_atomic(finite_json(failed), out_dir / "result.json", indent=1)
             if cfg.json_path:
-                write_json_atomic(json_safe(failed), Path(cfg.json_path), indent=1)
+                write_json_atomic(finite_json(failed), Path(cfg.json_path), indent=1)
         raise LifelongError(message)
 
     def checkpoint(phase: int, step: int, branch_step: int | None, main_branch: tuple | None) -> None:
@@ -467,7 +455,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         if not main_proc:
             return
         resume_state.save_state({
-            "config": json.dumps(json_safe(dataclasses.asdict(cfg))),
+            "config": json.dumps(finite_json(dataclasses.asdict(cfg))),
             "model": module.state_dict(),
             "optimizer": opt.state_dict(),
             "main_branch": None if main_branch is None else {"model": main_branch[0], "optimizer": main_branch[1]},
@@ -493,7 +481,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         if state is None and main_proc:
             resume_state.remove_state(out_dir)  # a fresh start (or a resume with no checkpoint yet)
         if state is not None:
-            resume_state.check_state(state, json_safe(dataclasses.asdict(cfg)), world, out_dir)
+            resume_state.check_state(state, finite_json(dataclasses.asdict(cfg)), world, out_dir)
             resume_state.check_corpora(state, {n: sources[n].fingerprint for n in names}, out_dir)
             module.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -647,9 +635,9 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         result["wall_seconds"] = time.perf_counter() - wall0
         result["status"] = "finished"
         if main_proc:
-            write_json_atomic(json_safe(result), out_dir / "result.json", indent=1)
+            write_json_atomic(finite_json(result), out_dir / "result.json", indent=1)
             if cfg.json_path:
-                write_json_atomic(json_safe(result), Path(cfg.json_path), indent=1)
+                write_json_atomic(finite_json(result), Path(cfg.json_path), indent=1)
             if cfg.plot:
                 from lifelong.lm.plots import plot_run
 
