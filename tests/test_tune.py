@@ -278,3 +278,17 @@ def test_a_trial_refused_before_any_run_records_why(monkeypatch, capsys) -> None
     value = study.run_trial(trial, {"space_dims": {}, "strategy": "mine"})
     assert value != value and trial.attrs["error"] == "unknown strategy 'mine'"
     assert "trial 3 failed: unknown strategy 'mine'" in capsys.readouterr().err
+
+
+def test_a_trials_last_report_is_its_objective_so_the_median_pruner_compares_like_with_like(tmp_path) -> None:
+    """Trials report the accuracy on every validation set (unseen ones count 0): its last report equals the
+    final accuracy. The mean over the seen sets started near 100 % and fell, so the median pruner (which takes
+    a trial's best report) never pruned a split scenario's trial."""
+    import optuna
+
+    out = tune(tmp_path, ["er"], 2, 1)
+    name = optuna.get_all_study_summaries(out["storage"])[0].study_name
+    for trial in optuna.load_study(study_name=name, storage=out["storage"]).trials:
+        reports = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+        assert reports[-1] == pytest.approx(trial.value, abs=1e-9)
+        assert reports[0] <= 0.25  # after experience 0 of 5: at most its 2 classes of 10 right
