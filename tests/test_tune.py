@@ -292,3 +292,21 @@ def test_a_trials_last_report_is_its_objective_so_the_median_pruner_compares_lik
         reports = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
         assert reports[-1] == pytest.approx(trial.value, abs=1e-9)
         assert reports[0] <= 0.25  # after experience 0 of 5: at most its 2 classes of 10 right
+
+
+def test_p_fixes_a_hyperparameter_of_a_composition_and_section_typos_are_refused(tmp_path) -> None:
+    """`tune --strategies er+lwf -p lwf.alpha=0.5` searched lwf.alpha anyway (the best came back 0.868); a typo
+    inside a strategy's --space section was ignored."""
+    from types import SimpleNamespace
+
+    from lifelong.tuning.cli import given_values
+    from lifelong.tuning.space import build_space, validate_overrides
+
+    shares = {"er+lwf": {"alpha": 0.5}, "lwf": {"alpha": 0.5}}
+    fixed = given_values(SimpleNamespace(), RunConfig(), shares)
+    assert fixed == {"er+lwf": {"lwf.alpha": 0.5}, "lwf": {"alpha": 0.5}}
+    validate_overrides(["er+lwf", "lwf"], fixed)
+    space = build_space("er+lwf", fixed)
+    assert space["lwf.alpha"].kind == "fixed" and space["lwf.alpha"].value == 0.5
+    with pytest.raises(LifelongError, match="buffer_sise"):
+        build_space("er", {"er": {"buffer_sise": {"low": 100, "high": 200}}})

@@ -109,14 +109,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def given_values(args: argparse.Namespace, cfg: Any, shares: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What the user fixed on the command line, as --space entries: the searchable run settings given as flags
-    (--lr 0.05 fixes lr) and each single strategy's -p values (a composition's stay in its base settings)."""
-    from lifelong.strategies import STRATEGIES
+    (--lr 0.05 fixes lr) and each strategy's -p values, in a section of its own (a composition's by `part.name`:
+    they were searched anyway)."""
     from lifelong.tuning.space import SEARCHABLE_SETTINGS
 
     fixed: dict[str, Any] = {name: getattr(cfg, name) for name in SEARCHABLE_SETTINGS
                              if getattr(args, name, None) is not None}
-    fixed.update({s: dict(v) for s, v in shares.items() if v and "+" not in s and s in STRATEGIES})
+    for spec, values in shares.items():
+        if values:
+            fixed[spec] = {qualified(spec, k): v for k, v in values.items()}
     return fixed
+
+
+def qualified(spec: str, name: str) -> str:
+    """A hyperparameter's name in `spec`'s search space: bare for one strategy, `part.name` in a composition
+    (where a bare -p name goes to the one part that declares it)."""
+    from lifelong.strategies import STRATEGIES
+
+    parts = [p.strip() for p in spec.split("+")]
+    if len(parts) == 1 or "." in name:
+        return name
+    return next((f"{p}.{name}" for p in parts if name in STRATEGIES.get(p).params), name)
 
 
 def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list[int], trials: int, workers: int,

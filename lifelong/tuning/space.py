@@ -148,7 +148,6 @@ def entry_dim(name: str, param: Param, entry: Any) -> Dim:
 
 def build_space(strategy: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Dim]:
     """The space of `strategy`: the default one, with `overrides` (parsed --space YAML) applied."""
-    from lifelong.strategies import STRATEGIES
     from lifelong.training.config import SETTINGS
 
     overrides = dict(overrides or {})
@@ -156,8 +155,11 @@ def build_space(strategy: str, overrides: Mapping[str, Any] | None = None) -> di
     names = {**params, **SETTINGS}
     entries: dict[str, Any] = {}
     for key, entry in overrides.items():
-        if key in STRATEGIES and isinstance(entry, Mapping) and key not in names:
+        if is_strategy(key) and isinstance(entry, Mapping) and key not in names:
             if key == strategy:
+                for name in entry:
+                    if name not in names:
+                        raise unknown_name(f"--space {key}: name", name, list(names))
                 entries.update(entry)
             continue
         entries[key] = entry
@@ -175,14 +177,25 @@ def build_space(strategy: str, overrides: Mapping[str, Any] | None = None) -> di
     return space
 
 
+def is_strategy(key: str) -> bool:
+    """Whether a --space key names a strategy, by name or import path, or a composition of them (a section)."""
+    from lifelong.strategies import STRATEGIES
+
+    try:
+        for part in str(key).split("+"):
+            STRATEGIES.get(part.strip())
+    except LifelongError:
+        return False
+    return True
+
+
 def validate_overrides(strategies: list[str], overrides: Mapping[str, Any]) -> None:
     """Every top-level name of --space is a setting or a hyperparameter of at least one tuned strategy."""
-    from lifelong.strategies import STRATEGIES
     from lifelong.training.config import SETTINGS
 
     known = set(SETTINGS) | {k for s in strategies for k in declared(s)}
     for key, entry in overrides.items():
-        if key in STRATEGIES and isinstance(entry, Mapping) and key not in known:
+        if is_strategy(key) and isinstance(entry, Mapping) and key not in known:
             if key not in strategies:
                 raise LifelongError(f"--space has a section for {key}, which is not tuned (--strategies "
                                     f"{','.join(strategies)})")

@@ -216,7 +216,8 @@ def run_trials(trials: list[Any], spec: Mapping[str, Any]) -> list[float | BaseE
             # accuracy) will be if nothing changes; the mean over the seen ones started near 100 % after the
             # first experience and fell, so a median pruner (which reads a trial's best value) never pruned
             trials[i].report(float(final_accuracy([row])), step=k * len(engine.train_stream) + e)
-            if trials[i].should_prune():
+            last = k == len(spec["seeds"]) - 1 and e == len(engine.train_stream) - 1
+            if not last and trials[i].should_prune():  # a trial at its last report is complete, not pruned
                 raise optuna.TrialPruned(f"pruned after experience {e} (seed index {k})")
 
         def build() -> Any:
