@@ -310,3 +310,12 @@ def test_p_fixes_a_hyperparameter_of_a_composition_and_section_typos_are_refused
     assert space["lwf.alpha"].kind == "fixed" and space["lwf.alpha"].value == 0.5
     with pytest.raises(LifelongError, match="buffer_sise"):
         build_space("er", {"er": {"buffer_sise": {"low": 100, "high": 200}}})
+
+
+def test_tuning_an_online_scenario_does_not_search_epochs(tmp_path) -> None:
+    """An online stream is seen once: with epochs searched in [1, 3] most trials were refused."""
+    from lifelong.tuning.cli import tune as run_tune
+
+    out = run_tune(base(), "online-split-digits", ["er"], [0], 2, 1, str(tmp_path / "store"), quiet=True)
+    assert out["studies"][0]["best_params"]["epochs"] == 1
+    assert all(t["state"] == "COMPLETE" for t in out["details"][0]["trials"])

@@ -30,6 +30,7 @@ class ScenarioKind:
     help: str
     build: Callable[..., Stream]
     default_experiences: int
+    online: bool = False  # its streams are online (one pass, hidden boundaries)
 
 
 def check_class_order(order: Sequence[int], classes: list[int]) -> list[int]:
@@ -154,12 +155,14 @@ SCENARIO_KINDS: dict[str, ScenarioKind] = {
                      task_incremental, 5),
         ScenarioKind("permuted", "domain-incremental: a fixed input permutation per experience", permuted, 5),
         ScenarioKind("rotated", "domain-incremental: images rotated further in each experience", rotated, 5),
-        ScenarioKind("online-split", "online class-incremental: one pass, hidden boundaries", online_split, 5),
+        ScenarioKind("online-split", "online class-incremental: one pass, hidden boundaries", online_split, 5,
+                     online=True),
         ScenarioKind("blurry", "online i-Blurry: disjoint and blurry classes, blurred samples cross tasks",
-                     blurry, 5),
-        ScenarioKind("si-blurry", "online Si-Blurry: i-Blurry with random task sizes and blur", si_blurry, 5),
+                     blurry, 5, online=True),
+        ScenarioKind("si-blurry", "online Si-Blurry: i-Blurry with random task sizes and blur", si_blurry, 5,
+                     online=True),
         ScenarioKind("hle", "online hierarchical label expansion: coarse labels first, fine labels later",
-                     hle, 5),
+                     hle, 5, online=True),
         ScenarioKind("scole", "SCoLe: many short tasks of classes drawn i.i.d. (classes recur)", scole, 500),
         ScenarioKind("power-law", "class splits with old tasks rehearsed by a power law of time since seen",
                      power_law, 5),

@@ -163,6 +163,10 @@ def tune(base: dict[str, Any], scenario: str, strategies: list[str], seeds: list
     for key, value in (fixed or {}).items():
         overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
     validate_overrides(strategies, overrides)
+    from lifelong.data.scenarios import parse_scenario
+
+    if parse_scenario(scenario)[0].online and "epochs" not in overrides:
+        overrides["epochs"] = 1  # an online stream is seen once: every trial with epochs > 1 was refused
     check_count("stack=", stack, 1, MAX_STACK)
     base = {**base, "scenario": scenario}
     RunConfig.from_dict(base)
