@@ -132,7 +132,7 @@ def test_other_settings_on_the_same_study_are_refused(tmp_path) -> None:
     tune(tmp_path, ["er"], 1, 1)
     from lifelong.tuning.cli import tune as run_tune
 
-    with pytest.raises(LifelongError, match="set up with other settings"):
+    with pytest.raises(LifelongError, match=r"set up with other settings \(seeds: \[0\] -> \[0, 1\]\)"):
         run_tune(base(), "split-digits", ["er"], [0, 1], 1, 1, str(tmp_path / "store"), quiet=True)
 
 

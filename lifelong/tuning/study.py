@@ -137,9 +137,19 @@ def load_or_create(spec: Mapping[str, Any], storage: Any) -> Any:
     if stored is None:
         study.set_user_attr("signature", mine)
     elif stored != mine:
-        raise LifelongError(f"study '{spec['study']}' in {spec['storage']} was set up with other settings (scenario, "
-                            "space, seeds or run settings); name a new one with --study, or use the same settings")
+        raise LifelongError(f"study '{spec['study']}' in {spec['storage']} was set up with other settings "
+                            f"({first_difference(json.loads(stored), json.loads(mine))}); name a new one with "
+                            "--study, or use the same settings")
     return study
+
+
+def first_difference(before: Any, now: Any, where: str = "") -> str:
+    """The first setting that differs between two signatures, as 'name: before -> now'."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                return first_difference(before.get(key), now.get(key), f"{where}.{key}" if where else str(key))
+    return f"{where.removeprefix('base.')}: {before!r} -> {now!r}"
 
 
 def pid_alive(pid: int) -> bool:
