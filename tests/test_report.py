@@ -117,3 +117,21 @@ def test_report_command(tmp_path, capsys):
     assert "wrote" in captured.out and "--eval-every" in captured.err and (tmp_path / "x.html").is_file()
     with pytest.raises(LifelongError, match="unknown run"):
         run_report_command(parser.parse_args(["report", "missing-id", "--runs-root", str(tmp_path)]))
+
+
+def test_an_unfinished_run_is_scored_on_the_experiences_trained_so_far_and_says_why_it_stopped(tmp_path):
+    """Two rows of three: the metrics of a 2-experience run (they averaged over the untrained third before:
+    final and average incremental accuracy 20 % for a run at 100 % on what it had learned)."""
+    from lifelong.report.html import read_run
+    from lifelong.tracking.store import RunStore
+
+    run = make_run(tmp_path / "run", curve=False, loss=False, rows=2, status="failed")
+    store = RunStore.open(run)
+    store.set_meta(error="loss became inf at step 23 (experience 1)")
+    store.close()
+    m = read_run(run)["metrics"]
+    assert m["final_accuracy"] == pytest.approx((0.375 + 0.875) / 2)
+    assert m["average_incremental_accuracy"] == pytest.approx((1.0 + (0.375 + 0.875) / 2) / 2)
+    assert m["bwt"] == pytest.approx(0.375 - 1.0) and m["forgetting"] == pytest.approx(1.0 - 0.375)
+    html = write_run_report(run, tmp_path / "r.html").read_text()
+    assert "loss became inf at step 23" in html and "experiences trained so far" in html

@@ -257,7 +257,11 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     learned_at = result.get("learned_at")  # streams with eval sets: columns are sets, not experiences
     learned_at = learned_at if isinstance(learned_at, list) and trained and len(learned_at) == len(trained[-1]) \
         else None
-    if trained:
+    if trained and learned_at is None and meta.get("status") != "finished" and len(trained) < len(trained[0]):
+        k = len(trained)  # an unfinished run: the metrics of the experiences trained so far (row i after i)
+        initial = rows.get(-1)
+        metrics.update(summarize([r[:k] for r in trained], initial[:k] if initial else None))
+    elif trained:
         metrics.update(summarize(trained, rows.get(-1), learned_at=learned_at))
     if curve:
         metrics.update(curve_metrics(curve, boundaries, learned_at=learned_at))
@@ -305,7 +309,12 @@ def run_sections(run: Mapping[str, Any], plot_dir: Path, notes: list[str] | None
     sections = []
     status = run["status"]
     if status != "finished":
-        sections.append(missing(f"This run's status is '{status}': the report shows what was recorded so far."))
+        error = run["meta"].get("error")
+        why = f" It stopped with: {error}" if error else ""
+        so_far = (" Its metrics cover the experiences trained so far." if run["matrix"]
+                  and len(run["matrix"]) < len(run["matrix"][0]) else "")
+        sections.append(missing(f"This run's status is '{status}': the report shows what was recorded so far."
+                                f"{so_far}{why}"))
     m = run["metrics"]
     show_fwt = tables.fwt_meaningful(run_stream_name(run), [run["matrix"]] if run["matrix"] else [])
     present = [(LABELS.get(k, k), m.get(k)) for k in METRIC_ORDER if k in m and (k != "fwt" or show_fwt)]
