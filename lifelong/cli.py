@@ -326,7 +326,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {', '.join(roots)}")
         return 0
     if found:
-        print(f"{'kind':6} {'status':10} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
+        print(f"{'kind':6} {'status':11} {'strategy':12} {'seed':>4} {'final':>9}  {'scenario':22} run")
     damaged, stopped = [], []
     for d in found:
         try:
@@ -336,7 +336,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         except LifelongError as err:
-            print(f"{'-':6} {'damaged':10} {'-':12} {'-':>4} {'-':>9}  {'-':22} {d}")
+            print(f"{'-':6} {'damaged':11} {'-':12} {'-':>4} {'-':>9}  {'-':22} {d}")
             damaged.append(str(err))
             continue
         cfg, res = meta["config"], meta.get("result")
@@ -357,7 +357,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             stopped.append(f"{d} stopped while training (its process was killed): "
                            + (f"lifelong lm --resume {d}" if kind == "lm" else f"lifelong resume {d}")
                            + " continues it")
-        print(f"{kind:6} {status:10} {str(what):12} {str(seed):>4} {final:>9}  {str(scenario):22} {d}")
+        print(f"{kind:6} {status:11} {str(what):12} {str(seed):>4} {final:>9}  {str(scenario):22} {d}")
     for line in stopped:
         print(line)
     for line in tunings:

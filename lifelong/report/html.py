@@ -98,6 +98,11 @@ def report_target(path_or_id: str | os.PathLike, roots: Iterable[str | os.PathLi
             tuned = _tuning_dirs_under(path)
             hint = (f"; tuning results under it: {', '.join(str(p) for p in tuned[:5])}"
                     f"{' ...' if len(tuned) > 5 else ''} (give one)") if tuned else ""
+            runs = sorted(d.name for d in path.iterdir() if (d / DB_NAME).is_file())
+            if runs and not hint:  # a comparison stopped before its compare.json: its runs are there
+                hint = (f"; it holds runs ({', '.join(runs[:4])}{' ...' if len(runs) > 4 else ''}) of a comparison "
+                        f"that did not finish: run the same compare command with --out {path} to finish it, or "
+                        "report one of its runs")
             raise LifelongError(f"{path} holds neither a run ({DB_NAME}), a comparison ({COMPARE_NAME}) nor tuning "
                                 f"results ({TUNE_NAME}){hint}")
         return path

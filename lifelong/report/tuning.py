@@ -18,7 +18,7 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.report import html as h
 from lifelong.report.tables import percent
-from lifelong.tuning.results import TUNE_NAME
+from lifelong.tuning.results import TUNE_NAME, plot_name
 
 TRIAL_KEYS = ("number", "state", "value", "params")
 
@@ -99,7 +99,7 @@ def study_plot(detail: Mapping[str, Any], tune_dir: Path, plot_dir: Path) -> Pat
     again from tune.json when it is missing."""
     from lifelong.tuning.results import plot_study
 
-    name = f"tune-{detail['strategy'].replace('+', '_')}.png"
+    name = f"tune-{plot_name(detail['strategy'])}.png"
     stored, target = tune_dir / h.PLOTS_DIR / name, plot_dir / name
     if stored.is_file():
         if stored.resolve() != target.resolve():

@@ -15,6 +15,11 @@ from typing import Any
 from lifelong.errors import LifelongError
 from lifelong.tracking.files import save_figure_atomic, write_json_atomic, write_text_atomic
 
+
+def plot_name(strategy: str) -> str:
+    """A strategy's name as a file name: '+' of compositions and ':' and '/' of import paths replaced."""
+    return strategy.replace("+", "_").replace(":", "_").replace("/", "_")
+
 TUNE_NAME = "tune.json"
 
 
@@ -27,7 +32,7 @@ def write_results(output: dict[str, Any], out_dir: Path) -> None:
         plot_dir = out_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
         for d in output["details"]:
-            plot_study(d, plot_dir / f"tune-{d['strategy'].replace('+', '_')}.png")
+            plot_study(d, plot_dir / f"tune-{plot_name(d['strategy'])}.png")
     except OSError as err:
         raise LifelongError(f"cannot write the tuning results in {out_dir}: {err.strerror}") from None
 
