@@ -138,9 +138,6 @@ def test_an_unfinished_run_is_scored_on_the_experiences_trained_so_far_and_says_
 
 
 def test_report_of_a_comparison_that_did_not_finish_says_how_to_finish_it(tmp_path):
-    from lifelong.errors import LifelongError
-    from lifelong.report.html import report_target
-
     make_run(tmp_path / "cmp" / "naive-s0")  # a comparison interrupted before its compare.json
     with pytest.raises(LifelongError, match="of a comparison that did not finish: run the same compare command "
                                             "with --out"):
