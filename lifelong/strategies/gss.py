@@ -29,6 +29,10 @@ The gate tests the batch's gradient as both codes do (the paper's box tests each
 each sample has its own score.
 Cost over ER, each step: per-sample gradients of `candidates` memory samples and one batch gradient; the
 per-sample gradients of the new batch only while the memory fills or when the gate opens.
+Deviations (audit 2026-12-02, effects within seed noise): the victim is drawn with probability C / sum C, as
+Mammoth (the authors min-max normalise the scores, so the lowest-scored sample is never evicted); the empty-memory
+score is Mammoth's 0.1 on the +1 scale (the authors' 0.1 is a raw cosine, 1.1 here); gradients are taken in train
+mode (both codes use eval mode: the same for models without BatchNorm or dropout).
 """
 
 from __future__ import annotations

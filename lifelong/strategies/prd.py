@@ -33,7 +33,9 @@ Deviations and choices:
 - the second view is a random resized crop + horizontal flip (images) or Gaussian noise (vectors) drawn from a
   private checkpointed generator; the authors use two SimCLR-augmented views (colour jitter on grey images
   does nothing), here the first view is the unaugmented batch;
-- the old-experience teacher is a frozen copy of the whole wrapper taken at the end of each experience.
+- the old-experience teacher is a frozen copy of the whole wrapper taken at the end of each experience, in eval
+  mode (the authors' stays in train mode: only matters with BatchNorm); class-incremental prediction is among the
+  seen classes (the authors score every prototype).
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ Deviations and choices:
 - the default base is ER with the library's 500-sample reservoir; composing refresh with another method
   (`refresh+ewc`, `refresh+lwf`) adds the unlearn step to ER plus that method; `base=naive` with `delta=0`
   trains exactly like naive.
+The authors' default delta = 1e-5 moves each tensor by about 1e-5 of its norm: on split-fashion-mnist it cannot
+be told apart from ER (seeds 0 / 1: delta 0 76.9 / 75.6, 1e-5 77.2 / 76.2, 1e-3 76.4 / 77.0; audit 2026-12-02).
 """
 
 from __future__ import annotations
