@@ -11,12 +11,14 @@ from lifelong.experiments.zoo import summarize
 
 def test_reproduce_zoo_quick_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "zoo"
-    code = cli.main(["reproduce", "zoo", "--quick", "--strategies", "er,naive", "--text-strategies", "",
+    code = cli.main(["reproduce", "zoo", "--quick", "--strategies", "er,naive,ewc", "--text-strategies", "",
                      "--workers", "1", "-q", "--out", str(out)])
-    assert code == 0
+    assert code == 0  # ewc at lambda 1000 diverged in the quick preset (exit 1)
     data = json.loads((out / "zoo.json").read_text())
     assert [(r["scenario"], r["strategy"]) for r in data["summary"]] == [
-        ("split-digits", "er"), ("split-digits", "naive"), ("task-split-digits", "er"), ("task-split-digits", "naive")]
+        ("split-digits", "er"), ("split-digits", "naive"), ("split-digits", "ewc"), ("task-split-digits", "er"),
+        ("task-split-digits", "naive"), ("task-split-digits", "ewc")]
+    assert data["hparams"]["split-digits/ewc"] == {"ewc_lambda": 100.0}
     assert all(r["time_vs_er"] == 1.0 for r in data["summary"] if r["strategy"] == "er")
     assert (out / "zoo.png").stat().st_size > 0 and "| er | replay |" in (out / "zoo.md").read_text()
 
