@@ -192,6 +192,16 @@ def test_reproduce_schedules_quick_runs_end_to_end(tmp_path, capsys):
     assert (out / "schedules.png").stat().st_size > 10_000
     assert cli.main(["reproduce", "schedules", "--quick", "-q", "--out", str(out)]) == 2  # will not overwrite
     assert "already holds this experiment" in capsys.readouterr().err
+    from lifelong.tracking.store import RunStore
+
+    run = sorted((out / "runs").iterdir())[0]  # as a Ctrl-C mid-experiment leaves it
+    store = RunStore.open(run)
+    store.set_meta(status="interrupted")
+    store.close()
+    assert cli.main(["reproduce", "schedules", "--quick", "--workers", "1", "-q", "--out", str(out)]) == 0
+    again = json.loads((out / "schedules.json").read_text())  # it said 'already holds this experiment' before
+    assert [r["final_accuracy"] for r in again["summary"]] == [r["final_accuracy"] for r in data["summary"]]
+    assert again["failed"] == 0
 
 
 @pytest.mark.parametrize("argv", [["run", "--help"], ["compare", "--help"], ["reproduce", "schedules", "--help"]])

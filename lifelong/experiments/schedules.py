@@ -117,13 +117,13 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
                 cfg = RunConfig.from_dict({**base, **extra, "strategy": strategy, "seed": seed})
                 Engine.validate(cfg)
                 jobs.append((strategy, variant, cfg, out / "runs" / f"{strategy}-{variant}-s{seed}"))
-    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
 
     def done(r: dict[str, Any]) -> None:
         if not quiet:
             print(f"done {Path(r['run_dir']).name}", file=sys.stderr, flush=True)
 
-    results = runner.run_many([(cfg, d) for *_, cfg, d in jobs], workers, on_result=done)
+    results = runner.run_plan([(cfg, d) for *_, cfg, d in jobs], out, workers, on_result=done,
+                               finished="this experiment")
     runs = [{"strategy": s, "variant": v, **r} for (s, v, _, _), r in zip(jobs, results, strict=True)]
     failed = [r for r in runs if "error" in r]
     for r in failed:

@@ -89,14 +89,14 @@ def reproduce(base: dict[str, Any], variants: Sequence[str], seeds: Sequence[int
             cfg = RunConfig.from_dict({**base, **VARIANTS[variant], "seed": seed})
             Engine.validate(cfg)
             jobs.append((variant, cfg, out / "runs" / f"{variant.replace('+', '_')}-s{seed}"))
-    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
 
     def done(r: dict[str, Any]) -> None:
         if not quiet:
             print(f"done {Path(r['run_dir']).name}" + (f": {r['error']}" if "error" in r else ""),
                   file=sys.stderr, flush=True)
 
-    results = runner.run_many([(cfg, d) for _, cfg, d in jobs], workers, on_result=done, loggers=("jsonl",))
+    results = runner.run_plan([(cfg, d) for _, cfg, d in jobs], out, workers, on_result=done, loggers=("jsonl",),
+                               finished="this experiment")
     runs = []
     for (variant, _, d), r in zip(jobs, results, strict=True):
         if "error" not in r:

@@ -91,14 +91,14 @@ def reproduce(base: dict[str, Any], strategies: Sequence[str], seeds: Sequence[i
                                        "hparams": replay_hparams(strategy)})
             Engine.validate(cfg)
             jobs.append((strategy, cfg, out / "runs" / f"{strategy.replace('+', '_')}-s{seed}"))
-    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
 
     def done(r: dict[str, Any]) -> None:
         if not quiet:
             what = r.get("error") or f"A_auc {100 * r['a_auc']:.1f}%, A_last {100 * r['a_last']:.1f}%"
             print(f"{Path(r['run_dir']).name}: {what}", file=sys.stderr, flush=True)
 
-    results = runner.run_many([(cfg, d) for _, cfg, d in jobs], workers, on_result=done)
+    results = runner.run_plan([(cfg, d) for _, cfg, d in jobs], out, workers, on_result=done,
+                               finished="this experiment")
     runs = [{"strategy": s, **r} for (s, _, _), r in zip(jobs, results, strict=True)]
     failed = [r for r in runs if "error" in r]
     for r in failed:

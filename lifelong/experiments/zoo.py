@@ -128,14 +128,14 @@ def reproduce_plan(plan: Sequence[dict[str, Any]], seeds: Sequence[int], out: Pa
             Engine.validate(cfg)
             jobs.append((scenario, strategy, cfg, out / "runs" / f"{scenario}-{strategy}-s{seed}"))
     scenarios = list(dict.fromkeys(sc for sc, *_ in jobs))
-    runner.prepare_output(out, [d for *_, d in jobs], "this experiment")
 
     def done(r: dict[str, Any]) -> None:
         if not quiet:
             what = r.get("error") or f"final accuracy {100 * r['final_accuracy']:.1f}%"
             print(f"{Path(r['run_dir']).name}: {what}", file=sys.stderr, flush=True)
 
-    results = runner.run_many([(cfg, d) for *_, cfg, d in jobs], workers, on_result=done)
+    results = runner.run_plan([(cfg, d) for *_, cfg, d in jobs], out, workers, on_result=done,
+                               finished="this experiment")
     runs = [{"scenario": sc, "strategy": st, **r} for (sc, st, _, _), r in zip(jobs, results, strict=True)]
     refused = [r for r in runs if "error" in r]
     rows = summarize(runs, scenarios, {sc: [s["strategy"] for s in plan if s["scenario"] == sc] for sc in scenarios})

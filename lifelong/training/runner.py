@@ -457,11 +457,29 @@ def summarize_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     return summary
 
 
-def prepare_output(out_dir: Path, run_dirs: Sequence[Path], what: str) -> None:
-    """Create `out_dir` for new runs; refuse one that already holds them."""
-    if any((d / DB_NAME).exists() for d in run_dirs):
-        raise LifelongError(f"{out_dir} already holds {what}; choose another --out")
+def run_plan(jobs: Sequence[tuple[RunConfig, Path]], out_dir: Path, workers: int,
+             on_result: Callable[[dict[str, Any]], None] | None = None, loggers: Sequence[str] = (),
+             progress: Callable[[dict[str, tuple[int, int]]], None] | None = None, data: dict[str, Any] | None = None,
+             stack: int = 1, finished: str | None = None,
+             on_start: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Train `jobs` into `out_dir` (results in job order), as compare does: runs finished there before are kept,
+    unfinished ones (interrupted, failed, killed) resumed from their checkpoints, missing ones started.
+    `finished`: when every run is already finished, refuse with "`out_dir` already holds `finished`" instead
+    (the reproduce targets will not rewrite a finished experiment)."""
     make_output_dir(out_dir)
+    done, again = plan_comparison(jobs)
+    if finished is not None and len(done) == len(jobs):
+        raise LifelongError(f"{out_dir} already holds {finished}; choose another --out")
+    if on_start is not None:
+        on_start()
+    for r in done.values():
+        if on_result is not None:
+            on_result(r)
+    todo = [i for i in range(len(jobs)) if i not in done]
+    index = {i: k for k, i in enumerate(todo)}
+    fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
+                     resume_jobs=[index[i] for i in again], data=data, stack=stack) if todo else []
+    return [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
 
 
 def make_output_dir(out_dir: Path) -> None:
@@ -571,13 +589,6 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
             jobs.append((cfg, out_dir / f"{strategy.replace('+', '_')}-s{seed}"))
     for cfg, _ in jobs:
         Engine.validate(cfg)
-    make_output_dir(out_dir)
-    done, again = plan_comparison(jobs)
-    for r in done.values():
-        if on_result is not None:
-            on_result(r)
-    todo = [i for i in range(len(jobs)) if i not in done]
-    index = {i: k for k, i in enumerate(todo)}
     given = {"stream": stream, "dataset": dataset, "model": model, "optimizer": optimizer}
     data = {k: v for k, v in given.items() if v is not None} or None
     if isinstance(model, torch.nn.Module):
@@ -585,11 +596,7 @@ def compare(base: RunConfig, strategies: Sequence[str], seeds: Sequence[int], ou
                             "instance")
     for what, obj in (("model", model), ("optimizer", optimizer)):
         check_sendable(what, obj)
-    if on_start is not None:
-        on_start()
-    fresh = run_many([jobs[i] for i in todo], workers, progress, on_result, loggers,
-                     resume_jobs=[index[i] for i in again], data=data, stack=stack) if todo else []
-    results = [done[i] if i in done else fresh[index[i]] for i in range(len(jobs))]
+    results = run_plan(jobs, out_dir, workers, on_result, loggers, progress, data, stack, on_start=on_start)
     scenario = stream.name if stream is not None else (
         f"{scenarios.parse_scenario(base.scenario)[0].name}-{dataset.name}" if dataset is not None else base.scenario)
     output = {"scenario": scenario, "config": base.to_dict(), "results": results,
