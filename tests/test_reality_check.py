@@ -82,3 +82,25 @@ def test_ranking_and_structure_check() -> None:
     assert protocol.ranking({"a": 0.5, "b": 0.7, "c": None}) == {"b": 1, "a": 2, "c": 3}
     with pytest.raises(LifelongError, match="keeps the scenario structure"):
         protocol.check_same_structure("split-digits", "permuted-digits")
+
+
+def test_a_rerun_whose_tuning_chose_another_setting_evaluates_it_beside_the_old_one(tmp_path, monkeypatch) -> None:
+    """More trials can change the best setting: phase 2 then failed with 'holds a run with other settings'."""
+    base = RunConfig.from_dict({**BASE, "scenario": "split-digits"}).to_dict()
+    args = (base, "split-digits", "split-digits", ["er"], [0], 1, 1, str(tmp_path / "rc"))
+    first = protocol.reality_check(*args, space_file=space(tmp_path), quiet=True)
+    from lifelong.tuning import cli as tune_cli
+
+    real_tune = tune_cli.tune
+
+    def tune_with_another_best(*a, **kw):
+        out = real_tune(*a, **kw)
+        for s in out["studies"]:
+            s["best_params"] = {**s["best_params"], "lr": s["best_params"]["lr"] / 2}
+        return out
+
+    monkeypatch.setattr(tune_cli, "tune", tune_with_another_best)
+    second = protocol.reality_check(*args, space_file=space(tmp_path), quiet=True)
+    assert second["rows"][0]["best_params"] != first["rows"][0]["best_params"]
+    evaluations = [d for d in tmp_path.rglob("evaluation") if d.is_dir()]
+    assert len(evaluations) == 1 and len(list(evaluations[0].iterdir())) == 2  # one per chosen setting

@@ -16,6 +16,8 @@ declared space, and phase 1 scores on held-out training data of A rather than on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,8 +75,12 @@ def reality_check(base: dict[str, Any], tune_scenario: str, eval_scenario: str, 
         if not quiet:
             print(f"evaluating {strategy} on {eval_scenario} with {settings} {hparams}, seeds {seeds}",
                   file=sys.stderr)
-        out_c = runner.compare(cfg, [strategy], seeds, out_dir / "evaluation" / strategy.replace("+", "_"),
-                               workers=workers, strategy_hparams={strategy: hparams}, stack=stack)
+        # one directory per chosen setting: a later invocation whose tuning chose another setting evaluates it
+        # beside the old one (it failed with 'holds a run with other settings'); the same setting resumes
+        digest = hashlib.sha256(json.dumps(chosen[strategy], sort_keys=True, default=str).encode()).hexdigest()[:8]
+        where = out_dir / "evaluation" / f"{strategy.replace('+', '_')}-{digest}"
+        out_c = runner.compare(cfg, [strategy], seeds, where, workers=workers, strategy_hparams={strategy: hparams},
+                               stack=stack)
         results += out_c["results"]
     summary = {r["strategy"]: r for r in runner.summarize_results(results)}
     tuned = {s["strategy"]: s["best_value"] for s in phase1["studies"]}
