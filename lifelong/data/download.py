@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import lock_file
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
@@ -95,20 +96,16 @@ def progress(name: str, done: int, total: int | None, start: float) -> None:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `.<name>.lock` beside `path` (waiting for it): one process downloads or decodes a cache
-    entry while the others (compare and tune workers) wait, then find it made. No-op without flock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    """Hold an exclusive lock on `.<name>.lock` beside `path` (waiting for it): one process downloads or decodes a
+    cache entry while the others (compare and tune workers) wait, then find it made. The lock file is kept:
+    removing it would race with the waiters."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a+") as f:  # kept: removing it would race with waiters
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    held = lock_file(path.parent / f".{path.name}.lock")
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.close()
 
 
 def download(remote: Remote, dest_dir: Path, base_url: str | None = None, dataset: str = "") -> Path:

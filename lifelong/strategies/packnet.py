@@ -79,6 +79,7 @@ class PackNet(Strategy):
         self.stash: list[tuple[nn.Parameter, Tensor, Tensor | None]] | None = None
         self.masks_for: tuple | None = None
         self.masks: list[tuple[nn.Parameter, Tensor | None]] = []
+        self.norms: list[nn.Module] | None = None  # the model's BatchNorm layers
 
     # --- structure ------------------------------------------------------------------------------------
     def layers(self) -> dict[str, nn.Parameter]:
@@ -131,9 +132,10 @@ class PackNet(Strategy):
 
     def training_batch(self, batch: Batch) -> Batch:
         if self.finished:  # the engine puts the model in train mode: keep the statistics of the first experience
-            for m in self.ctx.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            if self.norms is None:  # found once (PackNet never grows the model)
+                self.norms = [m for m in self.ctx.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            for m in self.norms:
+                m.eval()
         return batch
 
     @torch.no_grad()

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -33,6 +33,23 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def lock_file(path: str | os.PathLike, wait: bool = True) -> IO[str] | None:
+    """`path` opened and locked exclusively (flock) for as long as the returned file stays open: closing it, or
+    the process's death (kill -9 included), releases it. `wait=False` raises BlockingIOError at once when another
+    process holds it. None where there is no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(path, "a+")  # noqa: SIM115 - held open by the caller
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        f.close()
+        raise
+    return f
 
 
 def finite_json(obj: Any) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import LifelongError
+from lifelong.tracking.files import lock_file
 
 DB_NAME = "run.sqlite"
 LOCK_NAME = ".lock"  # held (flock) by the process writing the run, for its lifetime
@@ -243,23 +244,15 @@ def hold_run_dir(run_dir: str | os.PathLike, program: str = "lifelong") -> Any:
     """An exclusive lock on `run_dir` held while the returned file stays open (released by `close()` or by the
     process's death, kill -9 included), so a run still going is never resumed by a second process, and a run
     whose process died can be told from one still going (`run_dir_held`). None where there is no flock."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        f = open(run_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the run ends
-    except OSError as err:
-        raise LifelongError(f"run directory {run_dir} is not writable: {describe_os_error(err)}") from None
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
+        return lock_file(run_dir / LOCK_NAME, wait=False)
+    except BlockingIOError:
         raise LifelongError(f"{run_dir} is in use by another {program} process (a run still going): wait for it "
                             "to end or stop it first") from None
-    return f
+    except OSError as err:
+        raise LifelongError(f"run directory {run_dir} is not writable: {describe_os_error(err)}") from None
 
 
 def run_dir_held(run_dir: str | os.PathLike) -> bool | None:
