@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -66,13 +66,15 @@ class ContinualProbe:
 
     def __init__(self, stream: Stream, prepare, task_mask: Tensor | None, n: int, seed: int, model: nn.Module,
                  background: bool = True,
-                 predict: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
+                 predict: Callable[[nn.Module, Tensor], Tensor] | None = None,
+                 kernel: Callable[[int], AbstractContextManager] | None = None) -> None:
         smallest = smallest_test_set(stream)
         if n > smallest:
             raise LifelongError(f"eval_subsample={n} is larger than the data: the smallest experience has "
                                 f"{smallest} test samples")
         self.model_forward = predict is None
         self.predict = predict or (lambda model, x: model(x))
+        self.kernel = kernel or (lambda rows: nullcontext())  # the forward's context (lifelong.training.kernels)
         g = torch.Generator().manual_seed(seed + 12345)
         self.sets = []
         for e in stream.evaluated:
@@ -94,7 +96,9 @@ class ContinualProbe:
         """Accuracy of the twin on the first `seen` probe sets (one forward pass), None for the others.
         `labels`: a class mask of the labels that exist so far (online streams): others are never predicted."""
         with no_autograd(self.twin if self.model_forward else None):
-            logits = self.predict(self.twin, torch.cat([s.x for s in self.sets[:seen]]))
+            x = torch.cat([s.x for s in self.sets[:seen]])
+            with self.kernel(len(x)):
+                logits = self.predict(self.twin, x)
             counts = []
             start = 0
             for s in self.sets[:seen]:

@@ -41,6 +41,7 @@ addressed as `lwf.alpha`, and a bare name is accepted when exactly one part decl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -239,9 +240,13 @@ class Context:
     task_of: Callable[[Tensor], Tensor | None]
     batch_size: int
     save_artifact: Callable[[str, Any], Path | None] = lambda name, obj: None
+    kernel: Callable[[int], AbstractContextManager] = lambda rows: nullcontext()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def forward(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
+        """`model` (default: the run's) on `x`, as the engine runs its own forward passes (on a CPU: oneDNN's
+        kernel for large linear layers, lifelong.training.kernels); e.g. a teacher's targets."""
+        with self.kernel(len(x)):
+            return (self.model if model is None else model)(x)
 
     def segment(self, raw: Tensor, y: Tensor | None, scored: bool = False, **extras: Tensor) -> Segment:
         """A segment from stored (compact) inputs: prepared for the model, with each row's task id."""

@@ -116,7 +116,8 @@ class BiC(ExemplarStrategy):
             return ce
         lam = len(old) / len(seen)
         with torch.no_grad():
-            target = self.teacher_correction(self.teacher(torch.cat([batch[n].x for n in names])))
+            target = self.teacher_correction(self.ctx.forward(torch.cat([batch[n].x for n in names]),
+                                                                     self.teacher))
         t = self.hp["temperature"]
         cols = torch.as_tensor(old, device=logits.device)
         distill = -(F.softmax(target[:, cols] / t, 1) * F.log_softmax(logits[:, cols] / t, 1)).sum(1).mean()

@@ -59,7 +59,8 @@ class ICaRL(ExemplarStrategy):
         old = self.old
         if self.teacher is not None and old:
             with torch.no_grad():
-                q = torch.sigmoid(self.teacher(torch.cat([batch[n].x for n in self.own_segments(batch)])))
+                q = torch.sigmoid(self.ctx.forward(torch.cat([batch[n].x for n in self.own_segments(batch)]),
+                                                   self.teacher))
             target[:, old] = q[:, old]
         cols = torch.as_tensor(seen, device=logits.device)
         bce = F.binary_cross_entropy_with_logits(logits[:, cols], target[:, cols], reduction="sum")

@@ -73,7 +73,7 @@ class LwF(Strategy):
         if self.teacher is None or not self.heads or self.hp["alpha"] == 0.0:
             return None
         with torch.no_grad():
-            target = self.teacher(batch.new.x)
+            target = self.ctx.forward(batch.new.x, self.teacher)
         student = out["new"]
         T, sq = self.hp["temperature"], self.hp["t_squared"]
         terms = [distillation_loss(student[:, h], target[:, h], T, sq) for h in head_columns(self.heads)]

@@ -129,7 +129,7 @@ class RehearsalFree(QuadraticAnchor):
             old = torch.tensor(sorted({c for cs in self.seen.values() for c in cs}), device=z.device)
             is_old = torch.isin(cols, old)
             with torch.no_grad():
-                target[:, is_old] = torch.sigmoid(self.teacher(batch.new.x)[:, cols[is_old]])
+                target[:, is_old] = torch.sigmoid(self.ctx.forward(batch.new.x, self.teacher)[:, cols[is_old]])
             weight[is_old] = self.hp["pred_kd"]
         return F.binary_cross_entropy_with_logits(z, target, weight=weight.expand_as(z))
 

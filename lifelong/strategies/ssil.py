@@ -82,5 +82,5 @@ class SSIL(ExemplarStrategy):
             return ce
         x = torch.cat([batch[n].x for n in names])
         with torch.no_grad():
-            target = self.teacher(x)
+            target = self.ctx.forward(x, self.teacher)
         return ce + task_wise_kd(out.rows(names), target, self.groups, self.hp["temperature"])

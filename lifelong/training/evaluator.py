@@ -38,7 +38,7 @@ class Evaluator:
         n = cfg.eval_subsample or min(DEFAULT_PROBE, smallest_test_set(stream))
         self.probe = ContinualProbe(stream, learner.prepare, learner.task_mask, n, cfg.seed,
                                     learner.model, cfg.eval_background and not custom,
-                                    strategy.predict if custom else None) if cfg.eval_every else None
+                                    strategy.predict if custom else None, learner.kernel) if cfg.eval_every else None
         self.kept: dict[tuple[int, int], tuple[Experience, list[tuple[torch.Tensor, torch.Tensor]], list[int]]] = {}
         self.kept_bytes = 0
 
@@ -58,7 +58,8 @@ class Evaluator:
             allowed = seen if allowed is None else allowed & seen
         hits = torch.zeros((), dtype=torch.long, device=learner.device)
         for x, y in self.test_chunks(exp, idx, chunk, keep=whole):
-            scores = learner.strategy.predict(learner.model, x)
+            with learner.kernel(len(x)):
+                scores = learner.strategy.predict(learner.model, x)
             hits = hits + (correct(scores, y, allowed) if seen is None else masked_correct(scores, y, allowed))
         return distributed.all_reduce_sum(hits, world) if world.active else hits
 
@@ -103,7 +104,9 @@ class Evaluator:
         was = model.training
         model.eval()
         with eval_mode(learner.optimizer), no_autograd(model if self.model_forward else None):
-            scores = learner.strategy.predict(model, learner.prepare(exp.raw(idx)))
+            x = learner.prepare(exp.raw(idx))
+            with learner.kernel(len(x)):
+                scores = learner.strategy.predict(model, x)
             hits = masked_correct(scores, exp.labels(idx), learner.allowed)  # type: ignore[arg-type]
         model.train(was)
         return hits

@@ -31,6 +31,7 @@ from lifelong.strategies.base import Gradients, Segment
 from lifelong.training import distributed
 from lifelong.training.config import RunConfig
 from lifelong.training.distributed import SINGLE, World
+from lifelong.training.kernels import linear_kernel
 from lifelong.training.optimizers import accepted_arguments, resolve_optimizer
 from lifelong.training.stacked import Stack, check_member
 
@@ -236,6 +237,7 @@ class Learner:
         distributed.broadcast_module(model, world)
         self.data = stream[0].data
         self.model = model
+        self.kernels: dict[int, Callable[[], contextlib.AbstractContextManager]] = {}  # forward contexts by rows
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer_factory = optimizer
         self.optimizer = make_optimizer(cfg, self.params, optimizer)
@@ -250,7 +252,7 @@ class Learner:
         self.augment: Callable[[Tensor, torch.Generator], Tensor] | None = augment
         self.generator = generator
         self.ctx = Context(model, stream, device, generator, self.prepare, self.cross_entropy, self.task_of,
-                           cfg.batch_size, *([save_artifact] if save_artifact else []))
+                           cfg.batch_size, *([save_artifact] if save_artifact else []), kernel=self.kernel)
         strategy.setup(self.ctx)
         self.lr_schedule = self.make_lr_schedule()
         self.grad_norms: Tensor | None = torch.zeros(2, device=device) if cfg.record_grad_norms else None
@@ -323,6 +325,7 @@ class Learner:
         old = self.optimizer
         distributed.check_model(model, self.strategy.name, self.strategy.separate_gradients, self.world)
         self.model = self.ctx.model = model.to(self.device)
+        self.kernels.clear()
         self.params = params
         self.optimizer = make_optimizer(self.cfg, params, self.optimizer_factory)
         self.rate_scales = self.built_rates()
@@ -451,6 +454,14 @@ class Learner:
         else:
             self.stack.backward(self.member, objective)
 
+    def kernel(self, rows: int) -> contextlib.AbstractContextManager:
+        """The context of the model's forward pass over `rows` rows: oneDNN's kernel for its large float32
+        linear layers on a CPU (lifelong.training.kernels; `linear_kernel="torch"`: none)."""
+        make = self.kernels.get(rows)
+        if make is None:
+            make = self.kernels[rows] = linear_kernel(self.cfg.linear_kernel, self.device, self.model, rows)
+        return make()
+
     def forward(self, x: Tensor) -> Tensor:
         """The model's logits for `x`; in a data-parallel run, this rank's shard forwarded and all ranks'
         gathered (differentiably) into the logits of every row; in a stack of runs, batched with the other
@@ -461,6 +472,9 @@ class Learner:
             with norms_in_eval_mode(self.model):
                 return self.model(x)
         if not self.world.active:
-            return self.model(x)
+            with self.kernel(len(x)):
+                return self.model(x)
         lo, hi = distributed.shard(len(x), self.world)
-        return distributed.gather_rows(self.model(x[lo:hi]), len(x), self.world)
+        with self.kernel(hi - lo):
+            shard = self.model(x[lo:hi])
+        return distributed.gather_rows(shard, len(x), self.world)
