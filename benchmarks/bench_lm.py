@@ -55,7 +55,8 @@ def bare_hf_loop(train: np.ndarray, vocab: int, steps: int, batch: int, seq_len:
     return steps * batch * seq_len / (time.perf_counter() - t0)
 
 
-def lifelong_lm(steps: int, batch: int, seq_len: int, seed: int, cache: str, out: str) -> float:
+def lifelong_lm(steps: int, batch: int, seq_len: int, seed: int, cache: str, out_root: str,
+                kernel: str = "auto") -> float:
     from lifelong.lm.train import LMConfig, run_lm
 
     r = run_lm(
@@ -64,11 +65,12 @@ def lifelong_lm(steps: int, batch: int, seq_len: int, seed: int, cache: str, out
             steps_per_phase=steps,
             batch_size=batch,
             seq_len=seq_len,
-            eval_every=10**9,
+            eval_every=10**8,
             eval_windows=4,
             seed=seed,
             cache_dir=cache,
-            out_dir=out,
+            out_dir=tempfile.mkdtemp(dir=out_root),  # a fresh directory per run (an LM run dir is never reused)
+            linear_kernel=kernel,
             progress=False,
             save_checkpoints=False,
             plot=False,
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--linear-kernel", default="auto", choices=("auto", "torch"),
+                    help="lifelong lm's kernel for the linear layers (lifelong.training.kernels) [auto]")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from lifelong.lm.corpora import resolve_corpus, tokenize_corpus
@@ -95,11 +99,11 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="bench-lm-out-")
     tok = ByteTokenizer()
     train = np.asarray(tokenize_corpus(resolve_corpus("fortunes-en"), tok, cache).train)
-    lifelong_lm(5, a.batch_size, a.seq_len, 0, cache, out)  # warm up both paths (imports, allocator)
+    lifelong_lm(5, a.batch_size, a.seq_len, 0, cache, out, a.linear_kernel)  # warm up both paths (imports, allocator)
     bare_hf_loop(train, tok.vocab_size, 5, a.batch_size, a.seq_len, 0)
     A, B = [], []
     for r in range(a.rounds):
-        A.append(lifelong_lm(a.steps, a.batch_size, a.seq_len, r, cache, out))
+        A.append(lifelong_lm(a.steps, a.batch_size, a.seq_len, r, cache, out, a.linear_kernel))
         B.append(bare_hf_loop(train, tok.vocab_size, a.steps, a.batch_size, a.seq_len, r))
         print(f"round {r}: lifelong lm {A[-1]:.0f} tok/s, bare HF loop {B[-1]:.0f} tok/s", flush=True)
     res = {

@@ -86,25 +86,27 @@ def model():
 def test_the_context_routes_only_large_float32_cpu_products(monkeypatch):
     torch.manual_seed(2)
     net = model()
-    mode = linear_kernel("auto", torch.device("cpu"), net, 32)
+    mode = linear_kernel("auto", torch.device("cpu"), net, 64)
     counted = calls(monkeypatch)
-    x = torch.randn(32, 784)
+    x = torch.randn(64, 784)
     with mode():
         y = net[0](x)
         assert counted["n"] == 1
-        small = net[2](torch.randn(32, 256))  # 32 x 256 x 10 multiply-adds: torch's kernel is faster
+        small = net[2](torch.randn(64, 256))  # 64 x 256 x 10 multiply-adds: torch's kernel is faster
+        few = net[0](x[:32])  # 32 rows: slower inside a training step
         dbl = F.linear(x.double(), net[0].weight.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             cast = net[0](x)
         per_sample = torch.func.vmap(net[0])(x)
     assert counted["n"] == 1
     assert type(y.grad_fn).__name__ == "OneDNNLinearBackward"
-    assert type(small.grad_fn).__name__ == "AddmmBackward0"
+    assert type(small.grad_fn).__name__ == "AddmmBackward0" and type(few.grad_fn).__name__ == "AddmmBackward0"
     assert dbl.dtype == torch.float64 and cast.dtype == torch.bfloat16
     assert torch.allclose(per_sample, y, rtol=1e-5, atol=1e-4)
-    assert linear_kernel("torch", torch.device("cpu"), net, 32) is not mode
-    assert linear_kernel("auto", torch.device("cpu"), nn.Sequential(nn.Linear(16, 8)), 32) is not mode
-    assert linear_kernel("auto", torch.device("meta"), net, 32) is not mode
+    assert linear_kernel("torch", torch.device("cpu"), net, 64) is not mode
+    assert linear_kernel("auto", torch.device("cpu"), net, 32) is not mode
+    assert linear_kernel("auto", torch.device("cpu"), nn.Sequential(nn.Linear(16, 8)), 64) is not mode
+    assert linear_kernel("auto", torch.device("meta"), net, 64) is not mode
 
 
 def test_inference_mode_and_no_grad_forwards_match():

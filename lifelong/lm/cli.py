@@ -101,6 +101,9 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: idle cores)")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--linear-kernel", default=DEFAULTS.linear_kernel, choices=("auto", "torch"),
+                   help="float32 linear layers on an x86 CPU: auto (oneDNN for products of 64 rows or more, "
+                   "faster where torch's BLAS is slow, as on AMD CPUs) or torch (default: %(default)s)")
     p.add_argument(
         "--out", dest="out_dir", default=None, help="output directory (default: runs/lm-<timestamp>)"
     )
@@ -205,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> LMConfig:
         cache_dir=args.cache_dir,
         threads=args.threads,
         device=args.device,
+        linear_kernel=args.linear_kernel,
         save_checkpoints=not args.no_checkpoints,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,

@@ -44,7 +44,8 @@ from lifelong.lm.tokenizers import ByteTokenizer, load_tokenizer_dir, train_bpe
 from lifelong.params import Param
 from lifelong.tracking.files import finite_json, write_json_atomic
 from lifelong.tracking.resources import environment
-from lifelong.training.config import check_device
+from lifelong.training.config import SETTINGS, check_device
+from lifelong.training.kernels import linear_kernel
 
 
 @dataclass
@@ -84,6 +85,7 @@ class LMConfig:
     cache_dir: str | None = None
     threads: int | None = None
     device: str = "auto"
+    linear_kernel: str = "auto"  # as RunConfig.linear_kernel: oneDNN for the large CPU linear layers, or torch
     save_checkpoints: bool = True
     checkpoint_every: int = 100  # updates between resume checkpoints (also at each phase end); 0: none
     plot: bool = True
@@ -114,6 +116,7 @@ PARAMS = {
     "log_every": Param(10, "updates between train-loss records", low=1),
     "checkpoint_every": Param(100, "updates between resume checkpoints (0: none)", low=0),
     "seed": Param(0, "random seed", low=0, high=2**32 - 1),
+    "linear_kernel": SETTINGS["linear_kernel"],
 }
 LIMITS = {"steps_per_phase": 10**8, "batch_size": 1 << 20, "seq_len": 1 << 20, "eval_windows": 1 << 20,
           "eval_every": 10**8, "probes": 1 << 20, "probe_len": 1 << 20, "log_every": 10**8,
@@ -355,6 +358,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         cfg.decay_shape,
     )
     b_local = cfg.batch_size // world
+    kernel = linear_kernel(cfg.linear_kernel, device, module, b_local * cfg.seq_len)  # the forwards' context
     rows = slice(rank * b_local, (rank + 1) * b_local)
 
     # retention probes
@@ -393,13 +397,15 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
 
     def evaluate_all() -> dict[str, float]:
         module.eval()
-        out = {n: domain_loss(module, windows[n], 32, rank, world) for n in names}
+        with kernel():
+            out = {n: domain_loss(module, windows[n], 32, rank, world) for n in names}
         module.train()
         return out
 
     def probe_record(step: int) -> None:
         module.eval()
-        rec = probe_set.evaluate(module)
+        with kernel():
+            rec = probe_set.evaluate(module)
         module.train()
         result["probes"].append(
             {"step": step, "since_exposure": step - probe_step, "corpus": probe_set.corpus, **rec}
@@ -411,7 +417,7 @@ def run_lm(cfg: LMConfig, resume: bool = False) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x = x.to(device, non_blocking=True)
-        with _autocast(device) if use_amp else _null():
+        with _autocast(device) if use_amp else _null(), kernel():
             logits = model(input_ids=x[:, :-1]).logits
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         loss.backward()

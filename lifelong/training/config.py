@@ -55,8 +55,8 @@ SETTINGS: dict[str, Param] = {
     "precision": Param("32", "arithmetic of the training step: 32 (float32), bf16-mixed (autocast to bfloat16; "
                        "CPU and CUDA) or 16-mixed (float16 with a gradient scaler; CUDA)",
                        choices=("32", "bf16-mixed", "16-mixed")),
-    "linear_kernel": Param("auto", "float32 linear layers on the CPU: auto (oneDNN's kernel for the large "
-                           "products, about 1.5-2x faster where torch's BLAS is slow, as on AMD CPUs; rounds "
+    "linear_kernel": Param("auto", "float32 linear layers on an x86 CPU: auto (oneDNN's kernel for products of "
+                           "64 rows or more, 1.3-2x faster where torch's BLAS is slow, as on AMD CPUs; rounds "
                            "differently) or torch (torch's own kernel everywhere)", choices=("auto", "torch")),
     "device": Param("auto", "cpu, cuda, cuda:N or auto (CUDA when present)"),
     "threads": Param(1, "CPU threads for this run (pinned: more threads can be slower under load)", low=1,

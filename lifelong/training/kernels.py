@@ -1,17 +1,20 @@
-"""oneDNN for the float32 linear layers of a CPU run: the same products as torch's default kernel, about 1.5-2x
-faster on x86 CPUs where torch's BLAS (MKL) is slow, as on AMD's.
+"""oneDNN for the large float32 linear layers of a CPU run: the same products as torch's default kernel, faster
+on x86 CPUs where torch's BLAS (MKL) is slow, as on AMD's.
 
 torch computes `F.linear` on the CPU with MKL's GEMM, whose fast paths are Intel-only: on an AMD EPYC (the
 project's machine) oneDNN, the other GEMM library inside every x86 torch build (torch's convolutions already use
-it), multiplies a 32 x 784 batch by a 784 x 256 weight in 0.62x MKL's time and a 2000-row evaluation chunk in
-0.45x (`benchmarks/bench_kernels.py`). Small products are faster in MKL (oneDNN has a fixed cost per call), so a
-product goes to oneDNN only from `MIN_MACS` multiply-adds (rows x inputs x outputs) on.
+it), takes 0.45x MKL's time for a 4096-row evaluation chunk of a 784 x 256 layer and 0.5-0.75x for a training
+step's products from 64 rows on (`benchmarks/bench_kernels.py`). Below that it loses: each oneDNN call has a
+larger fixed cost and re-lays out the weight, which inside a step (weights out of cache) makes a 32-row SGD step
+of the default MLP 1.13x slower although its products alone are faster. So a product goes to oneDNN only from
+`MIN_ROWS` rows and `MIN_MACS` multiply-adds (rows x inputs x outputs) on.
 
 `linear_kernel(...)` is the context the engine opens around the model's forward passes (training and
-evaluation): a `TorchFunctionMode` that sends each qualifying `F.linear` call (every `nn.Linear`, and a user's
-module calling `F.linear`) through `OneDNNLinear`, whose backward computes the input and weight gradients with
-oneDNN too. Anything else runs as torch runs it: CUDA, other dtypes, autocast, tensor subclasses, `torch.func`
-transforms (stacked runs, per-sample gradients), and every operation outside the model's forward.
+evaluation, and a teacher's targets through `Context.forward`): a `TorchFunctionMode` that sends each
+qualifying `F.linear` call (every `nn.Linear`, and a user's module calling `F.linear`) to oneDNN, through
+`OneDNNLinear` when gradients are needed (its backward computes the input and weight gradients with oneDNN too).
+Anything else runs as torch runs it: CUDA, other dtypes, autocast, tensor subclasses, `torch.func` transforms
+(stacked runs, per-sample gradients), and every operation outside those forward passes.
 
 Rounding: oneDNN sums the products in another order than MKL, so a layer's output agrees with `F.linear` to
 float32 rounding (relative ~1e-6; tests/test_kernels.py), not bit for bit; a run is still deterministic and
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 MIN_MACS = 1 << 20  # rows x in x out from which oneDNN beats MKL on the measured shapes (bench_kernels.py)
+MIN_ROWS = 64  # rows from which it gains inside a training step (bench_kernels.py, part 2)
 KERNELS = ("auto", "torch")
 
 
@@ -91,12 +95,12 @@ def _plain(t: Any) -> bool:
 
 
 def takes(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether `F.linear(x, weight, bias)` goes to oneDNN: plain float32 CPU tensors of matching sizes, a
-    product of at least MIN_MACS, no autocast and no torch.func transform around it."""
+    """Whether `F.linear(x, weight, bias)` goes to oneDNN: plain float32 CPU tensors of matching sizes, at
+    least MIN_ROWS rows and MIN_MACS multiply-adds, no autocast and no torch.func transform around it."""
     return (isinstance(x, Tensor) and isinstance(weight, Tensor) and _plain(x) and _plain(weight) and _plain(bias)
             and x.dim() >= 2 and weight.dim() == 2
             and x.shape[-1] == weight.shape[1] and (bias is None or bias.shape == weight.shape[:1])
-            and x.numel() * weight.shape[0] >= MIN_MACS
+            and x.numel() >= MIN_ROWS * weight.shape[1] and x.numel() * weight.shape[0] >= MIN_MACS
             and not _autocast_on() and not _transformed())
 
 
@@ -109,15 +113,18 @@ class _OneDNNLinearMode(TorchFunctionMode):
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             if takes(x, weight, bias):
-                return OneDNNLinear.apply(x, weight, bias)
+                if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                                or (bias is not None and bias.requires_grad)):
+                    return OneDNNLinear.apply(x, weight, bias)
+                return _linear(x, weight, bias, "none", [], "")
         return func(*args, **kwargs)
 
 
 def gains(model: nn.Module, rows: int) -> bool:
-    """Whether some linear layer of `model` reaches MIN_MACS with `rows` rows (else the mode's ~1 us per
+    """Whether some linear layer of `model` goes to oneDNN with `rows` rows (else the mode's ~1 us per
     operation of the forward would buy nothing)."""
-    return any(isinstance(m, nn.Linear) and rows * m.in_features * m.out_features >= MIN_MACS
-               for m in model.modules())
+    return rows >= MIN_ROWS and any(isinstance(m, nn.Linear) and rows * m.in_features * m.out_features >= MIN_MACS
+                                    for m in model.modules())
 
 
 def linear_kernel(setting: str, device: torch.device, model: nn.Module,
