@@ -18,6 +18,7 @@ from lifelong.lm.experiment import run_experiment
 from lifelong.lm.models import MODEL_PRESETS
 from lifelong.lm.schedules import DECAY_SHAPES, SCHEDULES
 from lifelong.lm.train import LMConfig, default_out_dir, resume_lm, run_lm
+from lifelong.training.config import SETTINGS
 
 DEFAULTS = LMConfig()
 
@@ -101,9 +102,9 @@ def _add_run_flags(p: argparse.ArgumentParser, experiment: bool = False) -> None
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: idle cores)")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--linear-kernel", default=DEFAULTS.linear_kernel, choices=("auto", "torch"),
-                   help="float32 linear layers on an x86 CPU: auto (oneDNN for products of 64 rows or more, "
-                   "faster where torch's BLAS is slow, as on AMD CPUs) or torch (default: %(default)s)")
+    kernel = SETTINGS["linear_kernel"]  # the one definition, shared with lifelong run
+    p.add_argument("--linear-kernel", default=DEFAULTS.linear_kernel, choices=kernel.choices,
+                   help=f"{kernel.help} (default: %(default)s)")
     p.add_argument(
         "--out", dest="out_dir", default=None, help="output directory (default: runs/lm-<timestamp>)"
     )

@@ -36,7 +36,6 @@ from torch.overrides import TorchFunctionMode
 
 MIN_MACS = 1 << 20  # rows x in x out from which oneDNN beats MKL on the measured shapes (bench_kernels.py)
 MIN_ROWS = 64  # rows from which it gains inside a training step (bench_kernels.py, part 2)
-KERNELS = ("auto", "torch")
 
 
 def onednn_available() -> bool:
@@ -63,17 +62,16 @@ class OneDNNLinear(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        if grad.dim() != 2:
-            x = x.reshape(-1, x.shape[-1])
-        g = grad.reshape(-1, grad.shape[-1]) if grad.dim() != 2 else grad
+        flat = grad.dim() == 2
+        g = grad if flat else grad.reshape(-1, grad.shape[-1])
         large = g.shape[0] * weight.shape[0] * weight.shape[1] >= MIN_MACS and not torch.is_grad_enabled()
         dx = dw = None
         if need_x:
             dx = _linear(g, weight.t(), None, "none", [], "") if large else g.mm(weight)
-            if grad.dim() != 2:
-                dx = dx.reshape(*grad.shape[:-1], weight.shape[1])
+            dx = dx if flat else dx.reshape(x.shape)
         if need_w:
-            dw = _linear(g.t(), x.t(), None, "none", [], "") if large else g.t().mm(x)
+            rows = x if flat else x.reshape(-1, x.shape[-1])
+            dw = _linear(g.t(), rows.t(), None, "none", [], "") if large else g.t().mm(rows)
         return dx, dw, g.sum(0) if need_b else None
 
 
